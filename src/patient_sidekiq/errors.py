@@ -1,0 +1,116 @@
+"""Every exception patient-sidekiq raises, in one tree.
+
+::
+
+    PatientSidekiqError
+    ├── ConfigurationError            a setting is missing or has a value we cannot use
+    ├── WireFormatError (ValueError)  data that Ruby could not have written, or we cannot read
+    │   ├── InvalidJsonError          text is not JSON (or JSON that Ruby's parser refuses)
+    │   ├── NotJsonNativeError        a value JSON cannot carry unchanged (NaN, a set, a date …)
+    │   ├── InvalidRequestError       a request that the gem's Request class would refuse
+    │   └── InvalidResultError        a response or error payload the gem could not load
+    ├── EncryptionError               ActiveSupport-compatible envelopes (see ``encryption``)
+    │   ├── EncryptionNotConfiguredError   an envelope arrived but no key is configured
+    │   ├── MalformedMessageError          not base64, wrong shape, or truncated
+    │   ├── MessageAuthenticationError     no configured key verifies it (wrong key or tampered)
+    │   └── PlaintextFormatError           verified, but neither a Marshal nor a JSON string
+    ├── PayloadStoreError             external payload storage (``{"$ref": …}``)
+    │   ├── UnknownPayloadStoreError       a reference names a store we do not have
+    │   └── PayloadNotFoundError           the store has no payload under that key
+    ├── RedisUnavailableError         Redis could not be reached, or the connection broke
+    ├── RedisCommandError             Redis answered a command with an error reply
+    └── PatientHttpError              results delivered to ``on_error`` (see ``failures``)
+
+Callers that only want to know "did patient-sidekiq refuse this" catch
+``PatientSidekiqError``; the worker files every one of them into Sidekiq's retry or dead
+set rather than letting it escape.
+"""
+
+from __future__ import annotations
+
+
+class PatientSidekiqError(Exception):
+    """Root of every exception raised by patient-sidekiq."""
+
+
+class ConfigurationError(PatientSidekiqError):
+    """Raised at startup when a setting is missing or unusable."""
+
+
+class WireFormatError(PatientSidekiqError, ValueError):
+    """Raised when data does not follow the gem's or Sidekiq's wire format."""
+
+
+class InvalidJsonError(WireFormatError):
+    """Raised when text is not JSON that Ruby's ``JSON.parse`` would accept."""
+
+
+class NotJsonNativeError(WireFormatError):
+    """Raised when a value cannot be written as JSON without changing it.
+
+    Ruby's ``JSON.generate`` only carries nil, booleans, strings, integers, finite floats,
+    arrays and string-keyed objects; anything else (a ``datetime``, ``NaN``, a set, bytes)
+    would reach the Ruby side altered or not at all.
+    """
+
+
+class InvalidRequestError(WireFormatError):
+    """Raised when a request would be refused by the gem's ``PatientHttp::Request``."""
+
+
+class InvalidResultError(WireFormatError):
+    """Raised when a response or error payload cannot be loaded."""
+
+
+class EncryptionError(PatientSidekiqError):
+    """Base of every error about encrypted payload envelopes."""
+
+
+class EncryptionNotConfiguredError(EncryptionError):
+    """Raised when an encrypted envelope arrives but no encryption key is configured."""
+
+
+class MalformedMessageError(EncryptionError):
+    """Raised when an envelope is not base64, not three ``--`` parts, or truncated."""
+
+
+class MessageAuthenticationError(EncryptionError):
+    """Raised when no configured key (with either digest) verifies the message.
+
+    AES-GCM cannot tell a wrong key from tampered bytes: both fail the same tag check.
+    """
+
+
+class PlaintextFormatError(EncryptionError):
+    """Raised when a verified plaintext is neither a Marshal string nor a JSON string."""
+
+
+class PayloadStoreError(PatientSidekiqError):
+    """Base of every error about external payload storage."""
+
+
+class UnknownPayloadStoreError(PayloadStoreError):
+    """Raised when a ``$ref`` names a store that is not configured here."""
+
+
+class PayloadNotFoundError(PayloadStoreError):
+    """Raised when a ``$ref`` points at a payload that is no longer stored."""
+
+
+class RedisUnavailableError(PatientSidekiqError):
+    """Raised when Redis cannot be reached or a connection breaks mid-command."""
+
+
+class RedisCommandError(PatientSidekiqError):
+    """Raised when Redis answers one command with an error reply (``WRONGTYPE``, ``NOSCRIPT`` …).
+
+    The connection stays usable; other commands of the same pipeline are unaffected.
+    """
+
+
+class PatientHttpError(PatientSidekiqError):
+    """Base of the HTTP failures handed to ``on_error`` callbacks.
+
+    The concrete classes live in :mod:`patient_sidekiq.failures` and mirror the gem's
+    ``PatientHttp::Error`` subclasses.
+    """

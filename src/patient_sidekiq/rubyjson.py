@@ -1,0 +1,132 @@
+"""JSON text exactly as Ruby's ``JSON.generate`` writes it, and parsing as ``JSON.parse`` reads it.
+
+Ruby and Python processes compare, store and re-push each other's JSON strings (Sidekiq
+removes a job from a list by its exact text), so the bytes must match: no spaces, keys in
+insertion order, non-ASCII characters unescaped, and floats in Ruby's ``Float#to_s`` form.
+
+The only place the two languages' output differs is float formatting: Ruby switches to
+exponent notation from 1e15 upwards with 16 or fewer significant digits (Python waits
+until 1e16) and always writes a fractional part in the mantissa (``1.0e+16`` where
+Python writes ``1e+16``). ``dumps`` therefore takes the C encoder's output as is unless it
+could contain such a float, and only then re-encodes with Ruby's float format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidJsonError, NotJsonNativeError
+
+__all__ = ["dumps", "loads", "ruby_float_repr"]
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode_string = json.encoder.encode_basestring
+
+# A digit followed by an exponent, or a 16-digit integer part: the only float spellings
+# where Python's repr and Ruby's Float#to_s can disagree. Matches inside strings are
+# harmless: they just send that value through the exact (slower) path.
+_MAY_NEED_RUBY_FLOATS = re.compile(r"\de[+-]|\d{16}\.\d")
+
+
+def ruby_float_repr(value: float) -> str:
+    """Return ``value`` spelled as Ruby's ``Float#to_s`` spells it (finite values only)."""
+    text = repr(value)
+    if "e" not in text and abs(value) < 1e15:
+        return text
+    sign = "-" if text[0] == "-" else ""
+    body = text.lstrip("-")
+    if "e" in body:
+        mantissa, exponent = body.split("e")
+        decimal_point = int(exponent) + 1
+        digits = mantissa.replace(".", "").rstrip("0") or "0"
+    else:
+        integer_part, fraction = body.split(".")
+        decimal_point = len(integer_part)
+        digits = (integer_part + fraction).rstrip("0")
+    # Ruby prints fixed notation up to 16 integer digits only when fractional digits remain.
+    if decimal_point > 0 and (decimal_point < 16 or (decimal_point == 16 and len(digits) > 16)):
+        return text
+    exp = decimal_point - 1
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}e{'+' if exp >= 0 else '-'}{abs(exp):02d}"
+
+
+def dumps(value: Any) -> str:
+    """Serialize ``value`` to the exact text Ruby's ``JSON.generate`` produces.
+
+    Raises :class:`NotJsonNativeError` for values Ruby could not receive unchanged:
+    non-finite floats, non-JSON types, and strings that are not valid Unicode (lone
+    surrogates cannot be written as UTF-8).
+    """
+    try:
+        text = _encoder.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise NotJsonNativeError(f"cannot write as JSON: {exc}") from exc
+    if _MAY_NEED_RUBY_FLOATS.search(text):
+        text = "".join(_encode_exact(value))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NotJsonNativeError(f"string is not valid Unicode: {exc.reason}") from exc
+    return text
+
+
+def _encode_exact(value: Any) -> list[str]:
+    out: list[str] = []
+    _write(value, out)
+    return out
+
+
+def _write(value: Any, out: list[str]) -> None:
+    # bool before int: True is an int in Python.
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_encode_string(value))
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(ruby_float_repr(value))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        first = True
+        for key, item in value.items():
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_string(key if isinstance(key, str) else _encoder.encode(key)))
+            out.append(":")
+            _write(item, out)
+        out.append("}")
+    else:  # lists and tuples; anything else was refused by the C encoder already
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJsonError(f"{name} is not valid JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON as Ruby's ``JSON.parse`` does: NaN and Infinity are refused.
+
+    Raises :class:`InvalidJsonError` for anything that is not JSON, including bytes that
+    are not UTF-8 and numbers too long to parse.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except InvalidJsonError:
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+        raise InvalidJsonError(f"not valid JSON: {exc}") from exc

@@ -1,0 +1,98 @@
+import contextlib
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from patient_sidekiq import rubyjson
+from patient_sidekiq.errors import InvalidJsonError, NotJsonNativeError
+from tests.strategies import json_values
+
+# Spellings checked against Ruby 3.1's Float#to_s (what JSON.generate writes).
+RUBY_FLOATS = [
+    (1e16, "1.0e+16"),
+    (1e15, "1.0e+15"),
+    (4537997502243646.0, "4.537997502243646e+15"),
+    (1223383794756801.2, "1223383794756801.2"),
+    (999999999999999.9, "999999999999999.9"),
+    (1e-05, "1.0e-05"),
+    (1.5e-05, "1.5e-05"),
+    (0.0001, "0.0001"),
+    (1.0, "1.0"),
+    (-0.0, "-0.0"),
+    (123456789.12345679, "123456789.12345679"),
+    (1e300, "1.0e+300"),
+    (5e-324, "5.0e-324"),
+    (1795615729.9256558, "1795615729.9256558"),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), RUBY_FLOATS)
+def test_floats_are_spelled_like_ruby(value: float, expected: str) -> None:
+    assert rubyjson.ruby_float_repr(value) == expected
+    assert rubyjson.dumps([value]) == f"[{expected}]"
+
+
+def test_dumps_matches_ruby_generate_for_strings_and_layout() -> None:
+    # Ruby 3.1: JSON.generate(["\u0001\u001f\b\f\n\r\t\"\\/\u007f\u2028 é", {"a" => nil}])
+    value = ['\x01\x1f\b\f\n\r\t"\\/\x7f\u2028 é', {"a": None, "b": [True, False, 2**70]}]
+    assert rubyjson.dumps(value) == (
+        '["\\u0001\\u001f\\b\\f\\n\\r\\t\\"\\\\/\x7f\u2028 é",'
+        '{"a":null,"b":[true,false,1180591620717411303424]}]'
+    )
+
+
+def test_exact_path_is_used_when_a_string_merely_looks_like_an_exponent() -> None:
+    value = {"s": "1e+5 and 1234567890123456.7", "f": 1e16, "n": [0.5]}
+    assert rubyjson.dumps(value) == '{"s":"1e+5 and 1234567890123456.7","f":1.0e+16,"n":[0.5]}'
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, {1, 2}, b"bytes", object()])
+def test_values_ruby_cannot_receive_are_refused(bad: object) -> None:
+    with pytest.raises(NotJsonNativeError):
+        rubyjson.dumps({"v": bad})
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(NotJsonNativeError, match="not valid Unicode"):
+        rubyjson.dumps(["\ud800"])
+
+
+@pytest.mark.parametrize("text", ["NaN", "[Infinity]", "{", "", "\xff", b"\xff\xfe", "1" * 5000])
+def test_loads_refuses_what_ruby_refuses(text: str | bytes) -> None:
+    with pytest.raises(InvalidJsonError):
+        rubyjson.loads(text)
+
+
+def test_every_golden_json_text_round_trips(golden: dict[str, object]) -> None:
+    texts: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict) and node is not golden["versions"]:
+            for key, value in node.items():
+                if key in ("json", "stored_value", "sample_json") and isinstance(value, str):
+                    texts.append(value)
+                else:
+                    collect(value)
+
+    collect(golden)
+    assert len(texts) > 30
+    for text in texts:
+        assert rubyjson.dumps(rubyjson.loads(text)) == text
+
+
+@given(json_values)
+def test_round_trip_preserves_values_and_types(value: object) -> None:
+    text = rubyjson.dumps(value)
+    assert rubyjson.loads(text) == value
+    assert rubyjson.dumps(rubyjson.loads(text)) == text
+    # Python's own parser reads the Ruby spelling identically.
+    assert json.loads(text) == value
+
+
+@given(st.text())
+def test_loads_raises_only_documented_errors(text: str) -> None:
+    with contextlib.suppress(InvalidJsonError):
+        rubyjson.loads(text)
