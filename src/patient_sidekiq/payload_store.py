@@ -1,0 +1,198 @@
+"""External payload storage, compatible with the patient_http gem (wire spec §6).
+
+A payload whose JSON is too big for the job is stored elsewhere and the job carries
+``{"$ref": {"store": "<name>", "key": "<uuid>"}}`` instead. The stored value is the exact JSON
+text the writer produced: it is handed back as ``str``, never re-serialized, so nothing (key
+order, number formatting, an encryption envelope) changes on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import trio
+
+from . import keys
+from .errors import PayloadStoreError
+from .redis_bridge import RedisBridge
+
+REFERENCE_KEY: Final = "$ref"
+"""The only key of a reference object."""
+
+
+def is_reference(data: object) -> bool:
+    """Return whether ``data`` is a reference (a dict with a ``"$ref"`` key), valid or not."""
+    return isinstance(data, dict) and REFERENCE_KEY in data
+
+
+def new_key() -> str:
+    """Return a fresh storage key: a random uuid, like Ruby's ``SecureRandom.uuid``."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadReference:
+    """Where a stored payload lives: the name of a configured store and the key inside it."""
+
+    store: str
+    key: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the reference as the gem writes it (``store`` before ``key``)."""
+        return {REFERENCE_KEY: {"store": self.store, "key": self.key}}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> PayloadReference:
+        """Read a reference, raising :class:`PayloadStoreError` naming what is wrong."""
+        if REFERENCE_KEY not in data:
+            raise PayloadStoreError(f"not a payload reference: no {REFERENCE_KEY!r} key")
+        ref = data[REFERENCE_KEY]
+        if not isinstance(ref, dict):
+            raise PayloadStoreError(
+                f"payload reference {REFERENCE_KEY!r} must be an object, not {type(ref).__name__}"
+            )
+        for field in ("store", "key"):
+            if not isinstance(ref.get(field), str):
+                raise PayloadStoreError(
+                    f"payload reference needs a string {field!r}, got {ref.get(field)!r}"
+                )
+        return cls(store=ref["store"], key=ref["key"])
+
+
+class PayloadStore(Protocol):
+    """What the worker needs from a store; every key is the bare uuid (no prefix)."""
+
+    async def put(self, key: str, json_text: str) -> None:
+        """Store ``json_text`` under ``key``, replacing what was there."""
+
+    async def get(self, key: str) -> str | None:
+        """Return the stored JSON text, or ``None`` if there is none."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the payload; deleting a missing one is not an error."""
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadStoreError(f"stored payload {where} is not valid UTF-8: {exc}") from exc
+
+
+def _encode(json_text: str, where: str) -> bytes:
+    try:
+        return json_text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: JSON Ruby could never read back
+        raise PayloadStoreError(f"payload for {where} cannot be encoded as UTF-8: {exc}") from exc
+
+
+class RedisPayloadStore:
+    """The gem's ``:redis`` adapter: ``SET <prefix><key> <json> [PX ttl_ms]``, GET, DEL."""
+
+    def __init__(
+        self, bridge: RedisBridge, *, prefix: str = keys.PAYLOAD_PREFIX, ttl: float | None = None
+    ) -> None:
+        self._bridge = bridge
+        self._prefix = prefix
+        self._ttl_ms: int | None = None
+        if ttl is not None:
+            # Ruby's ``(ttl * 1000).round`` rounds halves away from zero (Python's round would
+            # not); Redis refuses PX 0, so anything under half a millisecond is refused here.
+            ttl_ms = math.floor(ttl * 1000 + 0.5) if math.isfinite(ttl) else 0
+            if ttl_ms < 1:
+                raise ValueError(f"payload ttl must be at least 0.0005 seconds, not {ttl!r}")
+            self._ttl_ms = ttl_ms
+
+    async def put(self, key: str, json_text: str) -> None:
+        """Store the JSON text, with the configured expiry if any."""
+        redis_key = keys.payload_key(key, self._prefix)
+        value = _encode(json_text, redis_key)
+        if self._ttl_ms is None:
+            await self._bridge.execute("SET", redis_key, value)
+        else:
+            await self._bridge.execute("SET", redis_key, value, "PX", self._ttl_ms)
+
+    async def get(self, key: str) -> str | None:
+        """Return the stored JSON text, or ``None`` when the key is missing or expired."""
+        redis_key = keys.payload_key(key, self._prefix)
+        data = await self._bridge.execute("GET", redis_key)
+        if data is None:
+            return None
+        if not isinstance(data, bytes):
+            raise PayloadStoreError(f"unexpected reply for {redis_key}: {data!r}")
+        return _decode(data, redis_key)
+
+    async def delete(self, key: str) -> None:
+        """Delete the stored payload (idempotent)."""
+        await self._bridge.execute("DEL", keys.payload_key(key, self._prefix))
+
+
+class FilePayloadStore:
+    """The gem's ``:file`` adapter: ``<directory>/<key>.json``, for development and tests.
+
+    File I/O runs in a worker thread: this store is rare and off the hot path, so the thread
+    hop is fine, and it keeps the trio loop from blocking on a slow disk. Files are created
+    private to the user (mode 0600, as ``tempfile.mkstemp`` makes them): payloads may hold
+    secrets.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._directory = Path(directory)
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)  # like the gem: mkdir_p at setup
+        except OSError as exc:
+            raise PayloadStoreError(f"cannot create payload directory {directory}: {exc}") from exc
+
+    def _path(self, key: str) -> Path:
+        # The key comes from a job: refuse anything that could leave the directory.
+        if not key or "/" in key or "\\" in key or ".." in key or "\0" in key:
+            raise PayloadStoreError(f"invalid payload key {key!r}")
+        return self._directory / f"{key}.json"
+
+    async def put(self, key: str, json_text: str) -> None:
+        """Write the file atomically: readers see the old file or the whole new one."""
+        path = self._path(key)
+        data = _encode(json_text, str(path))
+        await trio.to_thread.run_sync(self._write, path, data)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=self._directory, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                os.replace(temp, path)  # atomic on POSIX within one directory
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+        except OSError as exc:
+            raise PayloadStoreError(f"cannot write payload {path}: {exc}") from exc
+
+    async def get(self, key: str) -> str | None:
+        """Return the file's text, or ``None`` if it does not exist."""
+        path = self._path(key)
+        try:
+            data = await trio.to_thread.run_sync(path.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PayloadStoreError(f"cannot read payload {path}: {exc}") from exc
+        return _decode(data, str(path))
+
+    async def delete(self, key: str) -> None:
+        """Remove the file; a missing file is fine."""
+        path = self._path(key)
+        try:
+            await trio.to_thread.run_sync(path.unlink, True)
+        except OSError as exc:
+            raise PayloadStoreError(f"cannot delete payload {path}: {exc}") from exc
