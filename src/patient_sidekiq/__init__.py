@@ -1,0 +1,104 @@
+"""patient-sidekiq: a Python worker for patient_http-sidekiq jobs, speaking Sidekiq's protocol.
+
+Implementation modules are named after their role (ARCHITECTURE.md lists them); this
+module only re-exports the public API, and ``tests/test_public_api.py`` pins the names.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .callback_args import CallbackArgs as CallbackArgs
+from .callback_args import validate_callback_args as validate_callback_args
+from .encryption import Digest as Digest
+from .encryption import MessageEncryptor as MessageEncryptor
+from .encryption import PlaintextForm as PlaintextForm
+from .errors import ConfigurationError as ConfigurationError
+from .errors import EncryptionError as EncryptionError
+from .errors import EncryptionNotConfiguredError as EncryptionNotConfiguredError
+from .errors import InvalidJsonError as InvalidJsonError
+from .errors import InvalidRequestError as InvalidRequestError
+from .errors import InvalidResultError as InvalidResultError
+from .errors import MalformedMessageError as MalformedMessageError
+from .errors import MessageAuthenticationError as MessageAuthenticationError
+from .errors import NotJsonNativeError as NotJsonNativeError
+from .errors import PatientHttpError as PatientHttpError
+from .errors import PatientSidekiqError as PatientSidekiqError
+from .errors import PayloadNotFoundError as PayloadNotFoundError
+from .errors import PayloadStoreError as PayloadStoreError
+from .errors import PlaintextFormatError as PlaintextFormatError
+from .errors import RedisCommandError as RedisCommandError
+from .errors import RedisUnavailableError as RedisUnavailableError
+from .errors import UnknownPayloadStoreError as UnknownPayloadStoreError
+from .errors import WireFormatError as WireFormatError
+from .failures import ClientError as ClientError
+from .failures import HttpError as HttpError
+from .failures import RecursiveRedirectError as RecursiveRedirectError
+from .failures import RedirectError as RedirectError
+from .failures import RequestError as RequestError
+from .failures import ServerError as ServerError
+from .failures import TooManyRedirectsError as TooManyRedirectsError
+from .failures import load_failure as load_failure
+from .headers import Headers as Headers
+from .headers import SecretRef as SecretRef
+from .packing import PayloadSettings as PayloadSettings
+from .packing import Unpacked as Unpacked
+from .packing import pack as pack
+from .packing import unpack as unpack
+from .payload import Payload as Payload
+from .payload_store import FilePayloadStore as FilePayloadStore
+from .payload_store import PayloadReference as PayloadReference
+from .payload_store import PayloadStore as PayloadStore
+from .payload_store import RedisPayloadStore as RedisPayloadStore
+from .redis_bridge import RedisBridge as RedisBridge
+from .request import Request as Request
+from .response import Response as Response
+
+__all__ = [
+    "CallbackArgs",
+    "ClientError",
+    "ConfigurationError",
+    "Digest",
+    "EncryptionError",
+    "EncryptionNotConfiguredError",
+    "FilePayloadStore",
+    "Headers",
+    "HttpError",
+    "InvalidJsonError",
+    "InvalidRequestError",
+    "InvalidResultError",
+    "MalformedMessageError",
+    "MessageAuthenticationError",
+    "MessageEncryptor",
+    "NotJsonNativeError",
+    "PatientHttpError",
+    "PatientSidekiqError",
+    "Payload",
+    "PayloadNotFoundError",
+    "PayloadReference",
+    "PayloadSettings",
+    "PayloadStore",
+    "PayloadStoreError",
+    "PlaintextForm",
+    "PlaintextFormatError",
+    "RecursiveRedirectError",
+    "RedirectError",
+    "RedisBridge",
+    "RedisCommandError",
+    "RedisPayloadStore",
+    "RedisUnavailableError",
+    "Request",
+    "RequestError",
+    "Response",
+    "SecretRef",
+    "ServerError",
+    "TooManyRedirectsError",
+    "UnknownPayloadStoreError",
+    "Unpacked",
+    "WireFormatError",
+    "__version__",
+    "load_failure",
+    "pack",
+    "unpack",
+    "validate_callback_args",
+]

@@ -1,0 +1,67 @@
+import patient_sidekiq
+from patient_sidekiq import errors
+
+PINNED = {
+    "CallbackArgs",
+    "ClientError",
+    "ConfigurationError",
+    "Digest",
+    "EncryptionError",
+    "EncryptionNotConfiguredError",
+    "FilePayloadStore",
+    "Headers",
+    "HttpError",
+    "InvalidJsonError",
+    "InvalidRequestError",
+    "InvalidResultError",
+    "MalformedMessageError",
+    "MessageAuthenticationError",
+    "MessageEncryptor",
+    "NotJsonNativeError",
+    "PatientHttpError",
+    "PatientSidekiqError",
+    "Payload",
+    "PayloadNotFoundError",
+    "PayloadReference",
+    "PayloadSettings",
+    "PayloadStore",
+    "PayloadStoreError",
+    "PlaintextForm",
+    "PlaintextFormatError",
+    "RecursiveRedirectError",
+    "RedirectError",
+    "RedisBridge",
+    "RedisCommandError",
+    "RedisPayloadStore",
+    "RedisUnavailableError",
+    "Request",
+    "RequestError",
+    "Response",
+    "SecretRef",
+    "ServerError",
+    "TooManyRedirectsError",
+    "UnknownPayloadStoreError",
+    "Unpacked",
+    "WireFormatError",
+    "__version__",
+    "load_failure",
+    "pack",
+    "unpack",
+    "validate_callback_args",
+}
+
+
+def test_exported_names_are_pinned() -> None:
+    assert set(patient_sidekiq.__all__) == PINNED
+    for name in PINNED:
+        assert hasattr(patient_sidekiq, name), name
+
+
+def test_every_exception_descends_from_the_package_root() -> None:
+    for value in vars(errors).values():
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert issubclass(value, errors.PatientSidekiqError), value
+    for name in PINNED:
+        value = getattr(patient_sidekiq, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert issubclass(value, errors.PatientSidekiqError), name
