@@ -30,3 +30,49 @@ def payload_key(key: str, prefix: str = PAYLOAD_PREFIX) -> str:
 def gem_process_max_connections(process_id: str) -> str:
     """Return the key holding one processor's ``max_connections`` (its liveness marker)."""
     return f"{GEM_PROCESSES}:{process_id}:max_connections"
+
+
+# --- Sidekiq itself (protocol spec §0); shared with every Ruby Sidekiq process ---
+QUEUES: Final = "queues"
+SCHEDULE: Final = "schedule"
+RETRY: Final = "retry"
+DEAD: Final = "dead"
+PROCESSES: Final = "processes"
+PROCESS_CLEANUP: Final = "process_cleanup"
+STAT_PROCESSED: Final = "stat:processed"
+STAT_FAILED: Final = "stat:failed"
+
+
+def queue(name: str) -> str:
+    """Return the list key of a Sidekiq queue (``queue:<name>``)."""
+    return f"queue:{name}"
+
+
+def process_work(identity: str) -> str:
+    """Return the hash listing the jobs a process is running (the Busy page reads it)."""
+    return f"{identity}:work"
+
+
+def process_signals(identity: str) -> str:
+    """Return the list the Web UI / API pushes TSTP, TERM and TTIN onto."""
+    return f"{identity}-signals"
+
+
+def daily_stat(counter: str, day: str) -> str:
+    """Return the daily key of a stat counter; ``day`` is a UTC ``YYYY-MM-DD``."""
+    return f"{counter}:{day}"
+
+
+# --- patient-sidekiq's own keys: reliable fetch (no Ruby process reads these) ---
+INPROGRESS_REGISTRY: Final = "patient_sidekiq:inprogress"
+"""Hash: in-progress list key -> JSON {"identity": …, "queue": …}, for the recovery pass."""
+
+
+def inprogress(identity: str, queue_name: str) -> str:
+    """Return the list holding jobs a process popped from one queue and has not finished."""
+    return f"patient_sidekiq:inprogress:{identity}:{queue_name}"
+
+
+def wake(identity: str) -> str:
+    """Return the list a process's blocking fetch also waits on, so shutdown can wake it."""
+    return f"patient_sidekiq:wake:{identity}"
