@@ -19,18 +19,35 @@ import redis
 GOLDEN_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "golden.json"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a loopback TCP port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def require_binary(name: str) -> str:
+    """Return the path of a program scripts/setup installs; fail under CI, else skip."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/setup installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 class RedisServer:
-    """A private redis-server on a free loopback port, without persistence."""
+    """A private redis-server on a free loopback port (and a unix socket), no persistence.
+
+    Tests that need to kill and restart Redis use their own (``private_redis``); ``start``
+    after ``kill`` brings it back on the same port.
+    """
 
     def __init__(self, directory: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = directory
+        self.unix_socket = directory / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,32 +55,21 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            message = "redis-server is not installed (scripts/setup installs it)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+        binary = require_binary("redis-server")
         self.process = subprocess.Popen(
             [
                 binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--unixsocket", str(self.unix_socket),
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--loglevel", "warning",
             ],
             stdout=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:
@@ -81,6 +87,12 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
@@ -92,6 +104,17 @@ def redis_server() -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, free to be killed and restarted."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture

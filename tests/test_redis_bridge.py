@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,61 +11,9 @@ import trio.testing
 
 from patient_sidekiq.errors import RedisCommandError, RedisUnavailableError
 from patient_sidekiq.redis_bridge import BridgeStatistics, RedisBridge
+from tests.conftest import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateServer:
-    """A redis-server this module starts, kills and restarts itself."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = _free_port()
-        self.directory = directory
-        self.unix_socket = directory / "redis.sock"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--unixsocket", str(self.unix_socket),
-                "--dir", str(self.directory),
-                "--save", "",
-                "--appendonly", "no",
-                "--loglevel", "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def private_server(tmp_path: Path) -> Iterator[PrivateServer]:
-    server = PrivateServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 async def _wait_ready(bridge: RedisBridge) -> None:
@@ -189,7 +132,7 @@ async def test_a_tasks_commands_stay_in_order(redis_url: str, redis_client: redi
 
 
 async def test_nothing_listening_is_unavailable() -> None:
-    async with RedisBridge(f"redis://127.0.0.1:{_free_port()}/0") as bridge:
+    async with RedisBridge(f"redis://127.0.0.1:{free_port()}/0") as bridge:
         with pytest.raises(RedisUnavailableError, match="refused"):
             await bridge.execute("PING")
         replies = bridge.pipeline([("PING",), ("PING",)])
@@ -197,26 +140,26 @@ async def test_nothing_listening_is_unavailable() -> None:
             await replies
 
 
-async def test_server_killed_and_restarted(private_server: PrivateServer) -> None:
-    async with RedisBridge(private_server.url) as bridge:
+async def test_server_killed_and_restarted(private_redis: RedisServer) -> None:
+    async with RedisBridge(private_redis.url) as bridge:
         await _wait_ready(bridge)
         assert await bridge.execute("SET", "k", "before") == b"OK"
 
-        private_server.kill()
+        private_redis.kill()
         for _ in range(3):  # the broken socket, then refused reconnects
             with pytest.raises(RedisUnavailableError):
                 await bridge.execute("GET", "k")
         with pytest.raises(RedisUnavailableError):
             await bridge.transaction([("SET", "k", "down")])
 
-        private_server.start()
+        private_redis.start()
         await _wait_ready(bridge)
         assert await bridge.execute("GET", "k") is None  # a fresh server without persistence
         assert await bridge.pipeline([("SET", "k", "after"), ("GET", "k")]) == [b"OK", b"after"]
 
 
-async def test_unix_socket_url(private_server: PrivateServer) -> None:
-    async with RedisBridge(f"unix://{private_server.unix_socket}?db=0") as bridge:
+async def test_unix_socket_url(private_redis: RedisServer) -> None:
+    async with RedisBridge(f"unix://{private_redis.unix_socket}?db=0") as bridge:
         await _wait_ready(bridge)
         assert await bridge.execute("ECHO", "hi") == b"hi"
 

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from typing import Any
 
 import pytest
 
+from tests.conftest import require_binary
+
 
 def run_ruby(program: str, payload: Any) -> Any:
     """Run ``program`` with ``payload`` as JSON on stdin; return its stdout parsed as JSON."""
-    ruby = shutil.which("ruby")
-    if ruby is None:
-        message = "ruby is not installed (scripts/setup installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    ruby = require_binary("ruby")
     result = subprocess.run(
         [ruby, "-e", program],
         input=json.dumps(payload),
