@@ -53,6 +53,11 @@ def process_work(identity: str) -> str:
     return f"{identity}:work"
 
 
+def process_workers_legacy(identity: str) -> str:
+    """Return the running-jobs hash Sidekiq 6.4 and older read (6.5 renamed it ``:work``)."""
+    return f"{identity}:workers"
+
+
 def process_signals(identity: str) -> str:
     """Return the list the Web UI / API pushes TSTP, TERM and TTIN onto."""
     return f"{identity}-signals"

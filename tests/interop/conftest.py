@@ -12,7 +12,7 @@ from tests.conftest import require_binary
 
 
 def run_ruby(program: str, payload: Any) -> Any:
-    """Run ``program`` with ``payload`` as JSON on stdin; return its stdout parsed as JSON."""
+    """Run ``program`` with ``payload`` as JSON on stdin; return its last stdout line as JSON."""
     ruby = require_binary("ruby")
     result = subprocess.run(
         [ruby, "-e", program],
@@ -24,4 +24,5 @@ def run_ruby(program: str, payload: Any) -> Any:
     )
     if result.returncode != 0:
         pytest.fail(f"ruby failed ({result.returncode}):\n{result.stderr}")
-    return json.loads(result.stdout)
+    # Libraries may log to stdout; the program's answer is its last line.
+    return json.loads(result.stdout.strip().splitlines()[-1])
