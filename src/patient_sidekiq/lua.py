@@ -1,0 +1,38 @@
+"""Lua scripts shipped with the package (``*.lua`` beside this module), run through the bridge.
+
+Each script runs by EVALSHA; on ``NOSCRIPT`` (a fresh or flushed Redis) it is loaded and run
+once more. The script had not run at all in that case, so nothing happens twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from .errors import RedisCommandError
+from .redis_bridge import Arg, RedisBridge
+
+__all__ = ["LuaScript"]
+
+
+class LuaScript:
+    """One Lua file of this package, identified by the SHA1 Redis gives it."""
+
+    def __init__(self, filename: str) -> None:
+        self.source = resources.files(__package__).joinpath(filename).read_text("utf-8")
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # what SCRIPT LOAD answers
+
+    async def run(
+        self, bridge: RedisBridge, script_keys: Sequence[Arg], args: Sequence[Arg]
+    ) -> Any:
+        """Run the script with ``script_keys`` and ``args``; return its raw reply."""
+        command = ("EVALSHA", self.sha, len(script_keys), *script_keys, *args)
+        try:
+            return await bridge.execute(*command)
+        except RedisCommandError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await bridge.execute("SCRIPT", "LOAD", self.source)
+        return await bridge.execute(*command)
