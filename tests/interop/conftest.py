@@ -25,4 +25,4 @@ def run_ruby(program: str, payload: Any) -> Any:
     if result.returncode != 0:
         pytest.fail(f"ruby failed ({result.returncode}):\n{result.stderr}")
     # Libraries may log to stdout; the program's answer is its last line.
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.rstrip("\n").split("\n")[-1])
