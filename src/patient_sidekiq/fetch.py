@@ -241,8 +241,26 @@ class ReliableFetch:
             if identity in alive:
                 continue
             script_keys = [identity, list_key, keys.queue(queue_name), keys.INPROGRESS_REGISTRY]
-            count = int(await self._recover.run(self._bridge, script_keys, ()))
+            count = int(await self._recover.run(self._bridge, script_keys, ("dead",)))
             moved += max(count, 0)
+        return moved
+
+    async def release_own(self) -> int:
+        """Move everything still in THIS process's in-progress lists back to its queues.
+
+        The last step of a shutdown, once no job of ours is running: whatever is left (a job
+        whose run was cancelled, one parked by the poller, one whose acknowledgement failed)
+        runs again later rather than waiting for another process's recovery.
+        """
+        candidates = await self._registered_lists()
+        for list_key, owner in (await self._scanned_lists()).items():
+            candidates.setdefault(list_key, owner)
+        moved = 0
+        for list_key, (identity, queue_name) in sorted(candidates.items()):
+            if identity != self.identity:
+                continue
+            script_keys = [identity, list_key, keys.queue(queue_name), keys.INPROGRESS_REGISTRY]
+            moved += int(await self._recover.run(self._bridge, script_keys, ("force",)))
         return moved
 
     async def close(self) -> None:

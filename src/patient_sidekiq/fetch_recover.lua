@@ -4,11 +4,14 @@
 -- KEYS[2]  that process's in-progress list for one queue
 -- KEYS[3]  the queue list the jobs came from
 -- KEYS[4]  the in-progress registry hash
+-- ARGV[1]  "force" to move the jobs even though the process is alive (a process releasing
+--          its own jobs at shutdown), anything else to require it to be dead
 --
--- Returns -1 (and touches nothing) if the process is alive, else the number of jobs moved.
+-- Returns -1 (and touches nothing) if the process is alive and not forced, else the number
+-- of jobs moved.
 -- The in-progress list holds the newest job at the left; RPUSHing it from left to right leaves
 -- the oldest job at the queue's right end, so the jobs are popped again in their first order.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if ARGV[1] ~= 'force' and redis.call('EXISTS', KEYS[1]) == 1 then
   return -1
 end
 local jobs = redis.call('LRANGE', KEYS[2], 0, -1)

@@ -31,8 +31,10 @@ from .redis_bridge import RedisBridge
 __all__ = [
     "FailureOutcome",
     "RetryPolicy",
+    "bury_commands",
     "bury_raw",
     "compress_backtrace",
+    "failure_commands",
     "file_failure",
     "prepare_failure",
 ]
@@ -186,22 +188,38 @@ def _check(replies: list[Any]) -> None:
             raise reply
 
 
-async def _kill(bridge: RedisBridge, raw: str, now: float, policy: RetryPolicy) -> None:
+def _bury_commands(raw: str, now: float, policy: RetryPolicy) -> list[tuple[Any, ...]]:
     # One MULTI, like DeadSet#kill: add, then trim by age and keep at most dead_max_jobs - 1.
-    _check(
-        await bridge.transaction(
-            [
-                ("ZADD", keys.DEAD, rubyjson.ruby_float_repr(now), raw),
-                (
-                    "ZREMRANGEBYSCORE",
-                    keys.DEAD,
-                    "-inf",
-                    rubyjson.ruby_float_repr(now - policy.dead_timeout),
-                ),
-                ("ZREMRANGEBYRANK", keys.DEAD, 0, -policy.dead_max_jobs),
-            ]
-        )
-    )
+    return [
+        ("ZADD", keys.DEAD, rubyjson.ruby_float_repr(now), raw),
+        (
+            "ZREMRANGEBYSCORE",
+            keys.DEAD,
+            "-inf",
+            rubyjson.ruby_float_repr(now - policy.dead_timeout),
+        ),
+        ("ZREMRANGEBYRANK", keys.DEAD, 0, -policy.dead_max_jobs),
+    ]
+
+
+def failure_commands(outcome: FailureOutcome, policy: RetryPolicy) -> list[tuple[Any, ...]]:
+    """Return the commands that file ``outcome``, to run inside one MULTI.
+
+    ``ZADD retry`` for a retry, the dead-set add-and-trim for a death, nothing for a
+    discard. Callers append their own acknowledgement so filing and acknowledging are
+    one atomic step (a crash can neither lose the job nor leave it both filed and pending).
+    """
+    if outcome.kind == "discard":
+        return []
+    score = outcome.score if outcome.score is not None else float(policy.clock())
+    if outcome.kind == "retry":
+        return [("ZADD", keys.RETRY, rubyjson.ruby_float_repr(score), outcome.job.raw)]
+    return _bury_commands(outcome.job.raw, score, policy)
+
+
+def bury_commands(raw: str, policy: RetryPolicy) -> list[tuple[Any, ...]]:
+    """Return the commands that put unparseable job text straight into ``dead``."""
+    return _bury_commands(raw, float(policy.clock()), policy)
 
 
 async def file_failure(bridge: RedisBridge, outcome: FailureOutcome, policy: RetryPolicy) -> None:
@@ -210,15 +228,11 @@ async def file_failure(bridge: RedisBridge, outcome: FailureOutcome, policy: Ret
     The dead set's score is ``outcome.score`` (the time of death decided by
     :func:`prepare_failure`); the age trim is relative to it.
     """
-    if outcome.kind == "discard":
-        return
-    score = outcome.score if outcome.score is not None else float(policy.clock())
-    if outcome.kind == "retry":
-        await bridge.execute("ZADD", keys.RETRY, rubyjson.ruby_float_repr(score), outcome.job.raw)
-    else:
-        await _kill(bridge, outcome.job.raw, score, policy)
+    commands = failure_commands(outcome, policy)
+    if commands:
+        _check(await bridge.transaction(commands))
 
 
 async def bury_raw(bridge: RedisBridge, raw: str, policy: RetryPolicy) -> None:
     """Move a job whose text does not parse straight to ``dead``, as Sidekiq's processor does."""
-    await _kill(bridge, raw, float(policy.clock()), policy)
+    _check(await bridge.transaction(bury_commands(raw, policy)))
