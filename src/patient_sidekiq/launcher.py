@@ -1,0 +1,262 @@
+"""The launcher: one worker process's lifecycle (start, quiet, stop) and its signals.
+
+Start: join the cluster (first heartbeat), recover dead processes' in-progress jobs, then
+run the heartbeat, the scheduled poller, a periodic recovery pass and the processor.
+Quiet (``TSTP`` from the OS or from the Web UI): stop fetching and polling; running jobs
+finish. Stop (``TERM``/``INT``): quiet, wait up to ``shutdown_timeout`` for running jobs,
+cancel what is left, put every job still in this process's in-progress lists back on its
+queue, and leave the cluster. ``TTIN`` logs the running jobs and the trio task tree.
+
+Keys: through its parts (``heartbeat.py``, ``fetch.py``, ``scheduled.py``, ``processor.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+
+from .client import SidekiqClient
+from .errors import PatientSidekiqError
+from .fetch import QueueOrder, ReliableFetch
+from .heartbeat import BEAT_INTERVAL, Heartbeat, ProcessInfo, make_identity
+from .job import TimestampDialect
+from .processor import Dispatcher, Processor
+from .redis_bridge import RedisBridge
+from .retry import RetryPolicy
+from .scheduled import Poller
+
+__all__ = ["Launcher", "WorkerSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Everything one worker process needs; defaults are Sidekiq's where Sidekiq has one."""
+
+    redis_url: str
+    queues: Sequence[tuple[str, int]] = (("default", 0),)
+    concurrency: int = 10
+    shutdown_timeout: float = 25.0
+    tag: str = ""
+    labels: Sequence[str] = ()
+    dialect: TimestampDialect = TimestampDialect.SECONDS
+    backoff: Literal["7", "8"] = "7"
+    max_retries: int = 25
+    poll_interval_average: float | None = None
+    heartbeat_interval: float = BEAT_INTERVAL
+    recovery_interval: float = 30.0
+    handle_os_signals: bool = True
+    identity: str = field(default_factory=make_identity)
+
+
+class Launcher:
+    """Runs one worker process until stopped; :meth:`quiet` and :meth:`stop` may be called
+    from any trio task (signals call them too)."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        dispatcher: Dispatcher,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self._clock = clock
+        self._quiet = trio.Event()
+        self._stop = trio.Event()
+        self._processor: Processor | None = None
+
+    @property
+    def identity(self) -> str:
+        """This process's Sidekiq identity."""
+        return self.settings.identity
+
+    @property
+    def quieting(self) -> bool:
+        """Whether the process stopped fetching."""
+        return self._quiet.is_set()
+
+    def quiet(self) -> None:
+        """Stop fetching new jobs and polling; running jobs finish."""
+        if not self._quiet.is_set():
+            log.info("quieting: no new jobs will be fetched")
+        self._quiet.set()
+
+    def stop(self) -> None:
+        """Shut down: quiet, then wait up to ``shutdown_timeout`` for running jobs."""
+        self.quiet()
+        self._stop.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped; ``task_status.started()`` once the process is in the cluster."""
+        settings = self.settings
+        policy = RetryPolicy(
+            max_retries=settings.max_retries,
+            dialect=settings.dialect,
+            backoff=settings.backoff,
+            clock=self._clock,
+        )
+        async with RedisBridge(settings.redis_url) as bridge:
+            fetch = ReliableFetch(
+                bridge,
+                settings.redis_url,
+                identity=settings.identity,
+                queues=QueueOrder(settings.queues),
+            )
+            try:
+                await self._run(bridge, fetch, policy, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await fetch.close()
+
+    async def _run(
+        self, bridge: RedisBridge, fetch: ReliableFetch, policy: RetryPolicy, task_status: Any
+    ) -> None:
+        settings = self.settings
+        info = ProcessInfo(
+            identity=settings.identity,
+            concurrency=settings.concurrency,
+            queues=list(settings.queues),
+            tag=settings.tag,
+            labels=list(settings.labels),
+        )
+        heartbeat = Heartbeat(bridge, info, running=self._work_entries, quiet=lambda: self.quieting)
+        processor = Processor(
+            bridge,
+            fetch,
+            self.dispatcher,
+            concurrency=settings.concurrency,
+            policy=policy,
+            on_done=lambda processed, failed: heartbeat.count(processed=processed, failed=failed),
+            clock=self._clock,
+        )
+        self._processor = processor
+        client = SidekiqClient(bridge, dialect=settings.dialect, clock=self._clock)
+        poller = Poller(
+            bridge,
+            client,
+            identity=settings.identity,
+            policy=policy,
+            poll_interval_average=settings.poll_interval_average,
+            clock=self._clock,
+        )
+        # Beat before recovering, so no other process mistakes our lists for a dead one's.
+        await self._beat(heartbeat)
+        await self._recover(fetch)
+        log.info(
+            "patient-sidekiq %s started: queues %s, concurrency %d",
+            settings.identity,
+            ", ".join(name for name, _ in settings.queues),
+            settings.concurrency,
+        )
+        async with trio.open_nursery() as system:
+            system.start_soon(self._heartbeat_loop, heartbeat)
+            system.start_soon(self._recovery_loop, fetch)
+            if settings.handle_os_signals:
+                system.start_soon(self._os_signals)
+            system.start_soon(self._until_quiet, poller.run)
+            task_status.started()
+            async with trio.open_nursery() as jobs:
+                await self._until_quiet(processor.fetch_loop, jobs)
+                await self._stop.wait()
+                with trio.move_on_after(settings.shutdown_timeout):
+                    await processor.wait_idle()
+                if processor.busy:
+                    log.warning("shutdown timeout: requeueing %d unfinished jobs", processor.busy)
+                jobs.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self._leave(fetch, heartbeat)
+            system.cancel_scope.cancel()
+        log.info("patient-sidekiq %s stopped", settings.identity)
+
+    async def _until_quiet(self, function: Callable[..., Any], *args: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(function, *args)
+            await self._quiet.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _leave(self, fetch: ReliableFetch, heartbeat: Heartbeat) -> None:
+        try:
+            moved = await fetch.release_own()
+            if moved:
+                log.info("put %d unfinished jobs back on their queues", moved)
+        except PatientSidekiqError as exc:
+            log.error("could not requeue unfinished jobs (they are recovered later): %s", exc)  # noqa: TRY400
+        try:
+            await heartbeat.clear()
+        except PatientSidekiqError as exc:
+            log.warning("could not clear the heartbeat: %s", exc)
+
+    def _work_entries(self) -> Any:
+        return self._processor.work_entries() if self._processor else {}
+
+    async def _beat(self, heartbeat: Heartbeat) -> None:
+        try:
+            remote = await heartbeat.beat()
+        except PatientSidekiqError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        if remote is not None:
+            self._on_signal(remote)
+
+    async def _heartbeat_loop(self, heartbeat: Heartbeat) -> None:
+        while True:
+            await trio.sleep(self.settings.heartbeat_interval)
+            await self._beat(heartbeat)
+
+    async def _recover(self, fetch: ReliableFetch) -> None:
+        try:
+            moved = await fetch.recover()
+        except PatientSidekiqError as exc:
+            log.warning("recovery pass failed: %s", exc)
+            return
+        if moved:
+            log.warning("recovered %d jobs of dead processes", moved)
+
+    async def _recovery_loop(self, fetch: ReliableFetch) -> None:
+        while True:
+            await trio.sleep(self.settings.recovery_interval)
+            await self._recover(fetch)
+
+    async def _os_signals(self) -> None:
+        names = {
+            signal.SIGTERM: "TERM",
+            signal.SIGINT: "INT",
+            signal.SIGTSTP: "TSTP",
+            signal.SIGTTIN: "TTIN",
+        }
+        with trio.open_signal_receiver(*names) as signals:
+            async for number in signals:
+                self._on_signal(names[signal.Signals(number)])
+
+    def _on_signal(self, name: str) -> None:
+        log.info("received %s", name)
+        if name == "TSTP":
+            self.quiet()
+        elif name in ("TERM", "INT"):
+            self.stop()
+        elif name == "TTIN":
+            self._dump()
+
+    def _dump(self) -> None:
+        lines = self._processor.describe_running() if self._processor else []
+        log.warning("TTIN: %d running jobs%s", len(lines), "".join(f"\n  {line}" for line in lines))
+        root = trio.lowlevel.current_root_task()
+        if root is not None:
+            log.warning("TTIN: trio tasks:\n%s", "\n".join(_task_tree(root)))
+
+
+def _task_tree(task: trio.lowlevel.Task, depth: int = 0) -> list[str]:
+    lines = [f"{'  ' * depth}{task.name}"]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            lines += _task_tree(child, depth + 1)
+    return lines

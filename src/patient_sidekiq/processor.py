@@ -1,0 +1,214 @@
+"""Runs fetched jobs: dispatch by class name, then acknowledge, retry or bury each one.
+
+Every unit of work ends exactly one way:
+
+* the handler returned → acknowledged (removed from the in-progress list);
+* the handler raised, or no handler exists for the class → filed into ``retry`` or ``dead``
+  by Sidekiq's rules **in the same MULTI** as the acknowledgement;
+* the text is not a job (bad JSON, no class, args not a list) → the raw text goes to
+  ``dead`` in the same MULTI as the acknowledgement, as Sidekiq's processor does;
+* the run was cancelled by a hard shutdown → left in the in-progress list, from where the
+  launcher puts it back on its queue (``ReliableFetch.release_own``).
+
+A unit is marked finished before its acknowledgement is sent, and the acknowledgement is
+shielded from cancellation, so a job is never both completed and requeued by one process.
+
+Keys: the in-progress lists (LREM), ``retry``, ``dead`` (through ``retry.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .errors import PatientSidekiqError
+from .fetch import ReliableFetch, UnitOfWork
+from .heartbeat import WorkEntry
+from .job import InvalidJobError, Job
+from .redis_bridge import RedisBridge
+from .retry import RetryPolicy, bury_commands, failure_commands, prepare_failure
+
+__all__ = ["Dispatcher", "Handler", "Processor"]
+
+Handler = Callable[[Job], Awaitable[None]]
+"""An async callable that performs one job; raising files it for retry."""
+
+log = logging.getLogger(__name__)
+WAIT_SECONDS = 1.0  # longest blocking wait for work, so quiet is noticed promptly
+
+
+class Dispatcher:
+    """Maps job class names (``PatientHttp::Sidekiq::RequestWorker``) to handlers."""
+
+    def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
+        self._handlers: dict[str, Handler] = dict(handlers or {})
+
+    def register(self, class_name: str, handler: Handler) -> None:
+        """Route jobs of ``class_name`` to ``handler``."""
+        self._handlers[class_name] = handler
+
+    def get(self, class_name: str) -> Handler | None:
+        """Return the handler for ``class_name``, or None."""
+        return self._handlers.get(class_name)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Every class name with a handler."""
+        return tuple(self._handlers)
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    unit: UnitOfWork
+    started_at: float
+    finished: bool = False
+    job: Job | None = field(default=None)
+
+
+class Processor:
+    """Fetches up to free capacity and runs each job in its own task.
+
+    ``on_done(processed, failed)`` is told of every finished job (the heartbeat counts them).
+    """
+
+    def __init__(
+        self,
+        bridge: RedisBridge,
+        fetch: ReliableFetch,
+        dispatcher: Dispatcher,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+        on_done: Callable[[int, int], None] = lambda processed, failed: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bridge = bridge
+        self._fetch = fetch
+        self._dispatcher = dispatcher
+        self._concurrency = concurrency
+        self._policy = policy
+        self._on_done = on_done
+        self._clock = clock
+        self._running: dict[str, _Running] = {}
+        self._slot_freed = trio.Event()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._next_id = 0
+
+    @property
+    def busy(self) -> int:
+        """Jobs running now."""
+        return len(self._running)
+
+    def work_entries(self) -> dict[str, WorkEntry]:
+        """The running jobs as the heartbeat lists them for the Busy page."""
+        return {
+            wid: WorkEntry(r.unit.queue, r.unit.raw, int(r.started_at))
+            for wid, r in self._running.items()
+        }
+
+    def describe_running(self) -> list[str]:
+        """One line per running job (for the TTIN dump)."""
+        now = self._clock()
+        return [
+            f"{wid} {r.job.class_name if r.job else '?'} jid={r.job.jid if r.job else '?'} "
+            f"queue={r.unit.queue} running {now - r.started_at:.1f}s"
+            for wid, r in self._running.items()
+        ]
+
+    async def wait_idle(self) -> None:
+        """Return once no job is running."""
+        while self._running:
+            await self._idle.wait()
+
+    async def fetch_loop(self, jobs: trio.Nursery) -> None:
+        """Fetch and start jobs in ``jobs`` until cancelled (quiet cancels it)."""
+        while True:
+            free = self._concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed = trio.Event()
+                await self._slot_freed.wait()
+                continue
+            try:
+                units = await self._fetch.fetch(free)
+                if not units:
+                    unit = await self._fetch.wait_for_work(WAIT_SECONDS)
+                    units = [unit] if unit is not None else []
+            except PatientSidekiqError as exc:
+                log.warning("fetch failed, retrying in 1 s: %s", exc)
+                await trio.sleep(1)
+                continue
+            for unit in units:
+                self._start(jobs, unit)
+
+    def _start(self, jobs: trio.Nursery, unit: UnitOfWork) -> None:
+        self._next_id += 1
+        wid = f"{self._next_id:x}"
+        running = _Running(unit, self._clock())
+        self._running[wid] = running
+        self._idle = trio.Event()
+        jobs.start_soon(self._perform, wid, running)
+
+    async def _perform(self, wid: str, running: _Running) -> None:
+        unit = running.unit
+        try:
+            commands = await self._run(running)
+            # From here on the job counts as done; a hard shutdown must not requeue it.
+            running.finished = True
+            with trio.CancelScope(shield=True):
+                await self._acknowledge(unit, commands)
+        finally:
+            del self._running[wid]
+            self._slot_freed.set()
+            if not self._running:
+                self._idle.set()
+
+    async def _run(self, running: _Running) -> list[tuple[Any, ...]]:
+        """Run the job; return the commands to send with its acknowledgement."""
+        unit = running.unit
+        try:
+            job = Job.parse(unit.raw)
+        except InvalidJobError as exc:
+            log.error("job in queue %s is not valid (%s); moved to the dead set", unit.queue, exc)  # noqa: TRY400
+            return bury_commands(unit.raw, self._policy)
+        running.job = job
+        handler = self._dispatcher.get(job.class_name)
+        error: BaseException | tuple[str, str, list[str]]
+        if handler is None:
+            # What a Ruby process raises for a class it cannot resolve, naming where it came from.
+            error = (
+                "NameError",
+                f"uninitialized constant {job.class_name} "
+                f"(no handler for it in patient-sidekiq; fetched from queue {unit.queue})",
+                [],
+            )
+            log.error("no handler for %s (queue %s, jid %s)", job.class_name, unit.queue, job.jid)
+        else:
+            try:
+                await handler(job)
+            except Exception as exc:  # the handler's failure is the job's failure
+                log.warning("%s jid=%s failed: %r", job.class_name, job.jid, exc)
+                error = exc
+            else:
+                self._on_done(1, 0)
+                return []
+        outcome = prepare_failure(job, error, queue=unit.queue, policy=self._policy)
+        self._on_done(1, 1)
+        return failure_commands(outcome, self._policy)
+
+    async def _acknowledge(self, unit: UnitOfWork, commands: list[tuple[Any, ...]]) -> None:
+        ack = ("LREM", unit.inprogress_key, -1, unit.raw)
+        try:
+            if commands:
+                await self._bridge.transaction([*commands, ack])
+            else:
+                await self._bridge.execute(*ack)
+        except PatientSidekiqError as exc:
+            # The job stays in our in-progress list and runs again after recovery: at least
+            # once, never zero.
+            log.error("could not acknowledge a job from %s: %s", unit.queue, exc)  # noqa: TRY400

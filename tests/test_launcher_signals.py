@@ -1,0 +1,41 @@
+"""OS signals reach a real worker process: TSTP quiets it, TERM stops it cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_tstp_quiets_and_term_stops(redis_url: str, redis_client: redis.Redis) -> None:
+    identity = "sigbox:1:aaaabbbbcccc"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.launcher_main", redis_url, identity], cwd=ROOT
+    )
+    try:
+        wait_for(lambda: redis_client.hget(identity, "quiet") == b"false")
+        os.kill(worker.pid, signal.SIGTSTP)
+        wait_for(lambda: redis_client.hget(identity, "quiet") == b"true")
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+        assert not redis_client.sismember("processes", identity)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

@@ -1,0 +1,117 @@
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import trio
+
+from patient_sidekiq import keys
+from patient_sidekiq.fetch import QueueOrder, ReliableFetch
+from patient_sidekiq.job import Job
+from patient_sidekiq.processor import Dispatcher, Processor
+from patient_sidekiq.redis_bridge import RedisBridge
+from patient_sidekiq.retry import RetryPolicy
+
+pytestmark = pytest.mark.integration
+
+IDENTITY = "pybox:1:cccccccccccc"
+NOW = 1795615729.5
+
+
+@pytest.fixture
+async def parts(redis_url: str) -> AsyncIterator[tuple[RedisBridge, ReliableFetch]]:
+    async with RedisBridge(redis_url) as bridge:
+        fetch = ReliableFetch(bridge, redis_url, identity=IDENTITY, queues=QueueOrder([("q", 0)]))
+        try:
+            yield bridge, fetch
+        finally:
+            await fetch.close()
+
+
+def job_text(class_name: str, jid: str = "a" * 24) -> str:
+    return Job.new(class_name, [1], queue="q", jid=jid).raw
+
+
+async def run_until_drained(processor: Processor, redis_client: redis.Redis) -> None:
+    async with trio.open_nursery() as jobs:
+        jobs.start_soon(processor.fetch_loop, jobs)
+        with trio.fail_after(10):
+            while redis_client.llen("queue:q") or processor.busy:
+                await trio.sleep(0.01)
+        jobs.cancel_scope.cancel()
+
+
+async def test_every_unit_ends_exactly_one_way(
+    parts: tuple[RedisBridge, ReliableFetch], redis_client: redis.Redis
+) -> None:
+    bridge, fetch = parts
+    performed: list[Job] = []
+    counts: list[tuple[int, int]] = []
+
+    async def ok(job: Job) -> None:
+        performed.append(job)
+
+    async def boom(job: Job) -> None:
+        raise ValueError("boom")
+
+    dispatcher = Dispatcher({"Ok": ok, "Boom": boom})
+    processor = Processor(
+        bridge,
+        fetch,
+        dispatcher,
+        concurrency=4,
+        policy=RetryPolicy(clock=lambda: NOW),
+        on_done=lambda p, f: counts.append((p, f)),
+    )
+    redis_client.lpush(
+        "queue:q",
+        job_text("Ok", "1" * 24),
+        job_text("Boom", "2" * 24),
+        job_text("Missing::Worker", "3" * 24),
+        "{not json",
+    )
+    await run_until_drained(processor, redis_client)
+    assert [job.jid for job in performed] == ["1" * 24]
+    retries = {Job.parse(raw).jid: Job.parse(raw) for raw in redis_client.zrange("retry", 0, -1)}
+    assert retries["2" * 24]["error_class"] == "ValueError"
+    assert retries["2" * 24]["error_message"] == "boom"
+    missing = retries["3" * 24]
+    assert missing["error_class"] == "NameError"
+    assert "Missing::Worker" in missing["error_message"]
+    assert "queue q" in missing["error_message"]
+    assert redis_client.zrange("dead", 0, -1) == [b"{not json"]
+    assert redis_client.llen(keys.inprogress(IDENTITY, "q")) == 0
+    assert sorted(counts) == [(1, 0), (1, 1), (1, 1)]
+
+
+async def test_concurrency_is_never_exceeded(
+    parts: tuple[RedisBridge, ReliableFetch], redis_client: redis.Redis
+) -> None:
+    bridge, fetch = parts
+    release = trio.Event()
+    active = 0
+    peak = 0
+
+    async def slow(job: Job) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await release.wait()
+        active -= 1
+
+    processor = Processor(
+        bridge, fetch, Dispatcher({"Slow": slow}), concurrency=3, policy=RetryPolicy()
+    )
+    redis_client.lpush("queue:q", *[job_text("Slow", f"{i:024x}") for i in range(10)])
+    async with trio.open_nursery() as jobs:
+        jobs.start_soon(processor.fetch_loop, jobs)
+        with trio.fail_after(10):
+            while processor.busy < 3:
+                await trio.sleep(0.01)
+        assert redis_client.llen("queue:q") == 7
+        assert len(processor.work_entries()) == 3
+        release.set()
+        with trio.fail_after(10):
+            while redis_client.llen("queue:q") or processor.busy:
+                await trio.sleep(0.01)
+        jobs.cancel_scope.cancel()
+    assert peak == 3
