@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from patient_sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry, make_identity
+from patient_sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.processor import Dispatcher
 from patient_sidekiq.redis_bridge import RedisBridge
 from tests.interop.conftest import run_ruby
 
@@ -72,3 +75,24 @@ async def test_ruby_sidekiq_lists_our_process_and_its_jobs(redis_url: str) -> No
         assert await heartbeat.beat() == "TERM"
         await heartbeat.clear()
         assert run_ruby(PROCESS_SET, {"url": redis_url})["size"] == 0
+
+
+async def test_quiet_and_stop_from_the_ruby_api_reach_a_running_worker(redis_url: str) -> None:
+    settings = WorkerSettings(
+        redis_url=redis_url,
+        queues=[("patient_http", 0)],
+        concurrency=7,
+        heartbeat_interval=0.05,
+        handle_os_signals=False,
+    )
+    launcher = Launcher(settings, Dispatcher())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(launcher.run)
+        seen = run_ruby(PROCESS_SET, {"url": redis_url, "signal": "quiet!"})
+        assert seen["processes"][0]["concurrency"] == 7
+        with trio.fail_after(10):
+            while not launcher.quieting:
+                await trio.sleep(0.01)
+        run_ruby(PROCESS_SET, {"url": redis_url, "signal": "stop!"})
+    # The launcher returned on its own (the nursery exited) and left the process set.
+    assert run_ruby(PROCESS_SET, {"url": redis_url})["size"] == 0
