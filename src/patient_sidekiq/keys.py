@@ -76,8 +76,3 @@ INPROGRESS_REGISTRY: Final = "patient_sidekiq:inprogress"
 def inprogress(identity: str, queue_name: str) -> str:
     """Return the list holding jobs a process popped from one queue and has not finished."""
     return f"patient_sidekiq:inprogress:{identity}:{queue_name}"
-
-
-def wake(identity: str) -> str:
-    """Return the list a process's blocking fetch also waits on, so shutdown can wake it."""
-    return f"patient_sidekiq:wake:{identity}"
