@@ -10,6 +10,16 @@ import pytest
 
 from tests.conftest import require_binary
 
+SIDEKIQ_CLIENT = """
+require "json"
+require "sidekiq"
+require "sidekiq/api"
+input = JSON.parse($stdin.read)
+Sidekiq.logger = Logger.new(nil)
+Sidekiq.configure_client { |c| c.redis = {url: input["url"]} }
+"""
+"""Ruby preamble: read the JSON input and point Sidekiq's client API at ``input["url"]``."""
+
 
 def run_ruby(program: str, payload: Any) -> Any:
     """Run ``program`` with ``payload`` as JSON on stdin; return its last stdout line as JSON."""

@@ -24,7 +24,7 @@ from patient_sidekiq.job import Job
 from patient_sidekiq.redis_bridge import RedisBridge
 from patient_sidekiq.retry import RetryPolicy, file_failure, prepare_failure
 from patient_sidekiq.scheduled import Poller
-from tests.interop.conftest import run_ruby
+from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
 from tests.interop.sidekiq_server import PERFORMED, QUEUE, performed, sidekiq_server
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
@@ -60,13 +60,9 @@ puts JSON.generate({"items" => $pushed, "texts" => $pushed.map { |i| Sidekiq.dum
 """
 
 # Reads what Python filed into retry/dead/queue through Sidekiq's API, then "retry all".
-RUBY_INSPECT_AND_RETRY = r"""
-require "json"
-require "sidekiq"
-require "sidekiq/api"
-input = JSON.parse($stdin.read)
-Sidekiq.logger = Logger.new(nil)
-Sidekiq.configure_client { |c| c.redis = {url: input["url"]} }
+RUBY_INSPECT_AND_RETRY = (
+    SIDEKIQ_CLIENT
+    + r"""
 retries = Sidekiq::RetrySet.new.map do |e|
   i = e.item
   {"jid" => e.jid, "score" => e.score, "queue" => e.queue, "klass" => e.klass,
@@ -86,34 +82,29 @@ report["retry_size_after"] = Sidekiq::RetrySet.new.size
 report["queue_size_after"] = Sidekiq::Queue.new("pyq").size
 puts JSON.generate(report)
 """
+)
 
-RUBY_SCHEDULE = r"""
-require "json"
-require "sidekiq"
-require "sidekiq/api"
-input = JSON.parse($stdin.read)
-Sidekiq.logger = Logger.new(nil)
-Sidekiq.configure_client { |c| c.redis = {url: input["url"]} }
+RUBY_SCHEDULE = (
+    SIDEKIQ_CLIENT
+    + r"""
 due = Sidekiq::Client.push("class" => "X", "queue" => "pyq", "args" => [7],
   "at" => Time.now.to_f - 5)
 future = Sidekiq::Client.push("class" => "X", "queue" => "pyq", "args" => [8],
   "at" => Time.now.to_f + 3600)
 puts JSON.generate({"due" => due, "future" => future})
 """
+)
 
-RUBY_AFTER_POLL = r"""
-require "json"
-require "sidekiq"
-require "sidekiq/api"
-input = JSON.parse($stdin.read)
-Sidekiq.logger = Logger.new(nil)
-Sidekiq.configure_client { |c| c.redis = {url: input["url"]} }
+RUBY_AFTER_POLL = (
+    SIDEKIQ_CLIENT
+    + r"""
 scheduled = Sidekiq::ScheduledSet.new
 queue = Sidekiq::Queue.new("pyq")
 puts JSON.generate({"scheduled_size" => scheduled.size, "scheduled_jids" => scheduled.map(&:jid),
   "queue_jids" => queue.map(&:jid), "latency" => queue.latency,
   "queues" => Sidekiq::Queue.all.map(&:name)})
 """
+)
 
 
 def _decoded(items: list[bytes]) -> list[str]:

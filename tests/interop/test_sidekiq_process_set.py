@@ -9,7 +9,7 @@ from patient_sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry, make_id
 from patient_sidekiq.launcher import Launcher, WorkerSettings
 from patient_sidekiq.processor import Dispatcher
 from patient_sidekiq.redis_bridge import RedisBridge
-from tests.interop.conftest import run_ruby
+from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 
@@ -18,13 +18,9 @@ JOB = (
     '"jid":"b0a04c29806cdb2637f2fa7e"}'
 )
 
-PROCESS_SET = r"""
-require "json"
-require "sidekiq"
-require "sidekiq/api"
-input = JSON.parse($stdin.read)
-Sidekiq.logger = Logger.new(nil)
-Sidekiq.configure_client { |c| c.redis = {url: input["url"]} }
+PROCESS_SET = (
+    SIDEKIQ_CLIENT
+    + r"""
 set = Sidekiq::ProcessSet.new
 processes = set.map do |p|
   {"identity" => p.identity, "concurrency" => p["concurrency"], "busy" => p["busy"],
@@ -39,6 +35,7 @@ set.each { |p| p.public_send(input["signal"]) } if input["signal"]
 puts JSON.generate({"processes" => processes, "size" => set.size, "work" => work,
   "sidekiq" => Sidekiq::VERSION})
 """
+)
 
 
 async def test_ruby_sidekiq_lists_our_process_and_its_jobs(redis_url: str) -> None:
