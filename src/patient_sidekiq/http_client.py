@@ -1,0 +1,394 @@
+"""Executing one request payload over HTTP, as the gem's processor does (wire spec §3).
+
+:func:`execute` sends a :class:`~patient_sidekiq.request.Request` through an httpx
+transport (normally a :class:`~patient_sidekiq.http_transport.ShardedTransport`), follows
+redirects and returns what the callback job carries: a :class:`Response`, or a
+:class:`RequestError`, :class:`HttpError` or redirect error. It never raises for a failed
+request; only cancellation (``trio.Cancelled``) escapes.
+
+Choices where the gem leaves room, documented once here:
+
+* Every hop is a fresh task in the gem: its own timeout, its own ``x-request-id``
+  (``<request_id>`` then ``<request_id>/2``, ``/3`` …), its own duration. Errors carry the
+  hop's id as ``request_id`` (the gem's ``task.id``); a Response carries the original id.
+* Redirect hops keep the request's headers (secret references are resolved again) but,
+  as in the gem, not its ``secret_params``; a cross-origin hop also loses
+  ``authorization``, ``cookie`` and the preprocessors.
+* Response bodies are decoded from ``gzip``/``deflate`` and ``content-encoding`` is then
+  dropped (the gem's AcceptEncoding wrapper does the same); the size limit applies to the
+  decoded bytes, so a gzip bomb stops at ``max_response_size``. An empty body is ``None``.
+* Repeated response headers are joined with ``", "``; ``set-cookie`` with ``"\\n"``
+  (cookies may contain commas; Ruby's protocol-http joins them with newlines).
+
+Touches no Redis keys.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import trio
+
+from .errors import PatientSidekiqError
+from .failures import (
+    HttpError,
+    RecursiveRedirectError,
+    RedirectError,
+    RequestError,
+    TooManyRedirectsError,
+)
+from .headers import Headers, SecretRef
+from .http_transport import ResponseTooLargeError, ShardedTransport, joined_headers, read_body
+from .payload import Payload
+from .request import HeaderValue, Request
+from .response import Response
+
+__all__ = [
+    "ExecutionResult",
+    "HttpSettings",
+    "OutgoingRequest",
+    "PreprocessorNotFoundError",
+    "ResponseTooLargeError",
+    "SecretNotFoundError",
+    "ShardedTransport",
+    "classify_error",
+    "execute",
+]
+
+REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_TO_GET: Final = frozenset({301, 302, 303})
+_SENSITIVE_HEADERS: Final = ("authorization", "cookie")
+_ACCEPT_ENCODING: Final = "gzip, identity"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_FORM_SAFE: Final = frozenset(b"*-._0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+_SSL_ERRORS: Final = (ssl.SSLError, ssl.CertificateError)
+
+ExecutionResult = Response | RequestError | HttpError | RedirectError
+
+
+class SecretNotFoundError(PatientSidekiqError):
+    """Raised inside :func:`execute` when a request names a secret that is not registered."""
+
+
+class PreprocessorNotFoundError(PatientSidekiqError):
+    """Raised inside :func:`execute` when a request names an unregistered preprocessor."""
+
+
+@dataclass
+class OutgoingRequest:
+    """The request as it is about to be sent; preprocessors may change headers and query.
+
+    Secrets are already resolved here: never log ``url``, header values or ``body``.
+    """
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+    def add_query_param(self, name: str, value: str | int | float | bool | None) -> None:
+        """Append ``name=value`` (form-encoded like Ruby's ``URI.encode_www_form``)."""
+        text = _form(name) if value is None else f"{_form(name)}={_form(_param_text(value))}"
+        self.url = _append_query(self.url, text)
+
+    def __repr__(self) -> str:
+        return f"OutgoingRequest({self.method.upper()} {self.url.partition('?')[0]})"
+
+
+Preprocessor = Callable[[OutgoingRequest], None]
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How requests are executed; built once from configuration and passed in."""
+
+    request_timeout: float = 60.0
+    connection_timeout: float | None = None
+    max_response_size: int = 1_048_576
+    max_redirects: int = 5
+    retries: int = 3
+    proxy_url: str | None = None
+    user_agent: str = "PatientHttp"
+    raise_error_responses: bool = False
+    protocol: Literal["auto", "http1", "http2"] = "auto"
+    verify: bool = True
+    ca_bundle: str | None = None
+    max_connections: int = 256
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    preprocessors: Mapping[str, Preprocessor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Hop:
+    """One request of a redirect chain, as the gem's RequestTask holds it."""
+
+    method: str
+    url: str
+    headers: Headers[HeaderValue]
+    body: Payload | None
+    secret_params: Mapping[str, SecretRef]
+    preprocessors: tuple[str, ...]
+    task_id: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes | None
+
+
+async def execute(
+    transport: httpx.AsyncBaseTransport,
+    settings: HttpSettings,
+    request: Request,
+    *,
+    request_id: str,
+    callback_args: Mapping[str, Any] | None = None,
+    raise_error_responses: bool | None = None,
+) -> ExecutionResult:
+    """Run ``request`` with its redirects; return the result the callback job carries."""
+    raise_errors = (
+        settings.raise_error_responses if raise_error_responses is None else raise_error_responses
+    )
+    max_redirects = (
+        settings.max_redirects if request.max_redirects is None else request.max_redirects
+    )
+    timeout = settings.request_timeout if request.timeout is None else request.timeout
+    hop = _Hop(
+        method=request.http_method,
+        url=request.url,
+        headers=request.headers,
+        body=request.body,
+        secret_params=request.secret_params,
+        preprocessors=request.preprocessors,
+        task_id=request_id,
+    )
+    redirects: list[str] = []
+    while True:
+        started = trio.current_time()
+        try:
+            answer = await _send(transport, settings, hop, timeout)
+        except Exception as exc:
+            return _request_error(exc, hop, trio.current_time() - started, callback_args)
+        duration = round(trio.current_time() - started, 9)
+        location = answer.headers.get("location", "")
+        if answer.status in REDIRECT_STATUSES and max_redirects != 0 and location:
+            target = _resolve(hop.url, location)
+            visited = [*redirects, hop.url]
+            common: dict[str, Any] = {
+                "http_method": hop.method,
+                "duration": duration,
+                "request_id": hop.task_id,
+                "redirects": visited,
+                "callback_args": callback_args,
+            }
+            if len(redirects) >= max_redirects:
+                return TooManyRedirectsError(url=location, **common)
+            if target in visited:
+                return RecursiveRedirectError(url=target, **common)
+            hop = _redirected(hop, target, answer.status, f"{request_id}/{len(visited) + 1}")
+            redirects = visited
+            continue
+        response = Response.build(
+            status=answer.status,
+            headers=answer.headers,
+            body=answer.body,
+            duration=duration,
+            request_id=request_id,
+            url=hop.url,
+            http_method=hop.method,
+            callback_args=callback_args,
+            redirects=redirects,
+        )
+        if raise_errors and not response.success:
+            return HttpError.for_response(response)
+        return response
+
+
+def classify_error(exc: BaseException) -> str:
+    """Return the gem's ``error_type`` for an exception raised while executing a request."""
+    if isinstance(exc, ResponseTooLargeError):
+        return "response_too_large"
+    if isinstance(exc, trio.TooSlowError | httpx.TimeoutException | TimeoutError):
+        return "timeout"
+    if any(isinstance(link, _SSL_ERRORS) for link in _chain(exc)):
+        return "ssl"
+    if isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+    ):
+        return "connection"
+    if isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError):
+        return "connection"
+    return "unknown"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _class_name(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    top = cls.__module__.split(".")[0]
+    if getattr(sys.modules.get(top), cls.__qualname__, None) is cls:
+        return f"{top}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or the first cause that says something (httpx often wraps silently)."""
+    for link in _chain(exc):
+        if str(link):
+            return str(link)
+    return type(exc).__name__
+
+
+def _request_error(
+    exc: Exception, hop: _Hop, duration: float, callback_args: Mapping[str, Any] | None
+) -> RequestError:
+    backtrace = [
+        f"{frame.filename}:{frame.lineno}:in `{frame.name}'"
+        for frame in reversed(traceback.extract_tb(exc.__traceback__))
+    ]
+    return RequestError(
+        class_name=_class_name(exc),
+        message=_message(exc),
+        backtrace=backtrace,
+        error_type=classify_error(exc),
+        duration=round(duration, 9),
+        request_id=hop.task_id,
+        url=hop.url,
+        http_method=hop.method,
+        callback_args=callback_args,
+    )
+
+
+async def _send(
+    transport: httpx.AsyncBaseTransport, settings: HttpSettings, hop: _Hop, timeout: float
+) -> _Answer:
+    """Send one hop and read its whole body, all within ``timeout`` seconds."""
+    with trio.fail_after(timeout):
+        outgoing = _prepare(settings, hop)
+        connect = settings.connection_timeout if settings.connection_timeout else timeout
+        http_request = httpx.Request(
+            outgoing.method.upper(),
+            outgoing.url,
+            headers=list(outgoing.headers.items()),
+            content=outgoing.body,
+            extensions={
+                "timeout": {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+            },
+        )
+        response = await transport.handle_async_request(http_request)
+        try:
+            headers = joined_headers(response.headers)
+            body = await read_body(response, headers, settings.max_response_size)
+        finally:
+            await response.aclose()
+    return _Answer(status=response.status_code, headers=headers, body=body)
+
+
+def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:
+    """Resolve secrets, add the send-time headers and run the preprocessors."""
+    headers: dict[str, str] = {
+        name: _secret(settings, value.name) if isinstance(value, SecretRef) else value
+        for name, value in hop.headers.items()
+    }
+    headers["x-request-id"] = hop.task_id
+    if settings.user_agent and "user-agent" not in headers:
+        headers["user-agent"] = settings.user_agent
+    headers.setdefault("accept-encoding", _ACCEPT_ENCODING)
+    url = hop.url
+    if hop.secret_params:
+        url = _append_query(
+            url,
+            "&".join(
+                f"{_form(name)}={_form(_secret(settings, ref.name))}"
+                for name, ref in hop.secret_params.items()
+            ),
+        )
+    outgoing = OutgoingRequest(
+        method=hop.method,
+        url=url,
+        headers=headers,
+        body=hop.body.raw if hop.body is not None else None,
+    )
+    for name in hop.preprocessors:
+        preprocessor = settings.preprocessors.get(name)
+        if preprocessor is None:
+            raise PreprocessorNotFoundError(f"No preprocessor registered for {json.dumps(name)}")
+        preprocessor(outgoing)
+    return outgoing
+
+
+def _secret(settings: HttpSettings, name: str) -> str:
+    value = settings.secrets.get(name)
+    if value is None:
+        raise SecretNotFoundError(f"No secret registered for {json.dumps(name)}")
+    return value
+
+
+def _redirected(hop: _Hop, target: str, status: int, task_id: str) -> _Hop:
+    cross_origin = _origin(hop.url) != _origin(target)
+    return _Hop(
+        method="get" if status in _TO_GET else hop.method,
+        url=target,
+        headers=hop.headers.without(*_SENSITIVE_HEADERS) if cross_origin else hop.headers,
+        body=None if status in _TO_GET else hop.body,
+        secret_params={},
+        preprocessors=() if cross_origin else hop.preprocessors,
+        task_id=task_id,
+    )
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS.get(scheme)
+
+
+def _resolve(base: str, location: str) -> str:
+    """An absolute location as given; a relative one resolved against the current URL."""
+    if urlsplit(location).scheme:
+        return location
+    return urljoin(base, location)
+
+
+def _append_query(url: str, query: str) -> str:
+    base, hash_sign, fragment = url.partition("#")
+    path, _, existing = base.partition("?")
+    merged = "&".join(part for part in (existing, query) if part)
+    return f"{path}?{merged}{hash_sign}{fragment}"
+
+
+def _form(value: str) -> str:
+    return "".join(
+        chr(byte) if byte in _FORM_SAFE else "+" if byte == 0x20 else f"%{byte:02X}"
+        for byte in value.encode("utf-8")
+    )
+
+
+def _param_text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

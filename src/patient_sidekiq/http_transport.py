@@ -1,0 +1,256 @@
+"""ShardedTransport: K independent httpx connection pools behind one transport.
+
+One httpcore pool holding hundreds of connections spends most of its CPU on pool
+bookkeeping (it scans every connection per request, and polls every idle socket), and an
+HTTP/2 pool never opens a second connection to an origin past its 100-stream cap
+(``shared/research/feasibility.md`` §2-§3). So requests go through K small pools instead:
+
+* HTTP/1.1 (``auto``, ``http1``): K = ceil(max_connections / 4), at most 64;
+  HTTP/2 only: K = ceil(max_connections / 100), at most 64.
+  Each pool gets ``Limits(max_connections=M, max_keepalive_connections=M)`` with
+  M = ceil(max_connections / K); keep-alive equal to the maximum avoids httpcore's
+  connection churn (it compares keep-alive against the total).
+* Routing: an origin's home shard is ``hash((scheme, host, port)) % K``, so keep-alive
+  connections to that origin are reused. When the home shard already has M requests in
+  flight the request spills to the next shard with a free slot (home+1, home+2, …), so one
+  origin with many concurrent requests spreads over several shards instead of queueing in
+  one pool; if every shard is full it goes to the least busy one (httpcore then queues
+  it until the request's pool timeout). A shard's in-flight count is released when the
+  response is closed.
+
+No cookie jar and no AsyncClient layers: callers build an ``httpx.Request`` and call
+:meth:`ShardedTransport.handle_async_request` directly, then :func:`read_body` reads the
+body back (gzip/deflate decoded, bounded by ``max_response_size``). Touches no Redis keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import ssl
+import zlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Final
+
+import httpx
+import trio
+
+from .errors import PatientSidekiqError
+
+if TYPE_CHECKING:
+    from .http_client import HttpSettings
+
+__all__ = [
+    "MAX_SHARDS",
+    "ResponseTooLargeError",
+    "ShardedTransport",
+    "joined_headers",
+    "read_body",
+    "ssl_context_for",
+]
+
+MAX_SHARDS: Final = 64
+_HTTP1_PER_SHARD: Final = 4
+_HTTP2_PER_SHARD: Final = 100
+
+
+class ResponseTooLargeError(PatientSidekiqError):
+    """Raised by :func:`read_body` when a body exceeds ``max_response_size``."""
+
+
+def ssl_context_for(settings: HttpSettings) -> ssl.SSLContext:
+    """Return the TLS context every shard shares: the CA bundle, certifi, or no checks."""
+    if not settings.verify:
+        return httpx.create_ssl_context(verify=False)
+    if settings.ca_bundle is not None:
+        return ssl.create_default_context(cafile=settings.ca_bundle)
+    return httpx.create_ssl_context(verify=True)
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response stream that gives its shard slot back once, when closed."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, release: _Release) -> None:
+        self._inner = inner
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._release()
+
+
+class _Release:
+    def __init__(self, transport: ShardedTransport, shard: int) -> None:
+        self._transport = transport
+        self._shard = shard
+        self._done = False
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self._transport._in_flight[self._shard] -= 1
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """K independent ``httpx.AsyncHTTPTransport`` pools, chosen per origin (see module doc)."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        per_shard_target = _HTTP2_PER_SHARD if settings.protocol == "http2" else _HTTP1_PER_SHARD
+        total = max(1, settings.max_connections)
+        self.shard_count: int = min(MAX_SHARDS, max(1, math.ceil(total / per_shard_target)))
+        self.per_shard: int = max(1, math.ceil(total / self.shard_count))
+        limits = httpx.Limits(
+            max_connections=self.per_shard, max_keepalive_connections=self.per_shard
+        )
+        context = ssl_context_for(settings)
+        http1 = settings.protocol != "http2"
+        http2 = settings.protocol != "http1"
+        self._shards = [
+            httpx.AsyncHTTPTransport(
+                verify=context,
+                http1=http1,
+                http2=http2,
+                limits=limits,
+                proxy=settings.proxy_url,
+                retries=settings.retries,
+            )
+            for _ in range(self.shard_count)
+        ]
+        self._in_flight = [0] * self.shard_count
+
+    def in_flight(self) -> tuple[int, ...]:
+        """Requests currently holding a slot, per shard (a snapshot)."""
+        return tuple(self._in_flight)
+
+    def choose_shard(self, url: httpx.URL) -> int:
+        """Return the shard for a request to ``url``: home shard, else the next with room."""
+        count = self.shard_count
+        home = hash((url.scheme, url.host, url.port)) % count
+        for step in range(count):
+            index = (home + step) % count
+            if self._in_flight[index] < self.per_shard:
+                return index
+        return min(range(count), key=lambda i: (self._in_flight[i], (i - home) % count))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through one shard; the slot is released when the response closes."""
+        index = self.choose_shard(request.url)
+        self._in_flight[index] += 1
+        release = _Release(self, index)
+        try:
+            response = await self._shards[index].handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        response.stream = _ReleasingStream(stream, release)
+        return response
+
+    async def aclose(self) -> None:
+        """Close every shard's connections."""
+        for shard in self._shards:
+            await shard.aclose()
+
+
+def joined_headers(headers: httpx.Headers) -> dict[str, str]:
+    """Lowercase names; repeats joined with ", ", ``set-cookie`` ones with a newline."""
+    joined: dict[str, str] = {}
+    for name, value in headers.multi_items():
+        if name in joined:
+            joined[name] += ("\n" if name == "set-cookie" else ", ") + value
+        else:
+            joined[name] = value
+    return joined
+
+
+async def read_body(response: httpx.Response, headers: dict[str, str], limit: int) -> bytes | None:
+    """Read the body, decoding gzip/deflate, failing as soon as it exceeds ``limit``."""
+    declared = _leading_int(headers.get("content-length", ""))
+    if declared is not None and declared > limit:
+        raise ResponseTooLargeError(
+            f"Response body size ({declared} bytes) exceeds maximum allowed size ({limit} bytes)"
+        )
+    encoding = headers.get("content-encoding", "").strip().lower()
+    decoder = _Decoder(encoding) if encoding in ("gzip", "x-gzip", "deflate") else None
+    if decoder is not None:
+        del headers["content-encoding"]
+    assert isinstance(response.stream, httpx.AsyncByteStream)
+    iterator = aiter(response.stream)
+    try:
+        body = await _collect(iterator, decoder, limit)
+    except ResponseTooLargeError:
+        await _unwind(iterator)
+        raise
+    return body or None
+
+
+async def _collect(iterator: AsyncIterator[bytes], decoder: _Decoder | None, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    async for raw in iterator:
+        pieces = decoder.feed(raw, limit - total + 1) if decoder is not None else [raw]
+        for piece in pieces:
+            total += len(piece)
+            if total > limit:
+                raise ResponseTooLargeError(
+                    f"Response body size exceeded maximum allowed size ({limit} bytes)"
+                )
+            chunks.append(piece)
+    return b"".join(chunks)
+
+
+async def _unwind(iterator: AsyncIterator[bytes]) -> None:
+    """Finish a half-read stream: a chain of async generators in httpx and httpcore.
+
+    ``aclose()`` would stop only the outermost generator and leave the inner ones to the
+    garbage collector (a ResourceWarning from trio). Resuming the chain inside a cancelled
+    scope makes the innermost read raise Cancelled, which ends every generator on its way
+    out, and httpcore closes the connection as it goes.
+    """
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with contextlib.suppress(Exception):
+            while True:
+                await anext(iterator)
+
+
+class _Decoder:
+    """Incremental gzip/deflate decoder that never inflates more than it is asked for."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding != "deflate"
+        self._zlib = zlib.decompressobj(wbits=47 if self._gzip else 15)
+        self._raw_deflate_checked = self._gzip
+
+    def feed(self, data: bytes, budget: int) -> list[bytes]:
+        if not self._raw_deflate_checked:
+            # "deflate" is meant to be zlib-wrapped, but some servers send raw deflate.
+            self._raw_deflate_checked = True
+            if data and (data[0] & 0x0F) != 8:
+                self._zlib = zlib.decompressobj(wbits=-15)
+        out: list[bytes] = []
+        produced = 0
+        while data and produced <= budget:
+            piece = self._zlib.decompress(data, max(1, budget - produced + 1))
+            produced += len(piece)
+            out.append(piece)
+            data = self._zlib.unconsumed_tail
+            if self._zlib.eof:
+                break
+        return out
+
+
+def _leading_int(text: str) -> int | None:
+    digits = ""
+    for char in text.strip():
+        if not char.isdigit():
+            break
+        digits += char
+    return int(digits) if digits else None
