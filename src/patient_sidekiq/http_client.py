@@ -48,7 +48,7 @@ from .failures import (
 from .headers import Headers, SecretRef
 from .http_transport import ResponseTooLargeError, ShardedTransport, joined_headers, read_body
 from .payload import Payload
-from .request import HeaderValue, Request
+from .request import HeaderValue, Request, form_component, merge_query, param_text
 from .response import Response
 
 __all__ = [
@@ -68,7 +68,6 @@ _TO_GET: Final = frozenset({301, 302, 303})
 _SENSITIVE_HEADERS: Final = ("authorization", "cookie")
 _ACCEPT_ENCODING: Final = "gzip, identity"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-_FORM_SAFE: Final = frozenset(b"*-._0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 _SSL_ERRORS: Final = (ssl.SSLError, ssl.CertificateError)
 
@@ -97,8 +96,12 @@ class OutgoingRequest:
 
     def add_query_param(self, name: str, value: str | int | float | bool | None) -> None:
         """Append ``name=value`` (form-encoded like Ruby's ``URI.encode_www_form``)."""
-        text = _form(name) if value is None else f"{_form(name)}={_form(_param_text(value))}"
-        self.url = _append_query(self.url, text)
+        text = (
+            form_component(name)
+            if value is None
+            else f"{form_component(name)}={form_component(param_text(value))}"
+        )
+        self.url = merge_query(self.url, text)
 
     def __repr__(self) -> str:
         return f"OutgoingRequest({self.method.upper()} {self.url.partition('?')[0]})"
@@ -316,10 +319,10 @@ def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:
     headers.setdefault("accept-encoding", _ACCEPT_ENCODING)
     url = hop.url
     if hop.secret_params:
-        url = _append_query(
+        url = merge_query(
             url,
             "&".join(
-                f"{_form(name)}={_form(_secret(settings, ref.name))}"
+                f"{form_component(name)}={form_component(_secret(settings, ref.name))}"
                 for name, ref in hop.secret_params.items()
             ),
         )
@@ -372,23 +375,3 @@ def _resolve(base: str, location: str) -> str:
     if urlsplit(location).scheme:
         return location
     return urljoin(base, location)
-
-
-def _append_query(url: str, query: str) -> str:
-    base, hash_sign, fragment = url.partition("#")
-    path, _, existing = base.partition("?")
-    merged = "&".join(part for part in (existing, query) if part)
-    return f"{path}?{merged}{hash_sign}{fragment}"
-
-
-def _form(value: str) -> str:
-    return "".join(
-        chr(byte) if byte in _FORM_SAFE else "+" if byte == 0x20 else f"%{byte:02X}"
-        for byte in value.encode("utf-8")
-    )
-
-
-def _param_text(value: str | int | float | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

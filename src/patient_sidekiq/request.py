@@ -21,7 +21,7 @@ from .errors import InvalidRequestError, WireFormatError
 from .headers import Headers, SecretRef, is_secret_marker
 from .payload import Payload, encode_body
 
-__all__ = ["HTTP_METHODS", "HeaderValue", "Request"]
+__all__ = ["HTTP_METHODS", "HeaderValue", "Request", "form_component", "merge_query", "param_text"]
 
 HTTP_METHODS: Final = ("get", "post", "put", "patch", "delete")
 _BODYLESS: Final = frozenset({"get", "delete"})
@@ -93,7 +93,7 @@ class Request:
         raw = _body_bytes(body, content_type) if body is not None else None
         return cls(
             http_method=http_method,
-            url=_merge_query(url, regular),
+            url=merge_query(url, regular),
             headers=request_headers,
             body=encode_body(raw, content_type, clock=clock),
             timeout=timeout,
@@ -189,14 +189,16 @@ def _body_bytes(body: str | bytes, content_type: str | None) -> bytes:
     return body.encode("utf-8", "surrogatepass")
 
 
-def _form_component(value: str) -> str:
+def form_component(value: str) -> str:
+    """Encode one query name or value as Ruby's ``URI.encode_www_form_component`` does."""
     return "".join(
         chr(byte) if byte in _FORM_SAFE else "+" if byte == 0x20 else f"%{byte:02X}"
         for byte in value.encode("utf-8")
     )
 
 
-def _param_text(value: str | int | float | bool) -> str:
+def param_text(value: str | int | float | bool) -> str:
+    """Spell a query value as Ruby's ``to_s`` does (``true``, ``1.0e+16``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -214,10 +216,10 @@ def _split_params(
         if isinstance(value, SecretRef):
             secrets[key] = value
             continue
-        name = _form_component(str(key))
+        name = form_component(str(key))
         if value is None or isinstance(value, str | int | float):
             query += ("&" if query else "") + (
-                name if value is None else f"{name}={_form_component(_param_text(value))}"
+                name if value is None else f"{name}={form_component(param_text(value))}"
             )
             continue
         for item in value:
@@ -226,11 +228,12 @@ def _split_params(
             # Ruby 3.1 quirk kept on purpose: a nil inside a list leaves an empty segment.
             query += "&" if query else ""
             if item is not None:
-                query += f"{name}={_form_component(_param_text(item))}"
+                query += f"{name}={form_component(param_text(item))}"
     return query, secrets
 
 
-def _merge_query(url: str, query: str) -> str:
+def merge_query(url: str, query: str) -> str:
+    """Append an encoded query to ``url`` (before any fragment), as the gem merges params."""
     if not query:
         return url
     base, hash_sign, fragment = url.partition("#")
