@@ -15,20 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import keys
-from .errors import RedisCommandError
 from .job import InvalidJobError, Job, TimestampDialect, stamp
-from .redis_bridge import Arg, RedisBridge
+from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .rubyjson import ruby_float_repr
 
 __all__ = ["SidekiqClient"]
-
-
-def _raise_first_error(replies: Iterable[Any]) -> None:
-    # The bridge's pipeline returns error replies instead of raising them; a push that Redis
-    # refused must not look like a success.
-    for reply in replies:
-        if isinstance(reply, RedisCommandError):
-            raise reply
 
 
 def _queue_of(job: Job) -> str:
@@ -83,7 +74,7 @@ class SidekiqClient:
         Returns the job as stored (with ``enqueued_at`` and, if missing, ``created_at``).
         """
         pushed, commands = self.push_commands(job)
-        _raise_first_error(await self._bridge.pipeline(commands))
+        raise_first_error(await self._bridge.pipeline(commands))
         return pushed
 
     async def schedule(self, job: Job, at: float) -> Job:
@@ -115,7 +106,7 @@ class SidekiqClient:
         commands.extend(
             ("LPUSH", keys.queue(queue), *payloads) for queue, payloads in by_queue.items()
         )
-        _raise_first_error(await self._bridge.pipeline(commands))
+        raise_first_error(await self._bridge.pipeline(commands))
         return pushed
 
     async def requeue(self, raw_jobs_by_queue: Mapping[str, Sequence[str]]) -> None:
@@ -129,4 +120,4 @@ class SidekiqClient:
             ("RPUSH", keys.queue(queue), *raws) for queue, raws in raw_jobs_by_queue.items() if raws
         ]
         if commands:
-            _raise_first_error(await self._bridge.pipeline(commands))
+            raise_first_error(await self._bridge.pipeline(commands))

@@ -45,7 +45,7 @@ import trio
 from . import keys
 from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
 from .lua import LuaScript
-from .redis_bridge import Arg, RedisBridge
+from .redis_bridge import Arg, RedisBridge, raise_first_error
 
 MAX_BLOCK_SECONDS: Final = 1.0
 """Longest single blocking wait: bounds shutdown latency and the latency of non-first queues."""
@@ -212,9 +212,7 @@ class ReliableFetch:
             raw = _encode(work.raw)
             commands.append(["LREM", work.inprogress_key, 1, raw])
             commands.append(["RPUSH", keys.queue(work.queue), raw])
-        for reply in await self._bridge.transaction(commands):
-            if isinstance(reply, RedisCommandError):
-                raise reply
+        raise_first_error(await self._bridge.transaction(commands))
 
     async def recover(self, is_alive: Callable[[str], Awaitable[bool]] | None = None) -> int:
         """Move the in-progress jobs of dead processes back to their queues; return how many.

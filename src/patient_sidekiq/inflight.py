@@ -47,7 +47,7 @@ from .client import SidekiqClient
 from .errors import RedisCommandError
 from .job import DEFAULT_QUEUE, InvalidJobError, Job
 from .lua import LuaScript
-from .redis_bridge import Arg, RedisBridge
+from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .retry import RetryPolicy, bury_raw
 
 __all__ = [
@@ -102,14 +102,6 @@ def _text(value: Any) -> str:
     # Members and jobs are written as UTF-8 by both sides; anything else cannot be matched
     # again anyway (the Lua re-check then finds nothing and leaves it).
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _check(replies: Iterable[Any]) -> list[Any]:
-    replies = list(replies)
-    for reply in replies:
-        if isinstance(reply, RedisCommandError):
-            raise reply
-    return replies
 
 
 class InflightMonitor:
@@ -196,7 +188,8 @@ class InflightMonitor:
 
     async def register(self, request_id: str, job_raw: str) -> None:
         """Record a started request (one MULTI)."""
-        _check(await self._bridge.transaction(self.register_commands(request_id, job_raw)))
+        commands = self.register_commands(request_id, job_raw)
+        raise_first_error(await self._bridge.transaction(commands))
 
     def unregister_commands(self, request_id: str) -> list[Command]:
         """Return the commands forgetting a finished request, to run inside one MULTI."""
@@ -205,7 +198,7 @@ class InflightMonitor:
 
     async def unregister(self, request_id: str) -> None:
         """Forget a finished request (one MULTI)."""
-        _check(await self._bridge.transaction(self.unregister_commands(request_id)))
+        raise_first_error(await self._bridge.transaction(self.unregister_commands(request_id)))
 
     # --- heartbeat ---
 
@@ -235,12 +228,12 @@ class InflightMonitor:
                 pairs += [now, member]
             commands.append(("ZADD", keys.INFLIGHT_INDEX, "XX", *pairs))
         if commands:
-            _check(await self._bridge.pipeline(commands))
-        _check(await self._bridge.transaction(self.announce_commands()))
+            raise_first_error(await self._bridge.pipeline(commands))
+        raise_first_error(await self._bridge.transaction(self.announce_commands()))
 
     async def leave(self) -> None:
         """Remove this process from the processes set and delete its max_connections key."""
-        _check(
+        raise_first_error(
             await self._bridge.transaction(
                 [("SREM", keys.GEM_PROCESSES, self.process_id), ("DEL", self.max_connections_key)]
             )

@@ -30,7 +30,7 @@ from .errors import PatientSidekiqError
 from .fetch import ReliableFetch, UnitOfWork
 from .heartbeat import WorkEntry
 from .job import InvalidJobError, Job
-from .redis_bridge import RedisBridge
+from .redis_bridge import RedisBridge, raise_first_error
 from .retry import RetryPolicy, bury_commands, failure_commands, prepare_failure
 
 __all__ = ["Dispatcher", "Handler", "Processor"]
@@ -205,7 +205,7 @@ class Processor:
         ack = ("LREM", unit.inprogress_key, -1, unit.raw)
         try:
             if commands:
-                await self._bridge.transaction([*commands, ack])
+                raise_first_error(await self._bridge.transaction([*commands, ack]))
             else:
                 await self._bridge.execute(*ack)
         except PatientSidekiqError as exc:

@@ -121,6 +121,18 @@ def _convert(reply: Any) -> Any:
     return reply
 
 
+def raise_first_error(replies: list[Any]) -> list[Any]:
+    """Return ``replies`` unchanged, or raise the first :class:`RedisCommandError` among them.
+
+    :meth:`RedisBridge.pipeline` and :meth:`RedisBridge.transaction` hand error replies back
+    as values; writers that must not mistake a refused command for success pass them here.
+    """
+    for reply in replies:
+        if isinstance(reply, RedisCommandError):
+            raise reply
+    return replies
+
+
 class RedisBridge:
     """Async front of one blocking Redis connection driven by one background thread."""
 

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from . import keys, rubyjson
-from .errors import RedisCommandError
 from .job import Job, TimestampDialect, stamp
-from .redis_bridge import RedisBridge
+from .redis_bridge import RedisBridge, raise_first_error
 
 __all__ = [
     "FailureOutcome",
@@ -182,12 +181,6 @@ def prepare_failure(
     return FailureOutcome("retry", updated, float(now + delay))
 
 
-def _check(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, RedisCommandError):
-            raise reply
-
-
 def _bury_commands(raw: str, now: float, policy: RetryPolicy) -> list[tuple[Any, ...]]:
     # One MULTI, like DeadSet#kill: add, then trim by age and keep at most dead_max_jobs - 1.
     return [
@@ -230,9 +223,9 @@ async def file_failure(bridge: RedisBridge, outcome: FailureOutcome, policy: Ret
     """
     commands = failure_commands(outcome, policy)
     if commands:
-        _check(await bridge.transaction(commands))
+        raise_first_error(await bridge.transaction(commands))
 
 
 async def bury_raw(bridge: RedisBridge, raw: str, policy: RetryPolicy) -> None:
     """Move a job whose text does not parse straight to ``dead``, as Sidekiq's processor does."""
-    _check(await bridge.transaction(bury_commands(raw, policy)))
+    raise_first_error(await bridge.transaction(bury_commands(raw, policy)))

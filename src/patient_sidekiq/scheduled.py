@@ -29,7 +29,7 @@ from .client import SidekiqClient
 from .errors import PatientSidekiqError
 from .job import InvalidJobError, Job
 from .lua import LuaScript
-from .redis_bridge import RedisBridge
+from .redis_bridge import RedisBridge, raise_first_error
 from .retry import RetryPolicy, bury_raw
 from .rubyjson import ruby_float_repr
 
@@ -104,7 +104,7 @@ class Poller:
         if job.queue is None:
             job = job.with_fields(queue=queue)
         _stored, commands = self._client.push_commands(job)
-        await self._bridge.transaction([*commands, ("LREM", inprogress, 1, raw)])
+        raise_first_error(await self._bridge.transaction([*commands, ("LREM", inprogress, 1, raw)]))
         return 1
 
     async def random_interval(self) -> float:

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from . import keys
-from .errors import RedisCommandError
-from .redis_bridge import Arg, RedisBridge
+from .redis_bridge import Arg, RedisBridge, raise_first_error
 
 __all__ = ["ERROR_KINDS", "TOTALS_TTL", "Stats"]
 
@@ -86,9 +85,7 @@ class Stats:
         """Run builder output (possibly many requests' worth) in one MULTI."""
         if not commands:
             return
-        for reply in await self._bridge.transaction(commands):
-            if isinstance(reply, RedisCommandError):
-                raise reply
+        raise_first_error(await self._bridge.transaction(commands))
 
     async def record_request(self, duration: float, status: int | None) -> None:
         """Count one finished request (or followed redirect hop)."""
