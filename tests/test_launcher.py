@@ -7,7 +7,7 @@ import trio
 from patient_sidekiq import keys
 from patient_sidekiq.job import Job
 from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.processor import Dispatcher
+from patient_sidekiq.processor import Dispatcher, Work
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ async def test_runs_jobs_and_leaves_the_cluster_cleanly(
 ) -> None:
     done: list[str] = []
 
-    async def handler(job: Job) -> None:
+    async def handler(job: Job, work: Work) -> None:
         done.append(str(job.jid))
 
     launcher = Launcher(settings(redis_url), Dispatcher({"Ok": handler}))
@@ -80,11 +80,11 @@ async def test_stop_timeout_requeues_unfinished_jobs_exactly_once(
     started = trio.Event()
     finished_quickly: list[str] = []
 
-    async def forever(job: Job) -> None:
+    async def forever(job: Job, work: Work) -> None:
         started.set()
         await trio.sleep_forever()
 
-    async def quick(job: Job) -> None:
+    async def quick(job: Job, work: Work) -> None:
         finished_quickly.append(str(job.jid))
 
     stuck = job_text("Forever", "f" * 24)
@@ -109,7 +109,7 @@ async def test_startup_recovers_a_dead_process_and_the_poller_runs(
 ) -> None:
     done: list[str] = []
 
-    async def handler(job: Job) -> None:
+    async def handler(job: Job, work: Work) -> None:
         done.append(str(job.jid))
 
     dead = "deadbox:3:eeeeeeeeeeee"
@@ -125,7 +125,7 @@ async def test_startup_recovers_a_dead_process_and_the_poller_runs(
 async def test_ttin_dumps_running_jobs(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     release = trio.Event()
 
-    async def slow(job: Job) -> None:
+    async def slow(job: Job, work: Work) -> None:
         await release.wait()
 
     launcher = Launcher(settings(redis_url), Dispatcher({"Slow": slow}))

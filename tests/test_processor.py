@@ -7,7 +7,7 @@ import trio
 from patient_sidekiq import keys
 from patient_sidekiq.fetch import QueueOrder, ReliableFetch
 from patient_sidekiq.job import Job
-from patient_sidekiq.processor import Dispatcher, Processor
+from patient_sidekiq.processor import Dispatcher, Processor, Work
 from patient_sidekiq.redis_bridge import RedisBridge
 from patient_sidekiq.retry import RetryPolicy
 
@@ -47,10 +47,10 @@ async def test_every_unit_ends_exactly_one_way(
     performed: list[Job] = []
     counts: list[tuple[int, int]] = []
 
-    async def ok(job: Job) -> None:
+    async def ok(job: Job, work: Work) -> None:
         performed.append(job)
 
-    async def boom(job: Job) -> None:
+    async def boom(job: Job, work: Work) -> None:
         raise ValueError("boom")
 
     dispatcher = Dispatcher({"Ok": ok, "Boom": boom})
@@ -91,7 +91,7 @@ async def test_concurrency_is_never_exceeded(
     active = 0
     peak = 0
 
-    async def slow(job: Job) -> None:
+    async def slow(job: Job, work: Work) -> None:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)

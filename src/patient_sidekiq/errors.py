@@ -18,6 +18,9 @@
     │   ├── UnknownPayloadStoreError       a reference names a store we do not have
     │   └── PayloadNotFoundError           the store has no payload under that key
     ├── RedisUnavailableError         Redis could not be reached, or the connection broke
+    ├── JobArgumentError              a job's args do not fit its class (Ruby's ArgumentError)
+    ├── MaxCapacityError              max_connections requests already in flight (gem's name)
+    ├── NotRunningError               a RequestWorker job reached a processor not yet serving
     ├── RedisCommandError             Redis answered a command with an error reply
     └── PatientHttpError              results delivered to ``on_error`` (see ``failures``)
 
@@ -28,9 +31,17 @@ set rather than letting it escape.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class PatientSidekiqError(Exception):
-    """Root of every exception raised by patient-sidekiq."""
+    """Root of every exception raised by patient-sidekiq.
+
+    ``ruby_class_name``, when set, is the class a Ruby process raises for the same failure;
+    a failed job records it as ``error_class`` so both languages file it alike.
+    """
+
+    ruby_class_name: ClassVar[str | None] = None
 
 
 class ConfigurationError(PatientSidekiqError):
@@ -99,6 +110,26 @@ class PayloadNotFoundError(PayloadStoreError):
 
 class RedisUnavailableError(PatientSidekiqError):
     """Raised when Redis cannot be reached or a connection breaks mid-command."""
+
+
+class JobArgumentError(PatientSidekiqError, ValueError):
+    """Raised when a job's ``args`` do not fit its class (count or types), as Ruby's
+    ``ArgumentError`` is when ``perform`` gets the wrong arguments."""
+
+    ruby_class_name = "ArgumentError"
+
+
+class MaxCapacityError(PatientSidekiqError):
+    """Raised for a RequestWorker job while ``max_connections`` requests are in flight;
+    Sidekiq's retry runs it again later."""
+
+    ruby_class_name = "PatientHttp::MaxCapacityError"
+
+
+class NotRunningError(PatientSidekiqError):
+    """Raised for a RequestWorker job that reaches a processor which is not running."""
+
+    ruby_class_name = "PatientHttp::NotRunningError"
 
 
 class RedisCommandError(PatientSidekiqError):

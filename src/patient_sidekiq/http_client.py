@@ -158,8 +158,13 @@ async def execute(
     request_id: str,
     callback_args: Mapping[str, Any] | None = None,
     raise_error_responses: bool | None = None,
+    on_hop: Callable[[int, float], None] | None = None,
 ) -> ExecutionResult:
-    """Run ``request`` with its redirects; return the result the callback job carries."""
+    """Run ``request`` with its redirects; return the result the callback job carries.
+
+    ``on_hop(status, duration)`` is told of every redirect that is followed (the gem
+    counts each hop as a finished request in its stats).
+    """
     raise_errors = (
         settings.raise_error_responses if raise_error_responses is None else raise_error_responses
     )
@@ -199,6 +204,8 @@ async def execute(
                 return TooManyRedirectsError(url=location, **common)
             if target in visited:
                 return RecursiveRedirectError(url=target, **common)
+            if on_hop is not None:
+                on_hop(answer.status, duration)
             hop = _redirected(hop, target, answer.status, f"{request_id}/{len(visited) + 1}")
             redirects = visited
             continue

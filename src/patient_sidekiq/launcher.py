@@ -7,7 +7,13 @@ finish. Stop (``TERM``/``INT``): quiet, wait up to ``shutdown_timeout`` for runn
 cancel what is left, put every job still in this process's in-progress lists back on its
 queue, and leave the cluster. ``TTIN`` logs the running jobs and the trio task tree.
 
-Keys: through its parts (``heartbeat.py``, ``fetch.py``, ``scheduled.py``, ``processor.py``).
+Services (:class:`Service`, e.g. the RequestWorker's HTTP processor) start once the process
+is in the cluster, register their handlers in the dispatcher, run their own loops beside the
+heartbeat, and are stopped only after every job has ended, so a job never outlives what it
+uses (an HTTP transport, the in-flight monitor).
+
+Keys: through its parts (``heartbeat.py``, ``fetch.py``, ``scheduled.py``, ``processor.py``)
+and its services.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -31,7 +37,7 @@ from .redis_bridge import RedisBridge
 from .retry import RetryPolicy
 from .scheduled import Poller
 
-__all__ = ["Launcher", "WorkerSettings"]
+__all__ = ["Launcher", "Runtime", "Service", "WorkerSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,29 @@ class WorkerSettings:
     identity: str = field(default_factory=make_identity)
 
 
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What a service gets from the launcher: the shared connection and the job machinery."""
+
+    bridge: RedisBridge
+    client: SidekiqClient
+    dispatcher: Dispatcher
+    policy: RetryPolicy
+    identity: str
+    clock: Callable[[], float]
+
+
+class Service(Protocol):
+    """Something that runs beside the processor for the whole life of a worker process."""
+
+    async def serve(self, runtime: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Register handlers, call ``task_status.started()``, then run until cancelled.
+
+        Cancellation comes only after every job has ended; clean up (shielded) on the way out.
+        """
+        ...  # pragma: no cover
+
+
 class Launcher:
     """Runs one worker process until stopped; :meth:`quiet` and :meth:`stop` may be called
     from any trio task (signals call them too)."""
@@ -65,10 +94,12 @@ class Launcher:
         settings: WorkerSettings,
         dispatcher: Dispatcher,
         *,
+        services: Sequence[Service] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
+        self.services = tuple(services)
         self._clock = clock
         self._quiet = trio.Event()
         self._stop = trio.Event()
@@ -163,6 +194,11 @@ class Launcher:
             if settings.handle_os_signals:
                 system.start_soon(self._os_signals)
             system.start_soon(self._until_quiet, poller.run)
+            runtime = Runtime(
+                bridge, client, self.dispatcher, policy, settings.identity, self._clock
+            )
+            for service in self.services:
+                await system.start(service.serve, runtime)
             task_status.started()
             async with trio.open_nursery() as jobs:
                 await self._until_quiet(processor.fetch_loop, jobs)

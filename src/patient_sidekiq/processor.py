@@ -8,7 +8,10 @@ Every unit of work ends exactly one way:
 * the text is not a job (bad JSON, no class, args not a list) → the raw text goes to
   ``dead`` in the same MULTI as the acknowledgement, as Sidekiq's processor does;
 * the run was cancelled by a hard shutdown → left in the in-progress list, from where the
-  launcher puts it back on its queue (``ReliableFetch.release_own``).
+  launcher puts it back on its queue (``ReliableFetch.release_own``);
+* the handler handed the job off (:meth:`Work.hand_off`: its own MULTI removed the job from
+  the in-progress list and recorded it elsewhere, as the RequestWorker handler does with
+  the gem's in-flight keys) → from then on the handler alone ends it; nothing is filed.
 
 A unit is marked finished before its acknowledgement is sent, and the acknowledgement is
 shielded from cancellation, so a job is never both completed and requeued by one process.
@@ -30,13 +33,34 @@ from .errors import PatientSidekiqError
 from .fetch import ReliableFetch, UnitOfWork
 from .heartbeat import WorkEntry
 from .job import InvalidJobError, Job
-from .redis_bridge import RedisBridge, raise_first_error
+from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .retry import RetryPolicy, bury_commands, failure_commands, prepare_failure
 
-__all__ = ["Dispatcher", "Handler", "Processor"]
+__all__ = ["Dispatcher", "Handler", "Processor", "Work"]
 
-Handler = Callable[[Job], Awaitable[None]]
-"""An async callable that performs one job; raising files it for retry."""
+
+@dataclass(eq=False, slots=True)
+class Work:
+    """What a handler gets besides its job: where the job came from, and the hand-off switch."""
+
+    unit: UnitOfWork
+    handed_off: bool = False
+
+    def acknowledge_command(self) -> tuple[Arg, ...]:
+        """The command removing this job from its in-progress list (for the handler's MULTI)."""
+        return ("LREM", self.unit.inprogress_key, -1, self.unit.raw)
+
+    def hand_off(self) -> None:
+        """Record that the handler's own MULTI ran :meth:`acknowledge_command`.
+
+        Call it only once that MULTI succeeded. The processor then neither acknowledges nor
+        files the job: another record (and its recovery) owns it.
+        """
+        self.handed_off = True
+
+
+Handler = Callable[[Job, Work], Awaitable[None]]
+"""An async callable that performs one job; raising (before a hand-off) files it for retry."""
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = 1.0  # longest blocking wait for work, so quiet is noticed promptly
@@ -64,10 +88,14 @@ class Dispatcher:
 
 @dataclass(eq=False, slots=True)
 class _Running:
-    unit: UnitOfWork
+    work: Work
     started_at: float
     finished: bool = False
     job: Job | None = field(default=None)
+
+    @property
+    def unit(self) -> UnitOfWork:
+        return self.work.unit
 
 
 class Processor:
@@ -149,7 +177,7 @@ class Processor:
     def _start(self, jobs: trio.Nursery, unit: UnitOfWork) -> None:
         self._next_id += 1
         wid = f"{self._next_id:x}"
-        running = _Running(unit, self._clock())
+        running = _Running(Work(unit), self._clock())
         self._running[wid] = running
         self._idle = trio.Event()
         jobs.start_soon(self._perform, wid, running)
@@ -160,8 +188,9 @@ class Processor:
             commands = await self._run(running)
             # From here on the job counts as done; a hard shutdown must not requeue it.
             running.finished = True
-            with trio.CancelScope(shield=True):
-                await self._acknowledge(unit, commands)
+            if not running.work.handed_off:
+                with trio.CancelScope(shield=True):
+                    await self._acknowledge(unit, commands)
         finally:
             del self._running[wid]
             self._slot_freed.set()
@@ -190,8 +219,13 @@ class Processor:
             log.error("no handler for %s (queue %s, jid %s)", job.class_name, unit.queue, job.jid)
         else:
             try:
-                await handler(job)
+                await handler(job, running.work)
             except Exception as exc:  # the handler's failure is the job's failure
+                if running.work.handed_off:
+                    # Another record owns the job now; filing it too would run it twice.
+                    log.exception("%s jid=%s failed after its hand-off", job.class_name, job.jid)
+                    self._on_done(1, 1)
+                    return []
                 log.warning("%s jid=%s failed: %r", job.class_name, job.jid, exc)
                 error = exc
             else:

@@ -83,7 +83,7 @@ def _describe(error: BaseException | tuple[str, str, list[str]]) -> tuple[str, s
     if isinstance(error, tuple):
         return error
     cls = type(error)
-    name = (
+    name = getattr(cls, "ruby_class_name", None) or (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
     # Ruby backtraces list the innermost frame first, in "file:line:in `method'" form, and
