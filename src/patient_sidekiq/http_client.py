@@ -25,7 +25,9 @@ Touches no Redis keys.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import ssl
 import sys
 import traceback
@@ -251,7 +253,27 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _system_errno(exc: BaseException) -> int | None:
+    """The errno of the operating-system error behind ``exc``, if there is exactly one.
+
+    httpx wraps it (ConnectError ← OSError ← ExceptionGroup of one error per address tried).
+    """
+    found: set[int] = set()
+    for link in _chain(exc):
+        leaves = link.exceptions if isinstance(link, BaseExceptionGroup) else (link,)
+        found |= {leaf.errno for leaf in leaves if isinstance(leaf, OSError) and leaf.errno}
+    return found.pop() if len(found) == 1 else None
+
+
 def _class_name(exc: BaseException) -> str:
+    """The class a callback sees in ``class_name``.
+
+    A system error gets Ruby's name for it (``Errno::ECONNREFUSED``), which is what the gem
+    reports for the same failure; anything else its Python name (``httpx.ReadTimeout``).
+    """
+    number = _system_errno(exc)
+    if number is not None and number in errno.errorcode:
+        return f"Errno::{errno.errorcode[number]}"
     cls = type(exc)
     if cls.__module__ == "builtins":
         return cls.__qualname__
@@ -262,11 +284,15 @@ def _class_name(exc: BaseException) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    """``str(exc)``, or the first cause that says something (httpx often wraps silently)."""
-    for link in _chain(exc):
-        if str(link):
-            return str(link)
-    return type(exc).__name__
+    """``str(exc)``, or the first cause that says something (httpx often wraps silently).
+
+    A system error leads with its description, as Ruby's do (``Connection refused - …``).
+    """
+    text = next((str(link) for link in _chain(exc) if str(link)), type(exc).__name__)
+    number = _system_errno(exc)
+    if number is not None:
+        return f"{os.strerror(number)} - {text}"
+    return text
 
 
 def _request_error(

@@ -1,0 +1,85 @@
+"""Lifecycle hooks a Python app registers, as the gem's ``after_completion``/``after_error``.
+
+Where they run (wire spec §9): in the CallbackWorker job, after its payload is unpacked and
+before the user's callback, so a hook sees exactly what the callback sees and a hook that
+raises fails the callback job (Sidekiq retries it), as in the gem. ``on_retries_exhausted``
+runs when a CallbackWorker job with result type ``error`` dies after its last retry; a
+failure there is logged and swallowed, as the gem does.
+
+Hooks may be plain functions or coroutine functions; they run in the order registered.
+Touches no Redis keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .failures import HttpError, RedirectError, RequestError
+from .response import Response
+
+__all__ = ["Hooks"]
+
+log = logging.getLogger(__name__)
+
+Failure = RequestError | HttpError | RedirectError
+_Hook = TypeVar("_Hook", bound=Callable[..., Any])
+
+
+async def _call(hook: Callable[[Any], Any], value: Any) -> None:
+    outcome = hook(value)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+class Hooks:
+    """Registries of ``after_completion``, ``after_error`` and ``on_retries_exhausted`` hooks.
+
+    Each registration method works as a decorator and returns the hook unchanged::
+
+        hooks = Hooks()
+
+        @hooks.after_completion
+        def count_status(response: Response) -> None:
+            statsd.increment(f"patient_http.status.{response.status}")
+    """
+
+    def __init__(self) -> None:
+        self._completion: list[Callable[[Response], object]] = []
+        self._error: list[Callable[[Failure], object]] = []
+        self._exhausted: list[Callable[[Failure], object]] = []
+
+    def after_completion(self, hook: _Hook) -> _Hook:
+        """Register ``hook(response)`` to run before every ``on_complete`` callback."""
+        self._completion.append(hook)
+        return hook
+
+    def after_error(self, hook: _Hook) -> _Hook:
+        """Register ``hook(error)`` to run before every ``on_error`` callback."""
+        self._error.append(hook)
+        return hook
+
+    def on_retries_exhausted(self, hook: _Hook) -> _Hook:
+        """Register ``hook(error)`` for error-result callback jobs that died."""
+        self._exhausted.append(hook)
+        return hook
+
+    async def run_completion(self, response: Response) -> None:
+        """Run the ``after_completion`` hooks in order; the first one raising stops them."""
+        for hook in self._completion:
+            await _call(hook, response)
+
+    async def run_error(self, error: Failure) -> None:
+        """Run the ``after_error`` hooks in order; the first one raising stops them."""
+        for hook in self._error:
+            await _call(hook, error)
+
+    async def run_retries_exhausted(self, error: Failure) -> None:
+        """Run every ``on_retries_exhausted`` hook; failures are logged, never raised."""
+        for hook in self._exhausted:
+            try:
+                await _call(hook, error)
+            except Exception:
+                log.exception("on_retries_exhausted hook %r failed", hook)

@@ -1,0 +1,82 @@
+import logging
+
+import pytest
+
+from patient_sidekiq.failures import RequestError
+from patient_sidekiq.hooks import Hooks
+from patient_sidekiq.response import Response
+
+
+def response() -> Response:
+    return Response.build(
+        status=200,
+        headers={},
+        body=None,
+        duration=0.1,
+        request_id="r",
+        url="http://x/",
+        http_method="get",
+    )
+
+
+def error() -> RequestError:
+    return RequestError(
+        class_name="OSError",
+        message="refused",
+        backtrace=[],
+        error_type="connection",
+        duration=0.1,
+        request_id="r",
+        url="http://x/",
+        http_method="get",
+    )
+
+
+async def test_hooks_run_in_registration_order_sync_and_async() -> None:
+    hooks = Hooks()
+    seen: list[str] = []
+
+    @hooks.after_completion
+    def first(value: Response) -> None:
+        seen.append(f"sync {value.status}")
+
+    @hooks.after_completion
+    async def second(value: Response) -> None:
+        seen.append(f"async {value.status}")
+
+    hooks.after_error(lambda value: seen.append(f"error {value.error_type}"))
+    await hooks.run_completion(response())
+    await hooks.run_error(error())
+    assert seen == ["sync 200", "async 200", "error connection"]
+    assert first(response()) is None  # the decorator hands the function back unchanged
+
+
+async def test_a_raising_hook_stops_the_chain_and_propagates() -> None:
+    hooks = Hooks()
+    seen: list[str] = []
+
+    @hooks.after_error
+    def boom(value: RequestError) -> None:
+        raise RuntimeError("hook failed")
+
+    hooks.after_error(lambda value: seen.append("later"))
+    with pytest.raises(RuntimeError, match="hook failed"):
+        await hooks.run_error(error())
+    assert seen == []
+
+
+async def test_retries_exhausted_failures_are_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hooks = Hooks()
+    seen: list[str] = []
+
+    @hooks.on_retries_exhausted
+    def boom(value: RequestError) -> None:
+        raise RuntimeError("alerting is down")
+
+    hooks.on_retries_exhausted(lambda value: seen.append(value.message))
+    with caplog.at_level(logging.ERROR):
+        await hooks.run_retries_exhausted(error())
+    assert seen == ["refused"]
+    assert "on_retries_exhausted hook" in caplog.text
