@@ -2,6 +2,21 @@ import patient_sidekiq
 from patient_sidekiq import errors
 
 PINNED = {
+    "CallbackRouting",
+    "RequestWorker",
+    "RequestWorkerSettings",
+    "Hooks",
+    "HttpSettings",
+    "OutgoingRequest",
+    "Launcher",
+    "WorkerSettings",
+    "Dispatcher",
+    "JobArgumentError",
+    "MaxCapacityError",
+    "NotRunningError",
+    "Job",
+    "SidekiqClient",
+    "TimestampDialect",
     "CallbackArgs",
     "ClientError",
     "ConfigurationError",

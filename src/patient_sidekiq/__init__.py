@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from .callback_args import CallbackArgs as CallbackArgs
 from .callback_args import validate_callback_args as validate_callback_args
+from .client import SidekiqClient as SidekiqClient
 from .encryption import Digest as Digest
 from .encryption import MessageEncryptor as MessageEncryptor
 from .encryption import PlaintextForm as PlaintextForm
@@ -19,9 +20,12 @@ from .errors import EncryptionNotConfiguredError as EncryptionNotConfiguredError
 from .errors import InvalidJsonError as InvalidJsonError
 from .errors import InvalidRequestError as InvalidRequestError
 from .errors import InvalidResultError as InvalidResultError
+from .errors import JobArgumentError as JobArgumentError
 from .errors import MalformedMessageError as MalformedMessageError
+from .errors import MaxCapacityError as MaxCapacityError
 from .errors import MessageAuthenticationError as MessageAuthenticationError
 from .errors import NotJsonNativeError as NotJsonNativeError
+from .errors import NotRunningError as NotRunningError
 from .errors import PatientHttpError as PatientHttpError
 from .errors import PatientSidekiqError as PatientSidekiqError
 from .errors import PayloadNotFoundError as PayloadNotFoundError
@@ -41,6 +45,13 @@ from .failures import TooManyRedirectsError as TooManyRedirectsError
 from .failures import load_failure as load_failure
 from .headers import Headers as Headers
 from .headers import SecretRef as SecretRef
+from .hooks import Hooks as Hooks
+from .http_client import HttpSettings as HttpSettings
+from .http_client import OutgoingRequest as OutgoingRequest
+from .job import Job as Job
+from .job import TimestampDialect as TimestampDialect
+from .launcher import Launcher as Launcher
+from .launcher import WorkerSettings as WorkerSettings
 from .packing import PayloadSettings as PayloadSettings
 from .packing import Unpacked as Unpacked
 from .packing import pack as pack
@@ -50,27 +61,41 @@ from .payload_store import FilePayloadStore as FilePayloadStore
 from .payload_store import PayloadReference as PayloadReference
 from .payload_store import PayloadStore as PayloadStore
 from .payload_store import RedisPayloadStore as RedisPayloadStore
+from .processor import Dispatcher as Dispatcher
 from .redis_bridge import RedisBridge as RedisBridge
 from .request import Request as Request
+from .request_worker import CallbackRouting as CallbackRouting
+from .request_worker import RequestWorker as RequestWorker
+from .request_worker import RequestWorkerSettings as RequestWorkerSettings
 from .response import Response as Response
 
 __all__ = [
     "CallbackArgs",
+    "CallbackRouting",
     "ClientError",
     "ConfigurationError",
     "Digest",
+    "Dispatcher",
     "EncryptionError",
     "EncryptionNotConfiguredError",
     "FilePayloadStore",
     "Headers",
+    "Hooks",
     "HttpError",
+    "HttpSettings",
     "InvalidJsonError",
     "InvalidRequestError",
     "InvalidResultError",
+    "Job",
+    "JobArgumentError",
+    "Launcher",
     "MalformedMessageError",
+    "MaxCapacityError",
     "MessageAuthenticationError",
     "MessageEncryptor",
     "NotJsonNativeError",
+    "NotRunningError",
+    "OutgoingRequest",
     "PatientHttpError",
     "PatientSidekiqError",
     "Payload",
@@ -89,13 +114,18 @@ __all__ = [
     "RedisUnavailableError",
     "Request",
     "RequestError",
+    "RequestWorker",
+    "RequestWorkerSettings",
     "Response",
     "SecretRef",
     "ServerError",
+    "SidekiqClient",
+    "TimestampDialect",
     "TooManyRedirectsError",
     "UnknownPayloadStoreError",
     "Unpacked",
     "WireFormatError",
+    "WorkerSettings",
     "__version__",
     "load_failure",
     "pack",
