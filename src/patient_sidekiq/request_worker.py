@@ -148,10 +148,16 @@ class RequestCall:
     @classmethod
     def from_args(cls, args: Sequence[Any]) -> RequestCall:
         """Check ``args`` as ``perform(data, callback, raise_error_responses, callback_args,
-        request_id)`` would; raise :class:`JobArgumentError` naming the bad one."""
-        if len(args) != 5:
-            raise JobArgumentError(f"wrong number of arguments (given {len(args)}, expected 5)")
-        data, callback_name, raise_errors, callback_args, request_id = args
+        request_id)`` would; raise :class:`JobArgumentError` naming the bad one.
+
+        A sixth argument (a processor name: string or null, which later gem releases add
+        with a default) is accepted and ignored, as Ruby's optional parameter would be.
+        """
+        if not 5 <= len(args) <= 6:
+            raise JobArgumentError(f"wrong number of arguments (given {len(args)}, expected 5..6)")
+        data, callback_name, raise_errors, callback_args, request_id = args[:5]
+        if len(args) == 6 and args[5] is not None and not isinstance(args[5], str):
+            raise JobArgumentError(f"processor name must be a string or null, got {_kind(args[5])}")
         if not isinstance(data, dict):
             raise JobArgumentError(f"request data must be a JSON object, got {_kind(data)}")
         if not isinstance(callback_name, str) or not callback_name:
@@ -242,6 +248,7 @@ class _Task:
     job: Job
     queue: str
     claimed: bool = False
+    packed_result: dict[str, Any] | None = None  # once packed; a stored one is ours to delete
 
 
 class RequestWorker:
@@ -379,7 +386,8 @@ class RequestWorker:
                     await self._file_original(runtime, task, exc)
                 return
             if task.claimed:
-                await self._delete_stored_request(unpacked.reference, payloads)
+                with trio.CancelScope(shield=True):
+                    await self._delete_stored_request(unpacked.reference, payloads)
         finally:
             self._tasks.pop(request_id, None)
             self._reserved -= 1
@@ -446,7 +454,7 @@ class RequestWorker:
                 # cancel, and the original job is then re-enqueued instead.
                 with trio.CancelScope(shield=True):
                     if packed is None:
-                        packed = await pack(data, settings.payloads)
+                        packed = task.packed_result = await pack(data, settings.payloads)
                     callback_job = build_callback_job(packed, kind, callback_name, queue)
                     _, push = runtime.client.push_commands(callback_job)
                     task.claimed = await self._claim(runtime.bridge, task, [*push, *stats])
@@ -487,6 +495,7 @@ class RequestWorker:
             if await self._claim(runtime.bridge, task, push):
                 task.claimed = True
                 log.info("re-enqueued unfinished request %s (jid %s)", task.request_id, job.jid)
+                await self._delete_stored_result(task.packed_result)
         except PatientSidekiqError as exc:
             # Still in the in-flight keys: the orphan sweep of any process re-enqueues it.
             log.warning(
@@ -504,6 +513,8 @@ class RequestWorker:
             task.claimed = await self._claim(
                 runtime.bridge, task, failure_commands(outcome, runtime.policy)
             )
+            if task.claimed:
+                await self._delete_stored_result(task.packed_result)
         except PatientSidekiqError as exc:
             log.warning(
                 "could not file request %s (recovered later by a sweep): %s", task.request_id, exc
