@@ -492,6 +492,9 @@ async def test_slots_equal_to_max_connections_never_refuse_a_backlog(
     async with running_worker(redis_url, concurrency=4):
         redis_client.lpush(keys.queue(QUEUE), *[job.raw for job in jobs])
         await eventually(lambda: redis_client.llen(keys.queue(CALLBACKS)) == count)
+        # Claim markers are deleted by later claims: never one per request left behind.
+        assert len(redis_client.keys(keys.claim_marker("*"))) <= 4
+    assert redis_client.keys(keys.claim_marker("*")) == []  # and the last ones on leaving
     assert redis_client.zcard(keys.RETRY) == 0
     assert redis_client.hget(keys.TOTALS, "max_capacity_exceeded") is None
     callbacks = callbacks_by_n(redis_client)

@@ -5,20 +5,36 @@
 -- KEYS[2]  the in-flight jobs hash
 -- KEYS[3…] every key the commands below touch (declared for Redis; not read here)
 -- ARGV[1]  the task id
--- ARGV[2…] the commands, each as: its word count, then its words
+-- ARGV[2]  a claim marker key to set on success, or "" for none
+-- ARGV[3]  the marker's TTL, seconds
+-- ARGV[4]  n: how many settled markers follow (deleted first, whatever the outcome)
+-- ARGV[5 … 4+n]  settled marker keys of earlier claims whose replies did arrive
+-- then the commands, each as: its word count, then its words
 --          (e.g. 3, "SADD", "queues", "q", 3, "LPUSH", "queue:q", "{…}")
 --
 -- The task leaves the jobs hash exactly once: whoever removes it (the result push, the
 -- shutdown re-enqueue of the original job, or another process's orphan sweep) is the only
--- one that acts on it. So a request whose result was pushed is never also re-enqueued, and
--- a retried attempt whose first try did land (reply lost) does nothing the second time.
--- Returns 1 when claimed (commands ran), 0 when someone else had already claimed it.
+-- one that acts on it. So a request whose result was pushed is never also re-enqueued.
+-- The marker lets a retried attempt whose first try landed (its reply lost with the
+-- connection) learn that it was that first try which claimed the task.
+-- Returns 1 when claimed now (commands ran), 2 when the marker shows an earlier attempt of
+-- ours claimed it, 0 when someone else claimed it.
+local settled = tonumber(ARGV[4])
+if settled > 0 then
+  redis.call('DEL', unpack(ARGV, 5, 4 + settled))
+end
 local claimed = redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 if claimed == 0 then
+  if ARGV[2] ~= '' and redis.call('EXISTS', ARGV[2]) == 1 then
+    return 2
+  end
   return 0
 end
-local i = 2
+if ARGV[2] ~= '' then
+  redis.call('SET', ARGV[2], '1', 'EX', tonumber(ARGV[3]))
+end
+local i = 5 + settled
 while i <= #ARGV do
   local count = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + count))

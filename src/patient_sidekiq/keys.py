@@ -76,3 +76,15 @@ INPROGRESS_REGISTRY: Final = "patient_sidekiq:inprogress"
 def inprogress(identity: str, queue_name: str) -> str:
     """Return the list holding jobs a process popped from one queue and has not finished."""
     return f"patient_sidekiq:inprogress:{identity}:{queue_name}"
+
+
+CLAIM_MARKER_PREFIX: Final = "patient_sidekiq:claimed:"
+
+
+def claim_marker(task_member: str) -> str:
+    """Return the short-lived key saying "this process's claim of a task landed".
+
+    **Ours**. Written by ``inflight_claim.lua`` with the result push, deleted with a later
+    claim once the reply arrived; it only matters when that reply was lost.
+    """
+    return f"{CLAIM_MARKER_PREFIX}{task_member}"

@@ -36,6 +36,7 @@ configured payload stores.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -90,6 +91,8 @@ CALLBACK_WORKER: Final = "PatientHttp::Sidekiq::CallbackWorker"
 DEFAULT_CALLBACK_QUEUE: Final = "default"
 DEFAULT_PYTHON_CALLBACK_QUEUE: Final = "patient_http_callbacks"
 RESULT_RETRY_MAX_SECONDS: Final = 30.0
+CLAIM_MARKER_TTL: Final = 3600
+"""Seconds a claim marker outlives a process that died before deleting it."""
 
 _CLAIM: Final = LuaScript("inflight_claim.lua")
 
@@ -272,6 +275,7 @@ class RequestWorker:
         self._runtime: Runtime | None = None
         self._monitor: InflightMonitor | None = None
         self._tasks: dict[str, _Task] = {}
+        self._settled_markers: list[str] = []  # claim markers whose reply arrived
         self._reserved = 0
         self._started = trio.Event()
 
@@ -342,6 +346,10 @@ class RequestWorker:
     async def _leave(self) -> None:
         if self._given_transport is None and self._transport is not None:
             await self._transport.aclose()
+        if self._settled_markers and self._runtime is not None:
+            with contextlib.suppress(PatientSidekiqError):
+                await self._runtime.bridge.execute("DEL", *self._settled_markers)
+            self._settled_markers = []
         try:
             await self.monitor.leave()
         except PatientSidekiqError as exc:
@@ -457,7 +465,9 @@ class RequestWorker:
                         packed = task.packed_result = await pack(data, settings.payloads)
                     callback_job = build_callback_job(packed, kind, callback_name, queue)
                     _, push = runtime.client.push_commands(callback_job)
-                    task.claimed = await self._claim(runtime.bridge, task, [*push, *stats])
+                    task.claimed = await self._claim(
+                        runtime.bridge, task, [*push, *stats], marked=True
+                    )
                 break
             except (RedisUnavailableError, PayloadStoreError, OSError) as exc:
                 log.warning(
@@ -479,11 +489,31 @@ class RequestWorker:
             log.info("request %s failed (%s) → %s", task.request_id, kind, queue)
 
     async def _claim(
-        self, bridge: RedisBridge, task: _Task, commands: Sequence[Sequence[Arg]]
+        self,
+        bridge: RedisBridge,
+        task: _Task,
+        commands: Sequence[Sequence[Arg]],
+        *,
+        marked: bool = False,
     ) -> bool:
+        """Run ``commands`` if this process still owns ``task``; return whether it did.
+
+        ``marked``: also leave a claim marker, so that a retry after a lost reply learns the
+        claim did land. Markers of earlier claims whose replies arrived ride along and are
+        deleted in the same step (no extra round trip).
+        """
+        marker = keys.claim_marker(task.member) if marked else ""
+        settled, self._settled_markers = self._settled_markers, []
         script_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS]
-        reply = await _CLAIM.run(bridge, script_keys, [task.member, *_flatten(commands)])
-        return bool(reply == 1)
+        args: list[Arg] = [task.member, marker, CLAIM_MARKER_TTL, len(settled), *settled]
+        try:
+            reply = await _CLAIM.run(bridge, script_keys, [*args, *_flatten(commands)])
+        except BaseException:
+            self._settled_markers += settled  # maybe not deleted: try again next time
+            raise
+        if marker:
+            self._settled_markers.append(marker)
+        return reply in (1, 2)
 
     async def _requeue_original(self, runtime: Runtime, task: _Task) -> None:
         """Push the original job back (same jid) unless its result was already claimed."""
