@@ -567,21 +567,27 @@ def test_shard_sizing() -> None:
     assert (default.shard_count, default.per_shard) == (64, 4)
     small = ShardedTransport(HttpSettings(max_connections=10))
     assert (small.shard_count, small.per_shard) == (3, 4)
-    huge = ShardedTransport(HttpSettings(max_connections=2000))
-    assert (huge.shard_count, huge.per_shard) == (64, 32)
+    huge = ShardedTransport(HttpSettings(max_connections=5000))
+    assert (huge.shard_count, huge.per_shard) == (1250, 4)
+    capped = ShardedTransport(HttpSettings(max_connections=20_000))
+    assert (capped.shard_count, capped.per_shard) == (2048, 10)
     h2 = ShardedTransport(HttpSettings(protocol="http2"))
     assert (h2.shard_count, h2.per_shard) == (3, 86)
 
 
-def test_busy_home_shard_spills_to_the_next() -> None:
+def test_busy_home_shard_spills_to_a_free_one() -> None:
     sharded = ShardedTransport(HttpSettings(max_connections=12))
     url = httpx.URL("http://example.com/")
     home = sharded.choose_shard(url)
     sharded._in_flight[home] = sharded.per_shard
-    assert sharded.choose_shard(url) == (home + 1) % sharded.shard_count
+    spilled = sharded.choose_shard(url)
+    assert spilled != home
     sharded._in_flight = [sharded.per_shard] * sharded.shard_count
     sharded._in_flight[(home + 2) % 3] -= 1
     assert sharded.choose_shard(url) == (home + 2) % 3
+    sharded._in_flight[(home + 2) % 3] += 1  # every shard full: the least busy one
+    sharded._in_flight[(home + 1) % 3] += 1
+    assert sharded.choose_shard(url) in {home, (home + 2) % 3}
 
 
 async def test_thousand_concurrent_requests(http_server: Server) -> None:

@@ -202,9 +202,23 @@ def result_type(result: ExecutionResult) -> str:
     return "response" if isinstance(result, Response) else "error"
 
 
-def build_callback_job(packed: dict[str, Any], kind: str, callback_name: str, queue: str) -> Job:
-    """Return the CallbackWorker job ``[data, result_type, callback_name]`` the gem pushes."""
-    return Job.new(CALLBACK_WORKER, [packed, kind, callback_name], queue=queue, retry=True)
+def build_callback_job(
+    packed: dict[str, Any],
+    kind: str,
+    callback_name: str,
+    queue: str,
+    *,
+    now: float | int | None = None,
+) -> Job:
+    """Return the CallbackWorker job ``[data, result_type, callback_name]`` the gem pushes.
+
+    With ``now`` (from :meth:`SidekiqClient.timestamp`) the job carries ``created_at`` and
+    ``enqueued_at`` already, in the order Sidekiq's client writes them.
+    """
+    stamps: dict[str, Any] = {} if now is None else {"created_at": now, "enqueued_at": now}
+    return Job.new(
+        CALLBACK_WORKER, [packed, kind, callback_name], queue=queue, retry=True, **stamps
+    )
 
 
 def result_stats_commands(
@@ -463,8 +477,10 @@ class RequestWorker:
                 with trio.CancelScope(shield=True):
                     if packed is None:
                         packed = task.packed_result = await pack(data, settings.payloads)
-                    callback_job = build_callback_job(packed, kind, callback_name, queue)
-                    _, push = runtime.client.push_commands(callback_job)
+                    callback_job = build_callback_job(
+                        packed, kind, callback_name, queue, now=runtime.client.timestamp()
+                    )
+                    _, push = runtime.client.push_commands(callback_job, stamped=True)
                     task.claimed = await self._claim(
                         runtime.bridge, task, [*push, *stats], marked=True
                     )
