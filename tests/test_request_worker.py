@@ -165,11 +165,15 @@ async def running_worker(
     payloads: PayloadSettings | None = None,
     routing: CallbackRouting | None = None,
     shutdown_timeout: float = 5.0,
+    worker: RequestWorker | None = None,
+    recovery_interval: float = 30.0,
+    heartbeat_interval: float = 10.0,
 ) -> AsyncIterator[tuple[Launcher, RequestWorker]]:
     """A launcher running a RequestWorker on ``QUEUE``; callbacks go to ``CALLBACKS``.
 
     ``max_connections`` (the worker's capacity) defaults to ``concurrency`` (the processor's
-    slots), the normal configuration; ``settings`` replaces every other option.
+    slots), the normal configuration; ``settings`` replaces every other option, ``worker``
+    replaces the worker itself. Leaving stops the launcher and waits for it to return.
     """
     if settings is None:
         settings = RequestWorkerSettings(
@@ -180,13 +184,15 @@ async def running_worker(
             payloads=payloads or PayloadSettings(),
             routing=routing or CallbackRouting(callback_queue=CALLBACKS),
         )
-    worker = RequestWorker(settings)
+    worker = worker if worker is not None else RequestWorker(settings)
     launcher = Launcher(
         WorkerSettings(
             redis_url=redis_url,
             queues=[(QUEUE, 0)],
             concurrency=concurrency,
             shutdown_timeout=shutdown_timeout,
+            recovery_interval=recovery_interval,
+            heartbeat_interval=heartbeat_interval,
             handle_os_signals=False,
         ),
         Dispatcher(),
@@ -212,6 +218,12 @@ async def redis_store(
             ),
             bridge,
         )
+
+
+async def stored_request_job(url: str, payloads: PayloadSettings) -> tuple[Job, str]:
+    """A gem-shaped job whose request lives in the Redis store; and the stored key."""
+    reference = await pack(request_data(url), payloads)
+    return request_job(url, data=reference), keys.payload_key(reference["$ref"]["key"])
 
 
 async def test_golden_request_produces_the_gems_callback_job(
@@ -874,10 +886,8 @@ async def test_stored_request_is_deleted_only_after_its_result_is_in_redis(
 ) -> None:
     async with redis_store(redis_url, store_threshold=10) as (payloads, _):
         url = http_server.url("/slow?seconds=0.5")
-        reference = await pack(request_data(url), payloads)
-        request_key = keys.payload_key(reference["$ref"]["key"])
-        assert reference == {"$ref": {"store": "redis", "key": reference["$ref"]["key"]}}
-        job = request_job(url, data=reference)
+        job, request_key = await stored_request_job(url, payloads)
+        assert list(job.args[0]) == ["$ref"]
         async with running_worker(redis_url, payloads=payloads) as (_, worker):
             redis_client.lpush(keys.queue(QUEUE), job.raw)
             await eventually(lambda: redis_client.hlen(keys.INFLIGHT_JOBS) == 1)
@@ -1003,9 +1013,7 @@ async def test_hard_shutdown_requeues_the_original_job_exactly_once(
 ) -> None:
     async with redis_store(redis_url, store_threshold=10) as (payloads, _):
         url = http_server.url("/slow?seconds=5")
-        reference = await pack(request_data(url), payloads)
-        request_key = keys.payload_key(reference["$ref"]["key"])
-        job = request_job(url, data=reference)
+        job, request_key = await stored_request_job(url, payloads)
         async with running_worker(redis_url, payloads=payloads, shutdown_timeout=0.2) as (
             launcher,
             _,
@@ -1035,9 +1043,7 @@ async def test_result_is_dropped_when_another_process_claimed_the_task(
 ) -> None:
     async with redis_store(redis_url, store_threshold=10) as (payloads, _):
         url = http_server.url("/slow?seconds=0.5")
-        reference = await pack(request_data(url), payloads)
-        request_key = keys.payload_key(reference["$ref"]["key"])
-        job = request_job(url, data=reference)
+        job, request_key = await stored_request_job(url, payloads)
         async with running_worker(redis_url, payloads=payloads) as (_, worker):
             member = f"{worker.process_id}/00000000-0000-4000-8000-000000000001"
             redis_client.lpush(keys.queue(QUEUE), job.raw)

@@ -32,12 +32,12 @@ from patient_sidekiq.heartbeat import make_identity
 from patient_sidekiq.http_client import HttpSettings
 from patient_sidekiq.inflight import gem_process_id
 from patient_sidekiq.job import Job
-from patient_sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.launcher import Launcher
 from patient_sidekiq.lua import LuaScript
 from patient_sidekiq.packing import PayloadSettings, pack
 from patient_sidekiq.payload import Payload
 from patient_sidekiq.payload_store import PayloadReference, RedisPayloadStore
-from patient_sidekiq.processor import Dispatcher, Work
+from patient_sidekiq.processor import Work
 from patient_sidekiq.redis_bridge import RedisBridge
 from patient_sidekiq.request_worker import (
     CALLBACK_WORKER,
@@ -48,7 +48,14 @@ from patient_sidekiq.request_worker import (
 )
 from tests.conftest import RedisServer
 from tests.http_servers import Server
-from tests.test_request_worker import CALLBACKS, QUEUE, callback_jobs, eventually, request_job
+from tests.test_request_worker import (
+    CALLBACKS,
+    QUEUE,
+    callback_jobs,
+    eventually,
+    request_job,
+    running_worker,
+)
 
 pytest_plugins = ["tests.conftest_http"]
 pytestmark = pytest.mark.integration
@@ -162,26 +169,14 @@ async def in_test_worker(
 ) -> AsyncIterator[tuple[Launcher, RequestWorker]]:
     """A launcher with the HTTP processor in this trio loop; leaving stops it and waits for
     ``Launcher.run`` to return."""
-    worker = worker if worker is not None else RecordingWorker(settings())
-    launcher = Launcher(
-        WorkerSettings(
-            redis_url=redis_url,
-            queues=[(QUEUE, 0)],
-            concurrency=16,
-            shutdown_timeout=shutdown_timeout,
-            recovery_interval=recovery_interval,
-            heartbeat_interval=heartbeat_interval,
-            handle_os_signals=False,
-        ),
-        Dispatcher(),
-        services=[worker],
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(launcher.run)
-        try:
-            yield launcher, worker
-        finally:
-            launcher.stop()
+    async with running_worker(
+        redis_url,
+        worker=worker if worker is not None else RecordingWorker(settings()),
+        shutdown_timeout=shutdown_timeout,
+        recovery_interval=recovery_interval,
+        heartbeat_interval=heartbeat_interval,
+    ) as running:
+        yield running
 
 
 @asynccontextmanager
