@@ -24,6 +24,12 @@ HTTP/2 pool never opens a second connection to an origin past its 100-stream cap
   one stopped, so finding a free shard stays cheap with thousands of shards. A shard's
   in-flight count is released when the response is closed.
 
+* HTTP/1.1 without a proxy bypasses the shards: plain ``http`` (protocol ``auto`` or
+  ``http1``) and ``https`` with protocol ``http1`` go to one shared
+  :class:`~patient_sidekiq.http1_transport.H11Transport` (h11 over trio, per-origin
+  keep-alive; about a third less CPU per request than httpcore). HTTP/2, h2c, TLS in
+  ``auto`` (ALPN may pick h2) and proxied requests stay on the httpx shards.
+
 No cookie jar and no AsyncClient layers: callers build an ``httpx.Request`` and call
 :meth:`ShardedTransport.handle_async_request` directly, then :func:`read_body` reads the
 body back (gzip/deflate decoded, bounded by ``max_response_size``). Touches no Redis keys.
@@ -42,6 +48,7 @@ import httpx
 import trio
 
 from .errors import PatientSidekiqError
+from .http1_transport import H11Transport
 
 if TYPE_CHECKING:
     from .http_client import HttpSettings
@@ -130,6 +137,13 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         ]
         self._in_flight = [0] * self.shard_count
         self._spill = 0  # where the last spill-over scan found room
+        # HTTP/1.1 without a proxy skips httpx's pools: plain http unless HTTP/2 only, and
+        # https when pinned to HTTP/1.1 (in "auto" ALPN may pick h2, which stays on httpx).
+        self._h11: H11Transport | None = None
+        self._h11_https = False
+        if settings.proxy_url is None and settings.protocol != "http2":
+            self._h11 = H11Transport(settings)
+            self._h11_https = settings.protocol == "http1"
 
     def in_flight(self) -> tuple[int, ...]:
         """Requests currently holding a slot, per shard (a snapshot)."""
@@ -151,7 +165,15 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         return min(range(count), key=lambda i: (in_flight[i], (i - home) % count))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` through one shard; the slot is released when the response closes."""
+        """Send ``request`` through one shard; the slot is released when the response closes.
+
+        HTTP/1.1 requests that :class:`H11Transport` can carry go there instead.
+        """
+        h11_transport = self._h11
+        if h11_transport is not None:
+            scheme = request.url.scheme
+            if scheme == "http" or (scheme == "https" and self._h11_https):
+                return await h11_transport.handle_async_request(request)
         index = self.choose_shard(request.url)
         self._in_flight[index] += 1
         release = _Release(self, index)
@@ -166,7 +188,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        """Close every shard's connections."""
+        """Close every shard's connections, and the HTTP/1.1 transport's idle ones."""
+        if self._h11 is not None:
+            await self._h11.aclose()
         for shard in self._shards:
             await shard.aclose()
 
