@@ -131,12 +131,17 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
         client.close()
         yield RedisServer(url, process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """TERM, then KILL after 10 s: a server of ours never outlives the benchmark."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def write_certificate(directory: Path) -> tuple[Path, Path]:
@@ -276,12 +281,7 @@ def nginx_server(directory: Path) -> Iterator[NginxServer]:
                 time.sleep(0.02)
         yield NginxServer(http_port, https_port, cert_path, process.pid, error_log)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def tail(path: Path, lines: int = 5) -> str:
