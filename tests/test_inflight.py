@@ -138,6 +138,22 @@ async def test_register_writes_exact_keys(bridge: RedisBridge, redis_client: red
 
 
 @pytest.mark.integration
+async def test_hand_off_moves_the_job_from_in_progress_in_one_step(
+    bridge: RedisBridge, redis_client: redis.Redis
+) -> None:
+    mon = monitor(bridge, Clock())
+    raw, other = job_raw(1), job_raw(2)
+    redis_client.lpush("inprogress", other, raw)
+    await mon.hand_off("inprogress", "req-1", raw)
+    assert [text(item) for item in redis_client.lrange("inprogress", 0, -1)] == [other]
+    member = f"{ME}/req-1"
+    assert redis_client.zscore(keys.INFLIGHT_INDEX, member) == NOW_MS
+    assert text(redis_client.hget(keys.INFLIGHT_JOBS, member)) == raw
+    for key in (keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS):
+        assert 3590 <= redis_client.ttl(key) <= 3600
+
+
+@pytest.mark.integration
 async def test_register_ttl_follows_threshold(
     bridge: RedisBridge, redis_client: redis.Redis
 ) -> None:

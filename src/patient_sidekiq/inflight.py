@@ -67,6 +67,7 @@ HEARTBEAT_CHUNK: Final = 1000
 
 _RECLAIM: Final = LuaScript("inflight_reclaim.lua")
 _UNLOCK: Final = LuaScript("inflight_unlock.lua")
+_HAND_OFF: Final = LuaScript("inflight_hand_off.lua")
 
 
 def gem_process_id(hostname: str | None = None, pid: int | None = None) -> str:
@@ -185,6 +186,14 @@ class InflightMonitor:
             ("EXPIRE", keys.INFLIGHT_INDEX, ttl),
             ("EXPIRE", keys.INFLIGHT_JOBS, ttl),
         ]
+
+    async def hand_off(self, inprogress_key: str, request_id: str, job_raw: str) -> None:
+        """Move a fetched job from its in-progress list into the in-flight keys (one step)."""
+        await _HAND_OFF.run(
+            self._bridge,
+            [inprogress_key, keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS],
+            [job_raw, self.task_id(request_id), self._now_ms(), self.inflight_ttl],
+        )
 
     async def register(self, request_id: str, job_raw: str) -> None:
         """Record a started request (one MULTI)."""

@@ -10,8 +10,9 @@ calls :meth:`RequestWorker.perform`):
    ``PatientHttp::MaxCapacityError`` (counted as ``max_capacity_exceeded``). The processor
    only fetches up to its free capacity, so this happens only when it is configured with
    more slots than ``max_connections``.
-3. **Hand-off**: ONE MULTI removes the job from the in-progress list and records it in the
-   gem's in-flight keys under ``<process id>/<request id>``. From then on exactly one
+3. **Hand-off**: ONE atomic step (``inflight_hand_off.lua``) removes the job from the
+   in-progress list and records it in the gem's in-flight keys under
+   ``<process id>/<request id>``. From then on exactly one
    mechanism can recover it: the gem's orphan sweep (Ruby's or ours).
 4. **Execute** over the shared :class:`~patient_sidekiq.http_transport.ShardedTransport`
    (``http_client.execute``): a Response, RequestError, HttpError or redirect error.
@@ -391,7 +392,7 @@ class RequestWorker:
         task = _Task(request_id, monitor.task_id(request_id), job, queue)
         self._reserved += 1
         try:
-            await self._hand_off(runtime.bridge, monitor, task, work.unit)
+            await self._hand_off(monitor, task, work.unit)
             work.hand_off()
             self._tasks[request_id] = task
             try:
@@ -420,19 +421,10 @@ class RequestWorker:
         except PatientSidekiqError as exc:
             log.warning("could not count a capacity refusal: %s", exc)
 
-    async def _hand_off(
-        self, bridge: RedisBridge, monitor: InflightMonitor, task: _Task, unit: UnitOfWork
-    ) -> None:
-        commands = [
-            ("LREM", unit.inprogress_key, -1, unit.raw),
-            *monitor.register_commands(task.request_id, task.job.raw),
-        ]
+    async def _hand_off(self, monitor: InflightMonitor, task: _Task, unit: UnitOfWork) -> None:
         # Shielded so that we always know which record holds the job.
         with trio.CancelScope(shield=True):
-            replies = await bridge.transaction(commands)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+            await monitor.hand_off(unit.inprogress_key, task.request_id, task.job.raw)
 
     async def _run(
         self,
