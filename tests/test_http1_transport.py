@@ -364,3 +364,52 @@ async def test_invalid_request_header_is_a_local_protocol_error(transport: H11Tr
     request = httpx.Request("GET", "http://127.0.0.1:1/", headers={"x-bad": "a\nb"})
     with pytest.raises(httpx.LocalProtocolError):
         await transport.handle_async_request(request)
+
+
+# --- the direct path (no httpx.Request) ------------------------------------------------------
+
+
+def test_direct_target_splits_plain_urls_and_refuses_the_rest() -> None:
+    target = http1_transport.direct_target("http://Example.com:8080/a/b?x=1&y=%20")
+    assert target == http1_transport.DirectTarget(
+        ("http", "example.com", 8080), "example.com:8080", "/a/b?x=1&y=%20"
+    )
+    default = http1_transport.direct_target("https://api.example.com")
+    assert default == http1_transport.DirectTarget(
+        ("https", "api.example.com", 443), "api.example.com", "/"
+    )
+    ipv6 = http1_transport.direct_target("http://[::1]:81/x")
+    assert ipv6 is not None
+    assert (ipv6.origin, ipv6.host_header) == (("http", "::1", 81), "[::1]:81")
+    for url in (
+        "http://exämple.com/",  # IDNA: httpx normalises it
+        "http://example.com/a b",
+        "http://user:pw@example.com/",
+        "ftp://example.com/",
+        "http://example.com:99999/",
+        "/relative",
+    ):
+        assert http1_transport.direct_target(url) is None, url
+
+
+async def test_direct_path_writes_host_and_content_length_like_httpx(
+    http_server: Server,
+) -> None:
+    sharded = ShardedTransport(HttpSettings(max_connections=4))
+    try:
+        for method, body, length in (
+            ("post", "b" * 5, "5"),
+            ("put", None, "0"),
+            ("get", None, None),
+        ):
+            request = Request.build(method, http_server.url("/echo"), body=body)
+            response = await execute(sharded, HttpSettings(), request, request_id="r")
+            assert isinstance(response, Response)
+            echo = json.loads(response.text or "")
+            headers = dict(echo["headers"])
+            assert headers["host"] == f"127.0.0.1:{http_server.port}"
+            assert headers.get("content-length") == length
+            assert echo["body"] == (body or "")
+        assert sharded.direct(http_server.url("/echo")) is not None
+    finally:
+        await sharded.aclose()

@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import select
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, cast
+from urllib.parse import urlsplit
 
 import h11
 import httpx
@@ -46,7 +48,7 @@ import trio
 if TYPE_CHECKING:
     from .http_client import HttpSettings
 
-__all__ = ["KEEPALIVE_EXPIRY", "H11Transport"]
+__all__ = ["KEEPALIVE_EXPIRY", "DirectTarget", "H11Transport", "direct_target"]
 
 KEEPALIVE_EXPIRY: Final = 5.0
 _READ_SIZE: Final = 64 * 1024
@@ -54,6 +56,7 @@ _MAX_HEADER_SIZE: Final = 100 * 1024
 _SWEEP_INTERVAL: Final = 1.0
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})  # httpx sends content-length: 0
 _INF: Final = float("inf")
 
 _Origin = tuple[str, str, int]
@@ -115,19 +118,52 @@ class H11Transport(httpx.AsyncBaseTransport):
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"Unsupported URL protocol {scheme!r}")
         origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-        timeouts = request.extensions.get("timeout") or {}
-        read_timeout = _seconds(timeouts.get("read"))
-        write_timeout = _seconds(timeouts.get("write"))
         try:
             head = self._encode(request)
         except h11.LocalProtocolError as exc:
             raise httpx.LocalProtocolError(str(exc)) from exc
+        timeouts = request.extensions.get("timeout") or {}
+        return await self._request(origin, head, request.method in _IDEMPOTENT, timeouts)
+
+    async def send(
+        self,
+        target: DirectTarget,
+        method: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+    ) -> httpx.Response:
+        """Send a request without building an ``httpx.Request`` (the worker's hot path).
+
+        ``target`` comes from :func:`direct_target`; ``host`` and ``content-length`` are
+        added as httpx adds them.
+        """
+        method_name = method.upper()
+        fields = [("host", target.host_header), *headers]
+        if body is not None or method_name in _BODY_METHODS:
+            fields.append(("content-length", str(len(body or b""))))
+        try:
+            event = h11.Request(method=method_name, target=target.path, headers=fields)
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc)) from exc
+        head = (event, body or b"")
+        return await self._request(target.origin, head, method_name in _IDEMPOTENT, timeouts)
+
+    async def _request(
+        self,
+        origin: _Origin,
+        head: tuple[h11.Request, bytes],
+        idempotent: bool,
+        timeouts: Mapping[str, object],
+    ) -> httpx.Response:
+        read_timeout = _seconds(timeouts.get("read"))
+        write_timeout = _seconds(timeouts.get("write"))
         conn = self._idle_connection(origin)
         if conn is not None:
             try:
                 return await self._exchange(conn, head, write_timeout, read_timeout, True)
             except _StaleConnection as stale:
-                if request.method not in _IDEMPOTENT:
+                if not idempotent:
                     cause = stale.__cause__
                     if isinstance(cause, Exception):
                         raise cause from None
@@ -411,3 +447,39 @@ class _Body(httpx.AsyncByteStream):
 def _seconds(value: object) -> float:
     """A timeout from the request's extensions: None (or anything not a number) is no limit."""
     return float(value) if isinstance(value, int | float) else _INF
+
+
+@dataclass(frozen=True, slots=True)
+class DirectTarget:
+    """Where :meth:`H11Transport.send` sends a request: origin, ``host`` header, request target."""
+
+    origin: _Origin
+    host_header: str
+    path: str
+
+
+def direct_target(url: str) -> DirectTarget | None:
+    """Split a plain absolute URL for :meth:`H11Transport.send`; None when httpx should.
+
+    Only printable-ASCII URLs without userinfo (what Ruby's ``URI`` accepts) take the direct
+    path; anything needing normalisation (IDNA, percent-encoding, credentials) goes through
+    ``httpx.URL`` as before.
+    """
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is None or not host or "@" in parts.netloc:
+        return None
+    bracketed = f"[{host}]" if ":" in host else host
+    host_header = bracketed if port is None or port == default else f"{bracketed}:{port}"
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return DirectTarget((scheme, host, port or default), host_header, path)

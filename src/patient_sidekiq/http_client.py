@@ -48,6 +48,7 @@ from .failures import (
     TooManyRedirectsError,
 )
 from .headers import Headers, SecretRef
+from .http1_transport import DirectTarget, H11Transport
 from .http_transport import ResponseTooLargeError, ShardedTransport, joined_headers, read_body
 from .payload import Payload
 from .request import HeaderValue, Request, form_component, merge_query, param_text
@@ -322,22 +323,48 @@ async def _send(
     with trio.fail_after(timeout):
         outgoing = _prepare(settings, hop)
         connect = settings.connection_timeout if settings.connection_timeout else timeout
-        http_request = httpx.Request(
-            outgoing.method.upper(),
-            outgoing.url,
-            headers=list(outgoing.headers.items()),
-            content=outgoing.body,
-            extensions={
-                "timeout": {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
-            },
-        )
-        response = await transport.handle_async_request(http_request)
+        timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+        direct = _direct_route(transport, outgoing)
+        if direct is not None:
+            h11_transport, target = direct
+            response = await h11_transport.send(
+                target,
+                outgoing.method,
+                list(outgoing.headers.items()),
+                outgoing.body,
+                timeouts,
+            )
+        else:
+            http_request = httpx.Request(
+                outgoing.method.upper(),
+                outgoing.url,
+                headers=list(outgoing.headers.items()),
+                content=outgoing.body,
+                extensions={"timeout": timeouts},
+            )
+            response = await transport.handle_async_request(http_request)
         try:
             headers = joined_headers(response.headers)
             body = await read_body(response, headers, settings.max_response_size)
         finally:
             await response.aclose()
     return _Answer(status=response.status_code, headers=headers, body=body)
+
+
+def _direct_route(
+    transport: httpx.AsyncBaseTransport, outgoing: OutgoingRequest
+) -> tuple[H11Transport, DirectTarget] | None:
+    """The HTTP/1.1 fast path when it applies: no ``httpx.Request`` to build (~10 % of the
+    CPU per job). Headers must be plain ASCII and not set ``host``/``content-length``,
+    which the fast path writes itself; anything else goes through httpx as before."""
+    if not isinstance(transport, ShardedTransport):
+        return None
+    headers = outgoing.headers
+    if "host" in headers or "content-length" in headers:
+        return None
+    if not all(value.isascii() and name.isascii() for name, value in headers.items()):
+        return None
+    return transport.direct(outgoing.url)
 
 
 def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:

@@ -48,7 +48,7 @@ import httpx
 import trio
 
 from .errors import PatientSidekiqError
-from .http1_transport import H11Transport
+from .http1_transport import DirectTarget, H11Transport, direct_target
 
 if TYPE_CHECKING:
     from .http_client import HttpSettings
@@ -163,6 +163,19 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                 self._spill = index
                 return index
         return min(range(count), key=lambda i: (in_flight[i], (i - home) % count))
+
+    def direct(self, url: str) -> tuple[H11Transport, DirectTarget] | None:
+        """The HTTP/1.1 transport and target for ``url`` when it can skip ``httpx.Request``."""
+        h11_transport = self._h11
+        if h11_transport is None:
+            return None
+        target = direct_target(url)
+        if target is None:
+            return None
+        scheme = target.origin[0]
+        if scheme == "http" or (scheme == "https" and self._h11_https):
+            return h11_transport, target
+        return None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through one shard; the slot is released when the response closes.
