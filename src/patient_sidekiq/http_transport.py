@@ -172,10 +172,11 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         target = direct_target(url)
         if target is None:
             return None
-        scheme = target.origin[0]
-        if scheme == "http" or (scheme == "https" and self._h11_https):
-            return h11_transport, target
-        return None
+        return (h11_transport, target) if self._h11_carries(target.origin[0]) else None
+
+    def _h11_carries(self, scheme: str) -> bool:
+        """Whether requests of ``scheme`` go to the HTTP/1.1 transport (when there is one)."""
+        return scheme == "http" or (scheme == "https" and self._h11_https)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through one shard; the slot is released when the response closes.
@@ -183,10 +184,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         HTTP/1.1 requests that :class:`H11Transport` can carry go there instead.
         """
         h11_transport = self._h11
-        if h11_transport is not None:
-            scheme = request.url.scheme
-            if scheme == "http" or (scheme == "https" and self._h11_https):
-                return await h11_transport.handle_async_request(request)
+        if h11_transport is not None and self._h11_carries(request.url.scheme):
+            return await h11_transport.handle_async_request(request)
         index = self.choose_shard(request.url)
         self._in_flight[index] += 1
         release = _Release(self, index)

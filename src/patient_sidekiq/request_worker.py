@@ -292,7 +292,6 @@ class RequestWorker:
         self._tasks: dict[str, _Task] = {}
         self._settled_markers: list[str] = []  # claim markers whose reply arrived
         self._reserved = 0
-        self._started = trio.Event()
 
     @property
     def process_id(self) -> str:
@@ -310,10 +309,6 @@ class RequestWorker:
         if self._monitor is None:
             raise NotRunningError("Cannot enqueue request: processor is not running")
         return self._monitor
-
-    async def wait_started(self) -> None:
-        """Return once :meth:`serve` has announced the process."""
-        await self._started.wait()
 
     # --- the service ---
 
@@ -335,7 +330,6 @@ class RequestWorker:
         runtime.dispatcher.register(REQUEST_WORKER, self.perform)
         try:
             await self._beat_and_sweep()
-            self._started.set()
             task_status.started()
             while True:
                 await trio.sleep(settings.heartbeat_interval)
@@ -378,8 +372,7 @@ class RequestWorker:
         if runtime is None or monitor is None or transport is None:
             raise NotRunningError("Cannot enqueue request: processor is not running")
         call = RequestCall.from_args(job.args)
-        payloads = self.settings.payloads
-        unpacked = await unpack(call.data, payloads)
+        unpacked = await unpack(call.data, self.settings.payloads)
         request = Request.from_wire(unpacked.data)
         max_connections = self.settings.http.max_connections
         if self._reserved >= max_connections:
@@ -410,7 +403,7 @@ class RequestWorker:
                 return
             if task.claimed:
                 with trio.CancelScope(shield=True):
-                    await self._delete_stored_request(unpacked.reference, payloads)
+                    await self._delete_stored(unpacked.reference)
         finally:
             self._tasks.pop(request_id, None)
             self._reserved -= 1
@@ -525,50 +518,43 @@ class RequestWorker:
 
     async def _requeue_original(self, runtime: Runtime, task: _Task) -> None:
         """Push the original job back (same jid) unless its result was already claimed."""
-        if task.claimed:
-            return
         job = task.job if task.job.queue is not None else task.job.with_fields(queue=task.queue)
         _, push = runtime.client.push_commands(job)
-        try:
-            if await self._claim(runtime.bridge, task, push):
-                task.claimed = True
-                log.info("re-enqueued unfinished request %s (jid %s)", task.request_id, job.jid)
-                await self._delete_stored_result(task.packed_result)
-        except PatientSidekiqError as exc:
-            # Still in the in-flight keys: the orphan sweep of any process re-enqueues it.
-            log.warning(
-                "could not re-enqueue request %s (recovered later by a sweep): %s",
-                task.request_id,
-                exc,
-            )
+        await self._claim_instead(runtime, task, push, f"re-enqueued (jid {job.jid})")
 
     async def _file_original(self, runtime: Runtime, task: _Task, error: Exception) -> None:
         """File the original job into ``retry``/``dead`` as Sidekiq would, via the claim."""
+        outcome = prepare_failure(task.job, error, queue=task.queue, policy=runtime.policy)
+        commands = failure_commands(outcome, runtime.policy)
+        await self._claim_instead(runtime, task, commands, f"filed into {outcome.kind}")
+
+    async def _claim_instead(
+        self, runtime: Runtime, task: _Task, commands: Sequence[Sequence[Arg]], done: str
+    ) -> None:
+        """Claim ``task`` for ``commands`` in place of its result (unless already claimed).
+
+        A result already packed and stored is then nobody's: it is deleted. If Redis cannot
+        be reached the task stays in the in-flight keys, where any process's sweep finds it.
+        """
         if task.claimed:
             return
-        outcome = prepare_failure(task.job, error, queue=task.queue, policy=runtime.policy)
         try:
-            task.claimed = await self._claim(
-                runtime.bridge, task, failure_commands(outcome, runtime.policy)
-            )
-            if task.claimed:
-                await self._delete_stored_result(task.packed_result)
+            task.claimed = await self._claim(runtime.bridge, task, commands)
         except PatientSidekiqError as exc:
             log.warning(
-                "could not file request %s (recovered later by a sweep): %s", task.request_id, exc
+                "request %s not %s (recovered later by a sweep): %s", task.request_id, done, exc
             )
+            return
+        if task.claimed:
+            log.info("request %s %s", task.request_id, done)
+            await self._delete_stored_result(task.packed_result)
 
-    async def _delete_stored_request(
-        self, reference: PayloadReference | None, payloads: PayloadSettings
-    ) -> None:
+    async def _delete_stored(self, reference: PayloadReference | None) -> None:
         try:
-            await delete_stored(reference, payloads)
+            await delete_stored(reference, self.settings.payloads)
         except (PatientSidekiqError, OSError) as exc:
-            log.warning("could not delete a stored request payload: %s", exc)
+            log.warning("could not delete a stored payload: %s", exc)
 
     async def _delete_stored_result(self, packed: dict[str, Any] | None) -> None:
-        if packed is None or not is_reference(packed):
-            return
-        await self._delete_stored_request(
-            PayloadReference.from_wire(packed), self.settings.payloads
-        )
+        if packed is not None and is_reference(packed):
+            await self._delete_stored(PayloadReference.from_wire(packed))
