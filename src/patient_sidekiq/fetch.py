@@ -46,6 +46,7 @@ from . import keys
 from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
 from .lua import LuaScript
 from .redis_bridge import Arg, RedisBridge, raise_first_error
+from .redis_target import RedisTarget, as_target
 
 MAX_BLOCK_SECONDS: Final = 1.0
 """Longest single blocking wait: bounds shutdown latency and the latency of non-first queues."""
@@ -107,7 +108,7 @@ class ReliableFetch:
     def __init__(
         self,
         bridge: RedisBridge,
-        redis_url: str,
+        redis_url: str | RedisTarget,
         *,
         identity: str,
         queues: QueueOrder,
@@ -132,8 +133,8 @@ class ReliableFetch:
         self._recover = LuaScript("fetch_recover.lua")
         # The blocking wait's own connection (the bridge refuses blocking commands). The socket
         # timeout must outlast a BLMOVE, or a move could happen with nobody reading its reply.
-        self._waiter = redis.Redis.from_url(
-            redis_url, protocol=2, socket_timeout=MAX_BLOCK_SECONDS + 10
+        self._waiter = as_target(redis_url).client(
+            protocol=2, socket_timeout=MAX_BLOCK_SECONDS + 10
         )
         self._waiter_limiter = trio.CapacityLimiter(1)  # never trio's default limiter
 

@@ -35,6 +35,7 @@ import redis
 import trio
 
 from .errors import RedisCommandError, RedisUnavailableError
+from .redis_target import RedisTarget, as_target
 
 Arg = str | bytes | int | float
 """One argument of a Redis command, as the caller may pass it."""
@@ -136,10 +137,10 @@ def raise_first_error(replies: list[Any]) -> list[Any]:
 class RedisBridge:
     """Async front of one blocking Redis connection driven by one background thread."""
 
-    def __init__(self, url: str, *, name: str = "patient-sidekiq-redis") -> None:
+    def __init__(self, url: str | RedisTarget, *, name: str = "patient-sidekiq-redis") -> None:
         # protocol=2 keeps replies raw and plain (bytes, int, list, None); redis-py 8 defaults to
         # RESP3 (dicts, sets, push messages). A ``protocol`` in the URL's query still wins.
-        self._pool = redis.ConnectionPool.from_url(url, protocol=2)
+        self._pool = as_target(url).connection_pool(protocol=2)
         self._name = name
         self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
         self._stats = BridgeStatistics()
