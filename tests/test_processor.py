@@ -115,3 +115,65 @@ async def test_concurrency_is_never_exceeded(
                 await trio.sleep(0.01)
         jobs.cancel_scope.cancel()
     assert peak == 3
+
+
+async def test_on_exhausted_runs_when_retries_run_out_as_sidekiq_calls_retries_exhausted(
+    parts: tuple[RedisBridge, ReliableFetch], redis_client: redis.Redis
+) -> None:
+    bridge, fetch = parts
+    calls: list[tuple[str | None, str, str]] = []
+
+    async def boom(job: Job, work: Work) -> None:
+        raise ValueError(f"boom {job.jid}")
+
+    async def exhausted(job: Job, error: BaseException) -> None:
+        calls.append((job.jid, str(job["error_class"]), str(error)))
+        if job.jid == "5" * 24:
+            raise RuntimeError("a broken exhausted callback is only logged")
+
+    dispatcher = Dispatcher()
+    dispatcher.register("Boom", boom, on_exhausted=exhausted)
+    dispatcher.register("Plain", boom)  # no callback: dies without one
+    processor = Processor(
+        bridge, fetch, dispatcher, concurrency=4, policy=RetryPolicy(clock=lambda: NOW)
+    )
+
+    def text(class_name: str, jid: str, **fields: object) -> str:
+        return Job.new(class_name, [1], queue="q", jid=jid).with_fields(**fields).raw
+
+    redis_client.lpush(
+        "queue:q",
+        text("Boom", "1" * 24, retry=0),  # dies at once
+        text("Boom", "2" * 24, retry=3, retry_count=2, failed_at=NOW - 60),  # last retry: dies
+        text("Boom", "3" * 24, retry=0, dead=False),  # exhausted, discarded: still called
+        text("Boom", "4" * 24, retry=False),  # never retried: Sidekiq does not call it
+        text("Boom", "6" * 24, retry=3, retry_count=1, failed_at=NOW - 60),  # retried later
+        text("Boom", "5" * 24, retry=0),
+        text("Plain", "7" * 24, retry=0),
+    )
+    await run_until_drained(processor, redis_client)
+    assert sorted(calls) == [
+        ("1" * 24, "ValueError", f"boom {'1' * 24}"),
+        ("2" * 24, "ValueError", f"boom {'2' * 24}"),
+        ("3" * 24, "ValueError", f"boom {'3' * 24}"),
+        ("5" * 24, "ValueError", f"boom {'5' * 24}"),
+    ]
+    dead = sorted(Job.parse(raw).jid or "" for raw in redis_client.zrange("dead", 0, -1))
+    assert dead == ["1" * 24, "2" * 24, "5" * 24, "7" * 24]
+    assert [Job.parse(raw).jid for raw in redis_client.zrange("retry", 0, -1)] == ["6" * 24]
+    assert redis_client.llen(keys.inprogress(IDENTITY, "q")) == 0
+
+
+async def test_registering_again_without_on_exhausted_removes_it() -> None:
+    async def handler(job: Job, work: Work) -> None:
+        pass
+
+    async def exhausted(job: Job, error: BaseException) -> None:
+        pass
+
+    dispatcher = Dispatcher()
+    dispatcher.register("A", handler, on_exhausted=exhausted)
+    assert dispatcher.exhausted_callback("A") is exhausted
+    dispatcher.register("A", handler)
+    assert dispatcher.exhausted_callback("A") is None
+    assert dispatcher.exhausted_callback("B") is None

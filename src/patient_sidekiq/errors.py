@@ -4,6 +4,7 @@
 
     PatientSidekiqError
     ├── ConfigurationError            a setting is missing or has a value we cannot use
+    ├── UnknownCallbackError          a callback neither registered in Python nor a Ruby class name
     ├── WireFormatError (ValueError)  data that Ruby could not have written, or we cannot read
     │   ├── InvalidJsonError          text is not JSON (or JSON that Ruby's parser refuses)
     │   ├── NotJsonNativeError        a value JSON cannot carry unchanged (NaN, a set, a date …)
@@ -46,6 +47,16 @@ class PatientSidekiqError(Exception):
 
 class ConfigurationError(PatientSidekiqError):
     """Raised at startup when a setting is missing or unusable."""
+
+
+class UnknownCallbackError(PatientSidekiqError, ValueError):
+    """Raised when a callback name cannot be run: not registered in Python (with
+    ``@patient_sidekiq.callback``) and, where Ruby could run it instead, not a Ruby class name.
+
+    Ruby's callback validation raises ``ArgumentError`` for a callback it cannot use.
+    """
+
+    ruby_class_name = "ArgumentError"
 
 
 class WireFormatError(PatientSidekiqError, ValueError):

@@ -16,6 +16,12 @@ Every unit of work ends exactly one way:
 A unit is marked finished before its acknowledgement is sent, and the acknowledgement is
 shielded from cancellation, so a job is never both completed and requeued by one process.
 
+A class may also have an ``on_exhausted(job, error)`` callback: Sidekiq's
+``sidekiq_retries_exhausted``. It runs once the job's last failure is filed (into ``dead``,
+or discarded by ``dead: false``; never for ``retry: false``, as in Sidekiq's JobRetry), after
+that MULTI succeeded, so a job whose filing did not land (and runs again) is not reported
+twice. Its failures are logged, never raised.
+
 Keys: the in-progress lists (LREM), ``retry``, ``dead`` (through ``retry.py``).
 """
 
@@ -36,7 +42,7 @@ from .job import InvalidJobError, Job
 from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .retry import RetryPolicy, bury_commands, failure_commands, prepare_failure
 
-__all__ = ["Dispatcher", "Handler", "Processor", "Work"]
+__all__ = ["Dispatcher", "ExhaustedCallback", "Handler", "Processor", "Work"]
 
 
 @dataclass(eq=False, slots=True)
@@ -62,6 +68,9 @@ class Work:
 Handler = Callable[[Job, Work], Awaitable[None]]
 """An async callable that performs one job; raising (before a hand-off) files it for retry."""
 
+ExhaustedCallback = Callable[[Job, BaseException], Awaitable[None]]
+"""Called with the job as filed (error fields set) and the error of its last attempt."""
+
 log = logging.getLogger(__name__)
 WAIT_SECONDS = 1.0  # longest blocking wait for work, so quiet is noticed promptly
 
@@ -71,14 +80,33 @@ class Dispatcher:
 
     def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
         self._handlers: dict[str, Handler] = dict(handlers or {})
+        self._exhausted: dict[str, ExhaustedCallback] = {}
 
-    def register(self, class_name: str, handler: Handler) -> None:
-        """Route jobs of ``class_name`` to ``handler``."""
+    def register(
+        self,
+        class_name: str,
+        handler: Handler,
+        *,
+        on_exhausted: ExhaustedCallback | None = None,
+    ) -> None:
+        """Route jobs of ``class_name`` to ``handler``.
+
+        ``on_exhausted(job, error)`` runs when such a job has used up its retries (see the
+        module docstring); registering again without it removes an earlier one.
+        """
         self._handlers[class_name] = handler
+        if on_exhausted is None:
+            self._exhausted.pop(class_name, None)
+        else:
+            self._exhausted[class_name] = on_exhausted
 
     def get(self, class_name: str) -> Handler | None:
         """Return the handler for ``class_name``, or None."""
         return self._handlers.get(class_name)
+
+    def exhausted_callback(self, class_name: str) -> ExhaustedCallback | None:
+        """Return the ``on_exhausted`` callback of ``class_name``, or None."""
+        return self._exhausted.get(class_name)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -92,6 +120,8 @@ class _Running:
     started_at: float
     finished: bool = False
     job: Job | None = field(default=None)
+    # Set when the job's retries ran out: what to call once its filing has landed.
+    exhausted: tuple[ExhaustedCallback, Job, BaseException] | None = None
 
     @property
     def unit(self) -> UnitOfWork:
@@ -190,7 +220,9 @@ class Processor:
             running.finished = True
             if not running.work.handed_off:
                 with trio.CancelScope(shield=True):
-                    await self._acknowledge(unit, commands)
+                    acknowledged = await self._acknowledge(unit, commands)
+                if acknowledged and running.exhausted is not None:
+                    await self._retries_exhausted(*running.exhausted)
         finally:
             del self._running[wid]
             self._slot_freed.set()
@@ -233,9 +265,17 @@ class Processor:
                 return []
         outcome = prepare_failure(job, error, queue=unit.queue, policy=self._policy)
         self._on_done(1, 1)
+        # Sidekiq calls retries_exhausted for a death and for a ``dead: false`` discard, but a
+        # ``retry: false`` job (filed unchanged) never reaches the retry bookkeeping.
+        if isinstance(error, BaseException) and (
+            outcome.kind == "dead" or (outcome.kind == "discard" and outcome.job.retry is not False)
+        ):
+            callback = self._dispatcher.exhausted_callback(job.class_name)
+            if callback is not None:
+                running.exhausted = (callback, outcome.job, error)
         return failure_commands(outcome, self._policy)
 
-    async def _acknowledge(self, unit: UnitOfWork, commands: list[tuple[Any, ...]]) -> None:
+    async def _acknowledge(self, unit: UnitOfWork, commands: list[tuple[Any, ...]]) -> bool:
         ack = ("LREM", unit.inprogress_key, -1, unit.raw)
         try:
             if commands:
@@ -246,3 +286,15 @@ class Processor:
             # The job stays in our in-progress list and runs again after recovery: at least
             # once, never zero.
             log.error("could not acknowledge a job from %s: %s", unit.queue, exc)  # noqa: TRY400
+            return False
+        return True
+
+    async def _retries_exhausted(
+        self, callback: ExhaustedCallback, job: Job, error: BaseException
+    ) -> None:
+        # Not shielded: it may run user code, and a hard shutdown cancels it as Sidekiq kills
+        # a job's thread. The job itself is already filed.
+        try:
+            await callback(job, error)
+        except Exception:
+            log.exception("retries-exhausted callback of %s jid=%s failed", job.class_name, job.jid)
