@@ -32,9 +32,11 @@ from .payload_store import PayloadReference, PayloadStore, is_reference, new_key
 __all__ = [
     "DEFAULT_STORE_THRESHOLD",
     "PayloadSettings",
+    "Sealed",
     "Unpacked",
     "delete_stored",
     "pack",
+    "seal",
     "unpack",
 ]
 
@@ -81,18 +83,54 @@ class Unpacked:
     decrypted: Decrypted | None = None
 
 
-async def pack(data: Mapping[str, Any], settings: PayloadSettings) -> dict[str, Any]:
-    """Return the job argument for ``data``: encrypted and/or stored as configured."""
-    wire = settings.encryptor.encrypt(data) if settings.encryptor is not None else dict(data)
-    if settings.default_store is None:
-        return wire
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A payload made ready for a job, before anything is written anywhere.
+
+    ``argument`` goes into the job; when ``reference`` is set, ``stored_text`` must be
+    written to that store under that key BEFORE the job is pushed (``argument`` is then the
+    reference itself).
+    """
+
+    argument: dict[str, Any]
+    reference: PayloadReference | None = None
+    stored_text: str | None = None
+
+
+def seal(
+    data: Mapping[str, Any],
+    *,
+    encryptor: MessageEncryptor | None,
+    store: str | None,
+    threshold: int = DEFAULT_STORE_THRESHOLD,
+) -> Sealed:
+    """Encrypt ``data`` (with an encryptor) and decide whether it goes to ``store``.
+
+    The pure half of :func:`pack`, shared with writers that are not async (the enqueue
+    client writes the stored payload with its own synchronous Redis connection).
+    """
+    wire = encryptor.encrypt(data) if encryptor is not None else dict(data)
+    if store is None:
+        return Sealed(wire)
     text = rubyjson.dumps(wire)
     size = len(text) if text.isascii() else len(text.encode("utf-8"))
-    if size <= settings.store_threshold:
-        return wire
-    reference = PayloadReference(settings.default_store, new_key())
-    await settings.stores[settings.default_store].put(reference.key, text)
-    return reference.to_wire()
+    if size <= threshold:
+        return Sealed(wire)
+    reference = PayloadReference(store, new_key())
+    return Sealed(reference.to_wire(), reference, text)
+
+
+async def pack(data: Mapping[str, Any], settings: PayloadSettings) -> dict[str, Any]:
+    """Return the job argument for ``data``: encrypted and/or stored as configured."""
+    sealed = seal(
+        data,
+        encryptor=settings.encryptor,
+        store=settings.default_store,
+        threshold=settings.store_threshold,
+    )
+    if sealed.reference is not None and sealed.stored_text is not None:
+        await settings.stores[sealed.reference.store].put(sealed.reference.key, sealed.stored_text)
+    return sealed.argument
 
 
 async def unpack(argument: object, settings: PayloadSettings) -> Unpacked:

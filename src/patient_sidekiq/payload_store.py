@@ -94,6 +94,35 @@ def _encode(json_text: str, where: str) -> bytes:
         raise PayloadStoreError(f"payload for {where} cannot be encoded as UTF-8: {exc}") from exc
 
 
+def ttl_millis(ttl: float | None) -> int | None:
+    """Return a store TTL in seconds as the milliseconds of ``SET … PX`` (``None``: no TTL).
+
+    Raises ``ValueError`` for a TTL under half a millisecond, which Redis would refuse.
+    """
+    if ttl is None:
+        return None
+    # Ruby's ``(ttl * 1000).round`` rounds halves away from zero (Python's round would
+    # not); Redis refuses PX 0, so anything under half a millisecond is refused here.
+    ttl_ms = math.floor(ttl * 1000 + 0.5) if math.isfinite(ttl) else 0
+    if ttl_ms < 1:
+        raise ValueError(f"payload ttl must be at least 0.0005 seconds, not {ttl!r}")
+    return ttl_ms
+
+
+def redis_set_command(
+    key: str, json_text: str, *, prefix: str = keys.PAYLOAD_PREFIX, ttl_ms: int | None = None
+) -> tuple[str, ...]:
+    """Return the gem's ``:redis`` adapter write: ``SET <prefix><key> <json> [PX ttl_ms]``.
+
+    Raises :class:`PayloadStoreError` for text that cannot be UTF-8 (lone surrogates).
+    """
+    redis_key = keys.payload_key(key, prefix)
+    _encode(json_text, redis_key)
+    if ttl_ms is None:
+        return ("SET", redis_key, json_text)
+    return ("SET", redis_key, json_text, "PX", str(ttl_ms))
+
+
 class RedisPayloadStore:
     """The gem's ``:redis`` adapter: ``SET <prefix><key> <json> [PX ttl_ms]``, GET, DEL."""
 
@@ -102,23 +131,20 @@ class RedisPayloadStore:
     ) -> None:
         self._bridge = bridge
         self._prefix = prefix
-        self._ttl_ms: int | None = None
-        if ttl is not None:
-            # Ruby's ``(ttl * 1000).round`` rounds halves away from zero (Python's round would
-            # not); Redis refuses PX 0, so anything under half a millisecond is refused here.
-            ttl_ms = math.floor(ttl * 1000 + 0.5) if math.isfinite(ttl) else 0
-            if ttl_ms < 1:
-                raise ValueError(f"payload ttl must be at least 0.0005 seconds, not {ttl!r}")
-            self._ttl_ms = ttl_ms
+        self._ttl_ms = ttl_millis(ttl)
+
+    @property
+    def bridge(self) -> RedisBridge:
+        """The bridge this store writes through (a writer may batch its SET with a push)."""
+        return self._bridge
+
+    def set_command(self, key: str, json_text: str) -> tuple[str, ...]:
+        """Return the SET that :meth:`put` sends, for a caller that batches it."""
+        return redis_set_command(key, json_text, prefix=self._prefix, ttl_ms=self._ttl_ms)
 
     async def put(self, key: str, json_text: str) -> None:
         """Store the JSON text, with the configured expiry if any."""
-        redis_key = keys.payload_key(key, self._prefix)
-        value = _encode(json_text, redis_key)
-        if self._ttl_ms is None:
-            await self._bridge.execute("SET", redis_key, value)
-        else:
-            await self._bridge.execute("SET", redis_key, value, "PX", self._ttl_ms)
+        await self._bridge.execute(*self.set_command(key, json_text))
 
     async def get(self, key: str) -> str | None:
         """Return the stored JSON text, or ``None`` when the key is missing or expired."""
@@ -159,9 +185,12 @@ class FilePayloadStore:
 
     async def put(self, key: str, json_text: str) -> None:
         """Write the file atomically: readers see the old file or the whole new one."""
+        await trio.to_thread.run_sync(self.put_sync, key, json_text)
+
+    def put_sync(self, key: str, json_text: str) -> None:
+        """:meth:`put` for synchronous callers (the enqueue client), in the calling thread."""
         path = self._path(key)
-        data = _encode(json_text, str(path))
-        await trio.to_thread.run_sync(self._write, path, data)
+        self._write(path, _encode(json_text, str(path)))
 
     def _write(self, path: Path, data: bytes) -> None:
         try:

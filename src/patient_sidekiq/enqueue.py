@@ -1,0 +1,651 @@
+"""Enqueueing HTTP requests from Python, as ``PatientHttp::Sidekiq.execute`` does in Ruby.
+
+Role: the client API. :class:`Client` is synchronous (redis-py; any Python app),
+:class:`AsyncClient` runs over a trio :class:`~patient_sidekiq.redis_bridge.RedisBridge`.
+Both build their jobs with ONE :class:`JobBuilder`, so a job is the exact text the gem
+writes: ``RequestWorker`` with args ``[data, callback_name, raise_error_responses,
+callback_args, request_id]``, ``retry: true``, the queue, a fresh jid and
+``created_at``/``enqueued_at`` in the Sidekiq version's dialect. ``data`` is the request's
+wire object, encrypted when a key is configured and stored when its JSON is larger than the
+threshold (wire spec §1, §5, §6). The callback and ``callback_args`` are checked before
+anything is written.
+
+Redis keys touched: ``queues`` (SADD), ``queue:<queue>`` (LPUSH) and, for a large payload
+in the Redis store, ``patient_http:payloads:<uuid>`` (SET, in the same MULTI as the push).
+
+While :mod:`patient_sidekiq.testing` has a test mode on, nothing is written: requests run
+inline (or are collected), see there.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+
+import redis
+
+from . import keys, testing
+from .callback_args import validate_callback_args
+from .callbacks import CallbackRegistry, resolve_callback_name
+from .callbacks import registry as default_registry
+from .encryption import MessageEncryptor
+from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
+from .job import Job, TimestampDialect, new_jid, stamp
+from .packing import DEFAULT_STORE_THRESHOLD, PayloadSettings, Sealed, seal
+from .payload_store import FilePayloadStore, RedisPayloadStore, redis_set_command, ttl_millis
+from .redis_bridge import Arg, RedisBridge, raise_first_error
+from .redis_target import RedisTarget, as_target
+from .request import HeaderValue, Request
+from .request_worker import REQUEST_WORKER
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .config import Config
+
+__all__ = [
+    "DEFAULT_QUEUE",
+    "AsyncClient",
+    "Client",
+    "EnqueueOptions",
+    "Enqueued",
+    "FileStore",
+    "JobBuilder",
+    "RedisStore",
+    "RequestOptions",
+    "configure",
+    "default_client",
+    "delete",
+    "execute",
+    "get",
+    "new_request_id",
+    "patch",
+    "post",
+    "put",
+    "request",
+]
+
+DEFAULT_QUEUE: Final = "patient_http"
+DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
+REDIS_URL_ENV: Final = "REDIS_URL"
+ENCRYPTION_KEY_ENV: Final = "PATIENT_HTTP_ENCRYPTION_KEY"
+
+SidekiqVersion = Literal["6", "7", "8"]
+CallbackRef = type | str
+Command = tuple[Arg, ...]
+
+
+class RequestOptions(TypedDict, total=False):
+    """Keyword arguments of ``get``/``post``/… that build the request (see ``Request.build``)."""
+
+    headers: Mapping[str, HeaderValue] | None
+    body: str | bytes | None
+    json: Any
+    params: Mapping[str, Any] | None
+    timeout: float | None
+    max_redirects: int | None
+    preprocessors: Iterable[str] | None
+
+
+class EnqueueOptions(RequestOptions, total=False):
+    """:class:`RequestOptions` plus what goes with the request into the job."""
+
+    callback_args: Mapping[str, Any] | None
+    raise_error_responses: bool | None
+
+
+def new_request_id() -> str:
+    """Return a fresh request id: a random uuid, like Ruby's ``SecureRandom.uuid``."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class RedisStore:
+    """Large payloads go to Redis, as the gem's ``:redis`` payload store writes them.
+
+    ``name`` must be the name the workers know the store by (it is written into the
+    reference); ``ttl`` (seconds) expires payloads nobody picked up.
+    """
+
+    name: str = "redis"
+    prefix: str = keys.PAYLOAD_PREFIX
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        ttl_millis(self.ttl)  # refuse an unusable TTL when configuring, not at first enqueue
+
+
+@dataclass(frozen=True)
+class FileStore:
+    """Large payloads go to ``<directory>/<uuid>.json`` (the gem's ``:file`` store)."""
+
+    directory: str | os.PathLike[str]
+    name: str = "file"
+
+
+def _dialect(version: SidekiqVersion) -> TimestampDialect:
+    if version in ("6", "7"):
+        return TimestampDialect.SECONDS
+    if version == "8":
+        return TimestampDialect.MILLIS
+    raise ConfigurationError(f"sidekiq_version must be '6', '7' or '8', not {version!r}")
+
+
+def _encryptor(key: str | Sequence[str] | MessageEncryptor | None) -> MessageEncryptor | None:
+    if key is None:
+        env = os.environ.get(ENCRYPTION_KEY_ENV, "")
+        keys_from_env = [part.strip() for part in env.split(",") if part.strip()]
+        return MessageEncryptor(keys_from_env) if keys_from_env else None
+    if isinstance(key, MessageEncryptor):
+        return key
+    return MessageEncryptor(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """One request made ready to enqueue: its job and what the job refers to.
+
+    ``job`` is the RequestWorker job exactly as it will be pushed; ``sealed`` says whether
+    a stored payload must be written first. ``request`` and the checked callback values
+    are kept for the test modes, which run the request instead of pushing it.
+    """
+
+    request_id: str
+    callback_name: str
+    request: Request
+    callback_args: dict[str, Any] | None
+    raise_error_responses: bool | None
+    job: Job
+    sealed: Sealed
+
+    @property
+    def push_commands(self) -> list[Command]:
+        """The Sidekiq push: ``SADD queues <q>`` and ``LPUSH queue:<q> <job>``."""
+        queue = str(self.job.queue)
+        return [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), self.job.raw)]
+
+
+class JobBuilder:
+    """Builds RequestWorker jobs; the one core both clients share.
+
+    ``clock``, ``new_request_id`` and ``new_jid`` are injectable so tests can reproduce a
+    Ruby-built job byte for byte.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        encryptor: MessageEncryptor | None = None,
+        store: str | None = None,
+        store_threshold: int = DEFAULT_STORE_THRESHOLD,
+        registry: CallbackRegistry = default_registry,
+        dialect: TimestampDialect = TimestampDialect.SECONDS,
+        clock: Callable[[], float] = time.time,
+        new_request_id: Callable[[], str] = new_request_id,
+        new_jid: Callable[[], str] = new_jid,
+    ) -> None:
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError("queue must be a non-empty string")
+        if store_threshold < 0:
+            raise ConfigurationError("payload_store_threshold must be 0 or more bytes")
+        self.queue = queue
+        self.encryptor = encryptor
+        self.store = store
+        self.store_threshold = store_threshold
+        self.registry = registry
+        self.dialect = dialect
+        self._clock = clock
+        self._new_request_id = new_request_id
+        self._new_jid = new_jid
+
+    def build(
+        self,
+        request: Request,
+        *,
+        callback: CallbackRef,
+        callback_args: Mapping[str, Any] | None,
+        raise_error_responses: bool | None,
+    ) -> Enqueued:
+        """Check the arguments and return the job (nothing is written).
+
+        Raises :class:`~patient_sidekiq.errors.UnknownCallbackError` for a callback nobody
+        could run and :class:`~patient_sidekiq.errors.NotJsonNativeError` for
+        ``callback_args`` JSON cannot carry unchanged.
+        """
+        if not isinstance(request, Request):
+            raise TypeError(f"request must be a patient_sidekiq Request, not {request!r}")
+        if raise_error_responses is not None and not isinstance(raise_error_responses, bool):
+            raise TypeError(
+                f"raise_error_responses must be True, False or None, not {raise_error_responses!r}"
+            )
+        callback_name = resolve_callback_name(callback, self.registry)
+        # The gem keeps nil as nil (the job carries null); only a given mapping is checked.
+        checked_args = None if callback_args is None else validate_callback_args(callback_args)
+        request_id = self._new_request_id()
+        sealed = seal(
+            request.to_wire(),
+            encryptor=self.encryptor,
+            store=self.store,
+            threshold=self.store_threshold,
+        )
+        now = stamp(self.dialect, self._clock())
+        job = Job.new(
+            REQUEST_WORKER,
+            [sealed.argument, callback_name, raise_error_responses, checked_args, request_id],
+            queue=self.queue,
+            retry=True,
+            jid=self._new_jid(),
+            created_at=now,
+            enqueued_at=now,
+        )
+        return Enqueued(
+            request_id=request_id,
+            callback_name=callback_name,
+            request=request,
+            callback_args=checked_args,
+            raise_error_responses=raise_error_responses,
+            job=job,
+            sealed=sealed,
+        )
+
+
+_OPTION_NAMES: Final = EnqueueOptions.__optional_keys__
+
+
+def _split(method: str, url: str, options: EnqueueOptions) -> tuple[Request, EnqueueOptions]:
+    """Return the request built from ``options`` and the job options left over."""
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
+    request = Request.build(
+        method,
+        url,
+        headers=options.get("headers"),
+        body=options.get("body"),
+        json=options.get("json"),
+        params=options.get("params"),
+        timeout=options.get("timeout"),
+        max_redirects=options.get("max_redirects"),
+        preprocessors=options.get("preprocessors"),
+    )
+    return request, options
+
+
+class Client:
+    """Enqueues requests from any Python program, synchronously (one Redis round trip each).
+
+    ``redis_url`` defaults to ``$REDIS_URL``, else ``redis://localhost:6379/0`` (a
+    :class:`~patient_sidekiq.redis_target.RedisTarget` works too, for Sentinel); ``redis``
+    injects a ready redis-py client instead. ``encryption_key`` (one key or a list, current
+    first, or a configured ``MessageEncryptor``) defaults to ``$PATIENT_HTTP_ENCRYPTION_KEY``
+    (comma-separated). ``payload_store`` (:class:`RedisStore` or :class:`FileStore`) receives
+    payloads whose JSON is larger than ``payload_store_threshold`` bytes. ``sidekiq_version``
+    chooses how timestamps are written ("8": integer milliseconds).
+
+    Thread-safe: redis-py's connection pool serves concurrent callers.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | RedisTarget | None = None,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        encryption_key: str | Sequence[str] | MessageEncryptor | None = None,
+        payload_store: RedisStore | FileStore | None = None,
+        payload_store_threshold: int = DEFAULT_STORE_THRESHOLD,
+        registry: CallbackRegistry = default_registry,
+        sidekiq_version: SidekiqVersion = "7",
+        redis: redis.Redis | None = None,
+        clock: Callable[[], float] = time.time,
+        new_request_id: Callable[[], str] = new_request_id,
+        new_jid: Callable[[], str] = new_jid,
+    ) -> None:
+        if payload_store is not None and not isinstance(payload_store, RedisStore | FileStore):
+            raise ConfigurationError(
+                f"payload_store must be a RedisStore or a FileStore, not {payload_store!r}"
+            )
+        self.builder = JobBuilder(
+            queue=queue,
+            encryptor=_encryptor(encryption_key),
+            store=payload_store.name if payload_store is not None else None,
+            store_threshold=payload_store_threshold,
+            registry=registry,
+            dialect=_dialect(sidekiq_version),
+            clock=clock,
+            new_request_id=new_request_id,
+            new_jid=new_jid,
+        )
+        self._store = payload_store
+        self._files = (
+            FilePayloadStore(payload_store.directory)
+            if isinstance(payload_store, FileStore)
+            else None
+        )
+        self._owns_redis = redis is None
+        if redis is None:
+            url = redis_url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+            redis = as_target(url).client()
+        self._redis = redis
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, queue: str | None = None, registry: CallbackRegistry | None = None
+    ) -> Client:
+        """A client enqueueing as a worker built from ``config`` reads: same Redis, key list
+        and default payload store; ``queue`` defaults to the first queue the worker polls."""
+        spec = next((s for s in config.payload_stores if s.name == config.default_store_name), None)
+        store: RedisStore | FileStore | None = None
+        if spec is not None and spec.adapter == "redis":
+            store = RedisStore(name=spec.name, ttl=spec.ttl)
+        elif spec is not None and spec.directory is not None:
+            store = FileStore(spec.directory, name=spec.name)
+        return cls(
+            config.redis_target(),
+            queue=queue or config.queues[0][0],
+            encryption_key=config.encryptor(),
+            payload_store=store,
+            payload_store_threshold=config.payload_store_threshold,
+            registry=registry if registry is not None else default_registry,
+            sidekiq_version=config.sidekiq_version,
+        )
+
+    def close(self) -> None:
+        """Close the Redis connections this client opened (an injected client is left open)."""
+        if self._owns_redis:
+            self._redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def execute(
+        self,
+        request: Request,
+        *,
+        callback: CallbackRef,
+        callback_args: Mapping[str, Any] | None = None,
+        raise_error_responses: bool | None = False,
+    ) -> str:
+        """Enqueue ``request``; return its request id (``PatientHttp::Sidekiq.execute``).
+
+        ``callback`` is a registered Python callback class or a callback name (registered,
+        or a Ruby class name the Ruby app runs). ``raise_error_responses`` defaults to
+        False as in the gem; ``None`` leaves it to the worker's configuration.
+        """
+        enqueued = self.builder.build(
+            request,
+            callback=callback,
+            callback_args=callback_args,
+            raise_error_responses=raise_error_responses,
+        )
+        mode = testing.current_mode()
+        if mode is not None:
+            mode.handle(enqueued, self.builder.registry)
+            return enqueued.request_id
+        self._write(enqueued)
+        return enqueued.request_id
+
+    def _write(self, enqueued: Enqueued) -> None:
+        commands = enqueued.push_commands
+        sealed = enqueued.sealed
+        if sealed.reference is not None and sealed.stored_text is not None:
+            if isinstance(self._store, RedisStore):
+                # The payload must exist before a worker can pop the job: one MULTI.
+                set_command = redis_set_command(
+                    sealed.reference.key,
+                    sealed.stored_text,
+                    prefix=self._store.prefix,
+                    ttl_ms=ttl_millis(self._store.ttl),
+                )
+                commands = [set_command, *commands]
+            elif self._files is not None:
+                self._files.put_sync(sealed.reference.key, sealed.stored_text)
+        try:
+            with self._redis.pipeline(transaction=len(commands) > 2) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailableError(f"could not enqueue the request: {exc}") from exc
+        except redis.ResponseError as exc:
+            raise RedisCommandError(str(exc)) from exc
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        callback: CallbackRef,
+        **options: Unpack[EnqueueOptions],
+    ) -> str:
+        """Build a request (as ``Request.build``) and enqueue it; return its request id.
+
+        ``raise_error_responses`` defaults to None (the worker's setting), as the gem's
+        module-level ``PatientHttp.get``/``post``/… do.
+        """
+        request, options = _split(method, url, options)
+        return self.execute(
+            request,
+            callback=callback,
+            callback_args=options.get("callback_args"),
+            raise_error_responses=options.get("raise_error_responses"),
+        )
+
+    def get(self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+        """Enqueue a GET; keyword arguments as :meth:`request`."""
+        return self.request("get", url, callback=callback, **kwargs)
+
+    def post(self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+        """Enqueue a POST; keyword arguments as :meth:`request`."""
+        return self.request("post", url, callback=callback, **kwargs)
+
+    def put(self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+        """Enqueue a PUT; keyword arguments as :meth:`request`."""
+        return self.request("put", url, callback=callback, **kwargs)
+
+    def patch(self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+        """Enqueue a PATCH; keyword arguments as :meth:`request`."""
+        return self.request("patch", url, callback=callback, **kwargs)
+
+    def delete(self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+        """Enqueue a DELETE; keyword arguments as :meth:`request`."""
+        return self.request("delete", url, callback=callback, **kwargs)
+
+
+class AsyncClient:
+    """:class:`Client` for trio code (apps, and async callbacks enqueueing follow-ups).
+
+    Writes through an entered ``bridge``; ``payloads`` are the worker's own payload settings
+    (encryptor, stores, default store, threshold). A large payload for a
+    :class:`~patient_sidekiq.payload_store.RedisPayloadStore` on the same bridge is written
+    in the push's MULTI; any other store is written first.
+    """
+
+    def __init__(
+        self,
+        bridge: RedisBridge,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        payloads: PayloadSettings | None = None,
+        registry: CallbackRegistry = default_registry,
+        sidekiq_version: SidekiqVersion = "7",
+        clock: Callable[[], float] = time.time,
+        new_request_id: Callable[[], str] = new_request_id,
+        new_jid: Callable[[], str] = new_jid,
+    ) -> None:
+        self._bridge = bridge
+        self._payloads = payloads if payloads is not None else PayloadSettings()
+        self.builder = JobBuilder(
+            queue=queue,
+            encryptor=self._payloads.encryptor,
+            store=self._payloads.default_store,
+            store_threshold=self._payloads.store_threshold,
+            registry=registry,
+            dialect=_dialect(sidekiq_version),
+            clock=clock,
+            new_request_id=new_request_id,
+            new_jid=new_jid,
+        )
+
+    async def execute(
+        self,
+        request: Request,
+        *,
+        callback: CallbackRef,
+        callback_args: Mapping[str, Any] | None = None,
+        raise_error_responses: bool | None = False,
+    ) -> str:
+        """Enqueue ``request``; return its request id (see :meth:`Client.execute`)."""
+        enqueued = self.builder.build(
+            request,
+            callback=callback,
+            callback_args=callback_args,
+            raise_error_responses=raise_error_responses,
+        )
+        mode = testing.current_mode()
+        if mode is not None:
+            await mode.handle_async(enqueued, self.builder.registry)
+            return enqueued.request_id
+        commands: list[Sequence[Arg]] = list(enqueued.push_commands)
+        sealed = enqueued.sealed
+        if sealed.reference is not None and sealed.stored_text is not None:
+            store = self._payloads.stores[sealed.reference.store]
+            if isinstance(store, RedisPayloadStore) and store.bridge is self._bridge:
+                commands.insert(0, store.set_command(sealed.reference.key, sealed.stored_text))
+                raise_first_error(await self._bridge.transaction(commands))
+                return enqueued.request_id
+            await store.put(sealed.reference.key, sealed.stored_text)
+        raise_first_error(await self._bridge.pipeline(commands))
+        return enqueued.request_id
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        callback: CallbackRef,
+        **options: Unpack[EnqueueOptions],
+    ) -> str:
+        """Build a request and enqueue it (see :meth:`Client.request`)."""
+        request, options = _split(method, url, options)
+        return await self.execute(
+            request,
+            callback=callback,
+            callback_args=options.get("callback_args"),
+            raise_error_responses=options.get("raise_error_responses"),
+        )
+
+    async def get(
+        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
+    ) -> str:
+        """Enqueue a GET; keyword arguments as :meth:`request`."""
+        return await self.request("get", url, callback=callback, **kwargs)
+
+    async def post(
+        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
+    ) -> str:
+        """Enqueue a POST; keyword arguments as :meth:`request`."""
+        return await self.request("post", url, callback=callback, **kwargs)
+
+    async def put(
+        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
+    ) -> str:
+        """Enqueue a PUT; keyword arguments as :meth:`request`."""
+        return await self.request("put", url, callback=callback, **kwargs)
+
+    async def patch(
+        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
+    ) -> str:
+        """Enqueue a PATCH; keyword arguments as :meth:`request`."""
+        return await self.request("patch", url, callback=callback, **kwargs)
+
+    async def delete(
+        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
+    ) -> str:
+        """Enqueue a DELETE; keyword arguments as :meth:`request`."""
+        return await self.request("delete", url, callback=callback, **kwargs)
+
+
+# The module-level API mirrors the gem's module-level ``PatientHttp.get``/``post``/…: one
+# process-wide default client, like the gem's one registered handler.
+_default_lock = threading.Lock()
+_default: Client | None = None
+
+
+def configure(**kwargs: Any) -> Client:
+    """Create the default client (arguments as :class:`Client`) and return it.
+
+    A previously configured default client is closed.
+    """
+    global _default
+    client = Client(**kwargs)
+    with _default_lock:
+        previous, _default = _default, client
+    if previous is not None:
+        previous.close()
+    return client
+
+
+def default_client() -> Client:
+    """Return the default client, creating it from the environment if never configured."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def execute(
+    request: Request,
+    *,
+    callback: CallbackRef,
+    callback_args: Mapping[str, Any] | None = None,
+    raise_error_responses: bool | None = False,
+) -> str:
+    """Enqueue ``request`` with the default client (see :meth:`Client.execute`)."""
+    return default_client().execute(
+        request,
+        callback=callback,
+        callback_args=callback_args,
+        raise_error_responses=raise_error_responses,
+    )
+
+
+def request(
+    method: str, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
+) -> str:
+    """Build and enqueue a request with the default client (see :meth:`Client.request`)."""
+    return default_client().request(method, url, callback=callback, **kwargs)
+
+
+def get(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+    """Enqueue a GET with the default client; keyword arguments as :meth:`Client.request`."""
+    return default_client().request("get", url, callback=callback, **kwargs)
+
+
+def post(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+    """Enqueue a POST with the default client; keyword arguments as :meth:`Client.request`."""
+    return default_client().request("post", url, callback=callback, **kwargs)
+
+
+def put(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+    """Enqueue a PUT with the default client; keyword arguments as :meth:`Client.request`."""
+    return default_client().request("put", url, callback=callback, **kwargs)
+
+
+def patch(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+    """Enqueue a PATCH with the default client; keyword arguments as :meth:`Client.request`."""
+    return default_client().request("patch", url, callback=callback, **kwargs)
+
+
+def delete(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
+    """Enqueue a DELETE with the default client; keyword arguments as :meth:`Client.request`."""
+    return default_client().request("delete", url, callback=callback, **kwargs)
