@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from .failures import HttpError, RedirectError, RequestError
 from .response import Response
 
-__all__ = ["Hooks"]
+__all__ = ["Hooks", "after_completion", "after_error", "default_hooks", "on_retries_exhausted"]
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +83,12 @@ class Hooks:
                 await _call(hook, error)
             except Exception:
                 log.exception("on_retries_exhausted hook %r failed", hook)
+
+
+default_hooks = Hooks()
+"""The hooks ``patient-sidekiq run`` uses: modules loaded with ``-r`` register on it through
+the module-level decorators below, as a Ruby app calls ``PatientHttp::Sidekiq.after_completion``."""
+
+after_completion = default_hooks.after_completion
+after_error = default_hooks.after_error
+on_retries_exhausted = default_hooks.on_retries_exhausted

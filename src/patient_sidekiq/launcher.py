@@ -34,6 +34,7 @@ from .heartbeat import BEAT_INTERVAL, Heartbeat, ProcessInfo, make_identity
 from .job import TimestampDialect
 from .processor import Dispatcher, Processor
 from .redis_bridge import RedisBridge
+from .redis_target import RedisTarget
 from .retry import RetryPolicy
 from .scheduled import Poller
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 class WorkerSettings:
     """Everything one worker process needs; defaults are Sidekiq's where Sidekiq has one."""
 
-    redis_url: str
+    redis_url: str | RedisTarget
     queues: Sequence[tuple[str, int]] = (("default", 0),)
     concurrency: int = 10
     shutdown_timeout: float = 25.0
@@ -96,8 +97,12 @@ class Launcher:
         *,
         services: Sequence[Service] = (),
         clock: Callable[[], float] = time.time,
+        on_signal: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Set when several launchers share one OS process: a signal (OS or from the Web UI)
+        # must then reach all of them, so it goes to the owner instead of this launcher alone.
+        self._on_signal = on_signal
         self.dispatcher = dispatcher
         self.services = tuple(services)
         self._clock = clock
@@ -241,7 +246,7 @@ class Launcher:
             log.warning("heartbeat failed: %s", exc)
             return
         if remote is not None:
-            self._on_signal(remote)
+            self._signal(remote)
 
     async def _heartbeat_loop(self, heartbeat: Heartbeat) -> None:
         while True:
@@ -271,9 +276,16 @@ class Launcher:
         }
         with trio.open_signal_receiver(*names) as signals:
             async for number in signals:
-                self._on_signal(names[signal.Signals(number)])
+                self._signal(names[signal.Signals(number)])
 
-    def _on_signal(self, name: str) -> None:
+    def _signal(self, name: str) -> None:
+        if self._on_signal is not None:
+            self._on_signal(name)
+        else:
+            self.handle_signal(name)
+
+    def handle_signal(self, name: str) -> None:
+        """Act on a Sidekiq signal name: TSTP quiets, TERM/INT stop, TTIN dumps the running jobs."""
         log.info("received %s", name)
         if name == "TSTP":
             self.quiet()

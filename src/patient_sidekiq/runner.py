@@ -1,0 +1,213 @@
+"""One ``patient-sidekiq run`` process: builds every part from a :class:`Config` and runs it.
+
+What runs, in one trio loop:
+
+* the **HTTP launcher** — a Sidekiq process polling the request queues (default
+  ``patient_http``) with the HTTP processor (:class:`RequestWorker`) as its service and
+  ``concurrency = max_connections``. It also handles ``CallbackWorker`` jobs that land on
+  those queues (a Ruby app that routes both gem workers to one queue puts them there): Python
+  callbacks run, others move to the Ruby callback queue.
+* the **callbacks launcher**, only when Python callbacks are registered — a second Sidekiq
+  process (its own identity, so the Busy page shows it) polling the Python callback queue
+  with ``callback_concurrency`` slots. Keeping it separate means a burst of callbacks never
+  takes a slot the HTTP processor counts as capacity.
+
+Signals (OS or from the Web UI, to either launcher) reach both launchers: TSTP quiets,
+TERM/INT stop, TTIN dumps. When one launcher ends, the other is stopped too.
+
+Redis keys: those of the launchers and services it starts (see ARCHITECTURE.md); payload
+stores use their own connection, opened first and closed last, because request payloads
+must stay readable until the last in-flight request is delivered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from . import __version__
+from .callback_worker import CallbackWorker, CallbackWorkerSettings
+from .callbacks import CallbackRegistry
+from .callbacks import registry as default_registry
+from .config import Config
+from .errors import ConfigurationError
+from .heartbeat import make_identity
+from .hooks import Hooks, default_hooks
+from .launcher import Launcher
+from .processor import Dispatcher
+from .redis_bridge import RedisBridge
+from .request_worker import CallbackRouting, RequestWorker
+
+__all__ = ["Runner", "load_requires"]
+
+log = logging.getLogger(__name__)
+
+_SIGNALS: Final = {
+    signal.SIGTERM: "TERM",
+    signal.SIGINT: "INT",
+    signal.SIGTSTP: "TSTP",
+    signal.SIGTTIN: "TTIN",
+}
+
+
+def load_requires(names: Sequence[str]) -> None:
+    """Import the user's modules (``-r``): a dotted module name, or a ``.py`` file path.
+
+    The working directory is importable first, as Sidekiq's ``-r`` resolves paths against it.
+    Any failure becomes one :class:`ConfigurationError` line per module.
+    """
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    problems: list[str] = []
+    for name in names:
+        try:
+            if name.endswith(".py") or os.sep in name:
+                _load_file(Path(name).resolve())
+            else:
+                importlib.import_module(name)
+        except Exception as exc:  # the user's import may raise anything
+            problems.append(f"require: cannot load {name!r}: {type(exc).__name__}: {exc}")
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+
+
+def _load_file(path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise ImportError(f"no such file: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+
+
+class Runner:
+    """Runs the launchers of one worker process until a signal (or :meth:`stop`) ends them."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CallbackRegistry | None = None,
+        hooks: Hooks | None = None,
+        handle_os_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else default_registry
+        self.hooks = hooks if hooks is not None else default_hooks
+        self.handle_os_signals = handle_os_signals
+        self.launchers: list[Launcher] = []
+        self.request_worker: RequestWorker | None = None
+
+    def handle_signal(self, name: str) -> None:
+        """Pass a Sidekiq signal name to every launcher (TTIN to the first only: one dump)."""
+        if name == "TTIN":
+            if self.launchers:
+                self.launchers[0].handle_signal(name)
+            return
+        for launcher in self.launchers:
+            launcher.handle_signal(name)
+
+    def quiet(self) -> None:
+        """Stop fetching new jobs everywhere; running ones finish."""
+        self.handle_signal("TSTP")
+
+    def stop(self) -> None:
+        """Stop every launcher (each waits up to ``shutdown_timeout`` for its jobs)."""
+        self.handle_signal("TERM")
+
+    def banner(self) -> str:
+        """The startup line: version, Redis, queues, capacity, encryption on/off (never a key)."""
+        config = self.config
+        described = config.describe()
+        queues = ", ".join(f"{name},{weight}" if weight else name for name, weight in config.queues)
+        python_callbacks = sorted(self.registry.names())
+        return (
+            f"patient-sidekiq {__version__} pid={os.getpid()} redis={described['redis']} "
+            f"queues=[{queues}] max_connections={config.max_connections} "
+            f"encryption={described['encryption']} "
+            f"python_callbacks={len(python_callbacks)} "
+            f"(queue {config.python_callback_queue}) ruby_callback_queue={config.callback_queue}"
+        )
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped; ``task_status.started()`` once every launcher is in the cluster."""
+        config = self.config
+        log.info("%s", self.banner())
+        async with RedisBridge(
+            config.redis_target(), name="patient-sidekiq-payloads"
+        ) as payloads_bridge:
+            payloads = config.payload_settings(payloads_bridge)
+            routing = CallbackRouting(
+                callback_queue=config.callback_queue,
+                python_callback_queue=config.python_callback_queue,
+                is_python_callback=self.registry.__contains__,
+            )
+            self.request_worker = RequestWorker(config.request_worker_settings(payloads, routing))
+            callbacks = CallbackWorker(
+                CallbackWorkerSettings(
+                    payloads=payloads,
+                    hooks=self.hooks,
+                    registry=self.registry,
+                    ruby_callback_queue=config.callback_queue,
+                    concurrency=config.callback_concurrency,
+                ),
+                payloads_bridge,
+            )
+            http_settings = replace(config.worker_settings(), handle_os_signals=False)
+            http_queues = [name for name, _ in config.queues]
+            http_dispatcher = Dispatcher()
+            callbacks.register(http_dispatcher, http_queues)
+            self.launchers = [
+                Launcher(
+                    http_settings,
+                    http_dispatcher,
+                    services=[self.request_worker],
+                    on_signal=self.handle_signal,
+                )
+            ]
+            if self.registry.names() and config.python_callback_queue not in http_queues:
+                callback_queues = [config.python_callback_queue]
+                callback_dispatcher = Dispatcher()
+                callbacks.register(callback_dispatcher, callback_queues)
+                callback_settings = replace(
+                    config.replace(
+                        queues=((config.python_callback_queue, 0),),
+                        max_connections=config.callback_concurrency,
+                    ).worker_settings(identity=make_identity()),
+                    handle_os_signals=False,
+                )
+                self.launchers.append(
+                    Launcher(callback_settings, callback_dispatcher, on_signal=self.handle_signal)
+                )
+            async with trio.open_nursery() as nursery:
+                if self.handle_os_signals:
+                    nursery.start_soon(self._os_signals)
+                async with trio.open_nursery() as launchers:
+                    for launcher in self.launchers:
+                        await launchers.start(self._run_launcher, launcher)
+                    task_status.started()
+                nursery.cancel_scope.cancel()
+        log.info("patient-sidekiq stopped")
+
+    async def _run_launcher(self, launcher: Launcher, *, task_status: Any) -> None:
+        try:
+            await launcher.run(task_status=task_status)
+        finally:
+            # One launcher ending (a Web UI "stop", a crash) ends the whole process.
+            for other in self.launchers:
+                other.stop()
+
+    async def _os_signals(self) -> None:
+        with trio.open_signal_receiver(*_SIGNALS) as signals:
+            async for number in signals:
+                self.handle_signal(_SIGNALS[signal.Signals(number)])
