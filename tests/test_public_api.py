@@ -2,6 +2,32 @@ import patient_sidekiq
 from patient_sidekiq import errors
 
 PINNED = {
+    "CallbackWorker",
+    "CallbackWorkerSettings",
+    "CallbackRegistry",
+    "callback",
+    "Config",
+    "PayloadStoreSpec",
+    "load_config",
+    "AsyncClient",
+    "Client",
+    "FileStore",
+    "RedisStore",
+    "configure",
+    "delete",
+    "execute",
+    "get",
+    "patch",
+    "post",
+    "put",
+    "UnknownCallbackError",
+    "after_completion",
+    "after_error",
+    "default_hooks",
+    "on_retries_exhausted",
+    "RedisTarget",
+    "Runner",
+    "RequestTemplate",
     "CallbackRouting",
     "RequestWorker",
     "RequestWorkerSettings",
@@ -80,3 +106,10 @@ def test_every_exception_descends_from_the_package_root() -> None:
         value = getattr(patient_sidekiq, name)
         if isinstance(value, type) and issubclass(value, BaseException):
             assert issubclass(value, errors.PatientSidekiqError), name
+
+
+def test_the_python_api_reads_like_the_gems() -> None:
+    # What a Python app writes: module-level verbs, a callback decorator, hooks.
+    for verb in ("get", "post", "put", "patch", "delete", "execute", "configure"):
+        assert callable(getattr(patient_sidekiq, verb)), verb
+    assert patient_sidekiq.after_completion.__self__ is patient_sidekiq.default_hooks

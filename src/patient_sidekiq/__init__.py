@@ -10,10 +10,28 @@ __version__ = "0.1.0"
 
 from .callback_args import CallbackArgs as CallbackArgs
 from .callback_args import validate_callback_args as validate_callback_args
+from .callback_worker import CallbackWorker as CallbackWorker
+from .callback_worker import CallbackWorkerSettings as CallbackWorkerSettings
+from .callbacks import CallbackRegistry as CallbackRegistry
+from .callbacks import callback as callback
 from .client import SidekiqClient as SidekiqClient
+from .config import Config as Config
+from .config import PayloadStoreSpec as PayloadStoreSpec
+from .config import load_config as load_config
 from .encryption import Digest as Digest
 from .encryption import MessageEncryptor as MessageEncryptor
 from .encryption import PlaintextForm as PlaintextForm
+from .enqueue import AsyncClient as AsyncClient
+from .enqueue import Client as Client
+from .enqueue import FileStore as FileStore
+from .enqueue import RedisStore as RedisStore
+from .enqueue import configure as configure
+from .enqueue import delete as delete
+from .enqueue import execute as execute
+from .enqueue import get as get
+from .enqueue import patch as patch
+from .enqueue import post as post
+from .enqueue import put as put
 from .errors import ConfigurationError as ConfigurationError
 from .errors import EncryptionError as EncryptionError
 from .errors import EncryptionNotConfiguredError as EncryptionNotConfiguredError
@@ -33,6 +51,7 @@ from .errors import PayloadStoreError as PayloadStoreError
 from .errors import PlaintextFormatError as PlaintextFormatError
 from .errors import RedisCommandError as RedisCommandError
 from .errors import RedisUnavailableError as RedisUnavailableError
+from .errors import UnknownCallbackError as UnknownCallbackError
 from .errors import UnknownPayloadStoreError as UnknownPayloadStoreError
 from .errors import WireFormatError as WireFormatError
 from .failures import ClientError as ClientError
@@ -46,6 +65,10 @@ from .failures import load_failure as load_failure
 from .headers import Headers as Headers
 from .headers import SecretRef as SecretRef
 from .hooks import Hooks as Hooks
+from .hooks import after_completion as after_completion
+from .hooks import after_error as after_error
+from .hooks import default_hooks as default_hooks
+from .hooks import on_retries_exhausted as on_retries_exhausted
 from .http_client import HttpSettings as HttpSettings
 from .http_client import OutgoingRequest as OutgoingRequest
 from .job import Job as Job
@@ -63,22 +86,32 @@ from .payload_store import PayloadStore as PayloadStore
 from .payload_store import RedisPayloadStore as RedisPayloadStore
 from .processor import Dispatcher as Dispatcher
 from .redis_bridge import RedisBridge as RedisBridge
+from .redis_target import RedisTarget as RedisTarget
 from .request import Request as Request
 from .request_worker import CallbackRouting as CallbackRouting
 from .request_worker import RequestWorker as RequestWorker
 from .request_worker import RequestWorkerSettings as RequestWorkerSettings
 from .response import Response as Response
+from .runner import Runner as Runner
+from .templates import RequestTemplate as RequestTemplate
 
 __all__ = [
+    "AsyncClient",
     "CallbackArgs",
+    "CallbackRegistry",
     "CallbackRouting",
+    "CallbackWorker",
+    "CallbackWorkerSettings",
+    "Client",
     "ClientError",
+    "Config",
     "ConfigurationError",
     "Digest",
     "Dispatcher",
     "EncryptionError",
     "EncryptionNotConfiguredError",
     "FilePayloadStore",
+    "FileStore",
     "Headers",
     "Hooks",
     "HttpError",
@@ -104,6 +137,7 @@ __all__ = [
     "PayloadSettings",
     "PayloadStore",
     "PayloadStoreError",
+    "PayloadStoreSpec",
     "PlaintextForm",
     "PlaintextFormatError",
     "RecursiveRedirectError",
@@ -111,24 +145,42 @@ __all__ = [
     "RedisBridge",
     "RedisCommandError",
     "RedisPayloadStore",
+    "RedisStore",
+    "RedisTarget",
     "RedisUnavailableError",
     "Request",
     "RequestError",
+    "RequestTemplate",
     "RequestWorker",
     "RequestWorkerSettings",
     "Response",
+    "Runner",
     "SecretRef",
     "ServerError",
     "SidekiqClient",
     "TimestampDialect",
     "TooManyRedirectsError",
+    "UnknownCallbackError",
     "UnknownPayloadStoreError",
     "Unpacked",
     "WireFormatError",
     "WorkerSettings",
     "__version__",
+    "after_completion",
+    "after_error",
+    "callback",
+    "configure",
+    "default_hooks",
+    "delete",
+    "execute",
+    "get",
+    "load_config",
     "load_failure",
+    "on_retries_exhausted",
     "pack",
+    "patch",
+    "post",
+    "put",
     "unpack",
     "validate_callback_args",
 ]
