@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 import redis
 
-from patient_sidekiq import enqueue, keys, rubyjson
+from patient_sidekiq import client_api, enqueue, keys, rubyjson
 from patient_sidekiq.callbacks import CallbackRegistry
 from patient_sidekiq.encryption import MessageEncryptor
 from patient_sidekiq.enqueue import AsyncClient, Client, FileStore, RedisStore
@@ -299,7 +299,7 @@ def test_unreachable_redis_is_a_redis_unavailable_error() -> None:
 def test_module_level_api_uses_the_configured_client(
     redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(enqueue, "_default", None)
+    monkeypatch.setattr(client_api, "_default", None)
     monkeypatch.setenv("REDIS_URL", redis_url)
     lazily = enqueue.default_client()
     assert enqueue.default_client() is lazily
@@ -317,7 +317,7 @@ def test_module_level_api_uses_the_configured_client(
     methods = [Job.parse(raw).args[0]["http_method"] for raw in queued(redis_client, "configured")]
     assert methods == ["post", "put", "patch", "delete", "get", "get"]
     client.close()
-    monkeypatch.setattr(enqueue, "_default", None)
+    monkeypatch.setattr(client_api, "_default", None)
 
 
 def counter(prefix: str) -> Callable[[], str]:

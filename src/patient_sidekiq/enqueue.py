@@ -14,13 +14,13 @@ Redis keys touched: ``queues`` (SADD), ``queue:<queue>`` (LPUSH) and, for a larg
 in the Redis store, ``patient_http:payloads:<uuid>`` (SET, in the same MULTI as the push).
 
 While :mod:`patient_sidekiq.testing` has a test mode on, nothing is written: requests run
-inline (or are collected), see there.
+inline (or are collected), see there. The module-level functions (``configure``, ``get`` …)
+live in :mod:`patient_sidekiq.client_api` and are importable from here too.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +33,15 @@ from . import keys, testing
 from .callback_args import validate_callback_args
 from .callbacks import CallbackRegistry, resolve_callback_name
 from .callbacks import registry as default_registry
+from .client_api import configure as configure
+from .client_api import default_client as default_client
+from .client_api import delete as delete
+from .client_api import execute as execute
+from .client_api import get as get
+from .client_api import patch as patch
+from .client_api import post as post
+from .client_api import put as put
+from .client_api import request as request
 from .encryption import MessageEncryptor
 from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
 from .job import Job, TimestampDialect, new_jid, stamp
@@ -572,80 +581,3 @@ class AsyncClient:
     ) -> str:
         """Enqueue a DELETE; keyword arguments as :meth:`request`."""
         return await self.request("delete", url, callback=callback, **kwargs)
-
-
-# The module-level API mirrors the gem's module-level ``PatientHttp.get``/``post``/…: one
-# process-wide default client, like the gem's one registered handler.
-_default_lock = threading.Lock()
-_default: Client | None = None
-
-
-def configure(**kwargs: Any) -> Client:
-    """Create the default client (arguments as :class:`Client`) and return it.
-
-    A previously configured default client is closed.
-    """
-    global _default
-    client = Client(**kwargs)
-    with _default_lock:
-        previous, _default = _default, client
-    if previous is not None:
-        previous.close()
-    return client
-
-
-def default_client() -> Client:
-    """Return the default client, creating it from the environment if never configured."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Client()
-        return _default
-
-
-def execute(
-    request: Request,
-    *,
-    callback: CallbackRef,
-    callback_args: Mapping[str, Any] | None = None,
-    raise_error_responses: bool | None = False,
-) -> str:
-    """Enqueue ``request`` with the default client (see :meth:`Client.execute`)."""
-    return default_client().execute(
-        request,
-        callback=callback,
-        callback_args=callback_args,
-        raise_error_responses=raise_error_responses,
-    )
-
-
-def request(
-    method: str, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
-) -> str:
-    """Build and enqueue a request with the default client (see :meth:`Client.request`)."""
-    return default_client().request(method, url, callback=callback, **kwargs)
-
-
-def get(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
-    """Enqueue a GET with the default client; keyword arguments as :meth:`Client.request`."""
-    return default_client().request("get", url, callback=callback, **kwargs)
-
-
-def post(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
-    """Enqueue a POST with the default client; keyword arguments as :meth:`Client.request`."""
-    return default_client().request("post", url, callback=callback, **kwargs)
-
-
-def put(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
-    """Enqueue a PUT with the default client; keyword arguments as :meth:`Client.request`."""
-    return default_client().request("put", url, callback=callback, **kwargs)
-
-
-def patch(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
-    """Enqueue a PATCH with the default client; keyword arguments as :meth:`Client.request`."""
-    return default_client().request("patch", url, callback=callback, **kwargs)
-
-
-def delete(url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
-    """Enqueue a DELETE with the default client; keyword arguments as :meth:`Client.request`."""
-    return default_client().request("delete", url, callback=callback, **kwargs)
