@@ -136,6 +136,7 @@ class Heartbeat:
         self._clock = clock
         self._processed = 0
         self._failed = 0
+        self._left = False
 
     @property
     def identity(self) -> str:
@@ -165,6 +166,10 @@ class Heartbeat:
         await self._bridge.execute("PING")
         rtt_us = int((time.monotonic() - started) * 1_000_000)
 
+        # A beat still running when clear() was called must not put the process back: the
+        # check and the SADD are in one synchronous step, and the bridge keeps their order.
+        if self._left:
+            return None
         replies = await self._bridge.transaction(
             [
                 ("SADD", keys.PROCESSES, identity),
@@ -213,6 +218,7 @@ class Heartbeat:
     async def clear(self) -> None:
         """Leave the cluster: out of ``processes``, running jobs unlisted."""
         identity = self._info.identity
+        self._left = True
         await self._flush_stats()
         await self._bridge.pipeline(
             [
