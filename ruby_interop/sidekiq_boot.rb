@@ -4,11 +4,15 @@
 #
 # Boot file for a real `sidekiq` server process:
 #   REDIS_URL=redis://... sidekiq -r /abs/path/ruby_interop/sidekiq_boot.rb -q pyjobs -c 2
-# It defines one worker that records every job it performs in the Redis list
-# `interop:performed`, so a test can check what Ruby actually ran.
+# It defines a worker that records every job it performs in the Redis list
+# `interop:performed`, so a test can check what Ruby actually ran, and loads the
+# patient_http-sidekiq stand-in (PatientHttp::Sidekiq::CallbackWorker, configured from
+# INTEROP_* environment variables) and the recording callbacks (Interop::Recorder).
 
 require "json"
 require "sidekiq"
+require_relative "patient_http_standin"
+require_relative "interop_callbacks"
 
 module Interop
   class RecordingJob

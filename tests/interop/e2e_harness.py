@@ -1,0 +1,384 @@
+"""End-to-end interop harness: real Ruby ``sidekiq`` + ``patient-sidekiq run`` on one Redis.
+
+A scenario module builds one :class:`E2E` stack per module (``e2e_stack``): a private
+redis-server, the hypercorn test app (``tests/http_servers.py``) in a background thread, a
+real Ruby Sidekiq server booting ``ruby_interop/sidekiq_boot.rb`` (the patient_http-sidekiq
+test stand-in with ``PatientHttp::Sidekiq::CallbackWorker`` and ``Interop::Recorder``) and a
+``python -m patient_sidekiq run`` worker. Requests are enqueued by Ruby
+(``ruby_interop/enqueue.rb``) or by Python, and both sides' callbacks RPUSH one JSON record
+per result onto ``interop:records``; tests wait for records by request id (bounded poll).
+
+Imported by the worker too (``-r tests.interop.e2e_harness``): that registers
+``Interop::PyRecorder``, the Python callback of the Ruby-to-Python scenarios.
+
+Queues: RequestWorker jobs on ``patient_http``; Ruby callbacks on ``interop_callbacks``
+(worked by the Ruby server); Python callbacks on ``patient_http_callbacks`` (worked by the
+Python process). Redis keys of the harness: ``interop:records``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from patient_sidekiq.callbacks import callback
+
+ROOT = Path(__file__).resolve().parents[2]
+RUBY_DIR = ROOT / "ruby_interop"
+BOOT_FILE = RUBY_DIR / "sidekiq_boot.rb"
+ENQUEUE_SCRIPT = RUBY_DIR / "enqueue.rb"
+RECORDS = "interop:records"
+REQUEST_QUEUE = "patient_http"
+RUBY_CALLBACK_QUEUE = "interop_callbacks"
+PYTHON_CALLBACK_QUEUE = "patient_http_callbacks"
+REDIS_URL_ENV = "INTEROP_REDIS_URL"
+READY_TIMEOUT = 30.0
+RECORD_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+NOISE = ("Passing the timeout as a positional argument", "  redis.brpop(")
+
+
+# --- the Python callback (loaded into the worker with -r tests.interop.e2e_harness) ------
+
+
+def _response_fields(response: Any) -> dict[str, Any]:
+    content = response.content
+    text = response.text
+    return {
+        "status": response.status,
+        "headers": dict(response.headers.items()),
+        "body": text,
+        "body_base64": None if content is None else _b64(content),
+        "json": response.json() if response.is_json else None,
+        "success": response.success,
+        "callback_args": dict(response.callback_args),
+        "request_id": response.request_id,
+        "url": response.url,
+        "http_method": response.http_method,
+        "redirects": list(response.redirects),
+    }
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def _record(entry: dict[str, Any]) -> None:
+    client = redis.Redis.from_url(os.environ[REDIS_URL_ENV])
+    try:
+        client.rpush(RECORDS, json.dumps({**entry, "runtime": "python"}))
+    finally:
+        client.close()
+
+
+@callback("Interop::PyRecorder")
+class PyRecorder:
+    """Records each result like the Ruby ``Interop::Recorder`` does, from Python."""
+
+    def on_complete(self, response: Any) -> None:
+        """Record a response."""
+        entry = {"callback": "on_complete", "class": type(response).__name__}
+        _record({**entry, **_response_fields(response)})
+
+    def on_error(self, error: Any) -> None:
+        """Record an error (and the response of an HttpError)."""
+        response = getattr(error, "response", None)
+        _record(
+            {
+                "callback": "on_error",
+                "class": getattr(error, "ruby_class", None) or getattr(error, "class_name", None),
+                "error_type": error.error_type,
+                "message": error.message,
+                "callback_args": dict(error.callback_args),
+                "request_id": error.request_id,
+                "url": error.url,
+                "http_method": error.http_method,
+                "response": None if response is None else _response_fields(response),
+            }
+        )
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+class Child:
+    """A subprocess with its output in a temporary file; always terminated and reaped."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], cwd: Path) -> None:
+        self.name = name
+        # Closed in stop(): the log outlives this constructor.
+        self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"interop-{name}-")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+        )
+
+    def output(self) -> str:
+        """The tail of the process's output (for failure messages)."""
+        self._log.flush()
+        self._log.seek(0)
+        lines = self._log.read().decode("utf-8", "replace").splitlines(keepends=True)
+        # Sidekiq 6.4 with the redis gem 4.8 warns on every BRPOP; keep the log readable.
+        kept = "".join(line for line in lines if not line.startswith(NOISE))
+        return f"--- {self.name} output ---\n" + kept[-6000:]
+
+    def stop(self) -> None:
+        """TERM, then KILL after STOP_TIMEOUT; reap; close the log."""
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=STOP_TIMEOUT)
+        finally:
+            self._log.close()
+
+
+def _wait_registered(client: redis.Redis, child: Child, identities: int) -> None:
+    """Wait until ``identities`` Sidekiq identities of ``child``'s pid are in ``processes``."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    pid = str(child.process.pid)
+    while True:
+        members: set[bytes] = client.smembers("processes")  # type: ignore[assignment]
+        mine = [m for m in members if m.decode().split(":")[1:2] == [pid]]
+        if len(mine) >= identities:
+            return
+        if child.process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(
+                f"{child.name} did not register (exit code {child.process.poll()})\n"
+                + child.output()
+            )
+        time.sleep(0.05)
+
+
+def _which(name: str) -> str:
+    from tests.conftest import require_binary
+
+    return require_binary(name)
+
+
+def start_ruby_sidekiq(redis_url: str, env: dict[str, str]) -> Child:
+    """A real ``sidekiq`` (Debian 6.4) working the Ruby callback queue with the stand-in."""
+    full_env = {**os.environ, "REDIS_URL": redis_url, **env}
+    full_env.pop("REDIS_PROVIDER", None)  # would win over REDIS_URL in Sidekiq 6.4
+    argv = [_which("sidekiq"), "-r", str(BOOT_FILE), "-q", RUBY_CALLBACK_QUEUE, "-c", "5"]
+    return Child("sidekiq", argv, full_env, RUBY_DIR)
+
+
+def start_python_worker(redis_url: str, options: Sequence[str]) -> Child:
+    """``python -m patient_sidekiq run`` on the request queue, Ruby callbacks routed to Ruby."""
+    argv = [
+        sys.executable, "-m", "patient_sidekiq", "run",
+        "--redis-url", redis_url,
+        "-q", REQUEST_QUEUE,
+        "--callback-queue", RUBY_CALLBACK_QUEUE,
+        "--python-callback-queue", PYTHON_CALLBACK_QUEUE,
+        "--shutdown-timeout", "5",
+        *options,
+    ]  # fmt: skip
+    env = {**os.environ, REDIS_URL_ENV: redis_url}
+    for name in list(env):
+        if name.startswith("PATIENT_HTTP_"):
+            del env[name]  # only the flags given here configure the worker
+    return Child("patient-sidekiq", argv, env, ROOT)
+
+
+# --- the HTTP test server in a thread of its own -----------------------------------------
+
+
+@contextlib.contextmanager
+def background_http_server() -> Iterator[str]:
+    """Serve ``tests.http_servers.app`` over HTTP/1.1 in a thread; yield its base URL."""
+    import trio
+
+    from tests.http_servers import start_hypercorn
+
+    ready: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await start_hypercorn(nursery)
+            ready["url"] = server.url("")
+            ready["token"] = trio.lowlevel.current_trio_token()
+            ready["cancel"] = nursery.cancel_scope.cancel
+            started.set()
+
+    def run() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as exc:  # surfaced by the waiting test thread
+            ready["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=run, name="interop-http", daemon=True)
+    thread.start()
+    if not started.wait(READY_TIMEOUT) or "error" in ready:
+        raise AssertionError(f"the HTTP test server did not start: {ready.get('error')!r}")
+    try:
+        yield str(ready["url"])
+    finally:
+        ready["token"].run_sync_soon(ready["cancel"])
+        thread.join(STOP_TIMEOUT)
+
+
+# --- the stack and its helpers -----------------------------------------------------------
+
+
+@dataclass
+class E2E:
+    """One running stack: Redis, HTTP server, Ruby sidekiq, Python worker."""
+
+    redis_url: str
+    http_url: str
+    redis: redis.Redis
+    children: list[Child] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        """An absolute URL on the HTTP test server."""
+        return self.http_url + path
+
+    def outputs(self) -> str:
+        """Every child's output tail, for a failure message."""
+        return "\n".join(child.output() for child in self.children)
+
+    def ruby_enqueue(
+        self,
+        requests: Iterable[dict[str, Any]],
+        *,
+        encryption_keys: Sequence[str] = (),
+        payload_threshold: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Enqueue with ``ruby_interop/enqueue.rb``; return its ``{request_id, jid, data}``s."""
+        instructions = {
+            "redis_url": self.redis_url,
+            "queue": REQUEST_QUEUE,
+            "encryption_keys": list(encryption_keys),
+            "payload_threshold": payload_threshold,
+            "requests": list(requests),
+        }
+        result = subprocess.run(
+            [_which("ruby"), str(ENQUEUE_SCRIPT)],
+            input=json.dumps(instructions),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"enqueue.rb failed ({result.returncode}):\n{result.stderr}")
+        enqueued: list[dict[str, Any]] = json.loads(result.stdout.rstrip("\n").split("\n")[-1])
+        return enqueued
+
+    def reset(self) -> None:
+        """Forget earlier tests' records and failed jobs (processes keep running)."""
+        self.redis.delete(RECORDS, "retry", "dead")
+
+    def failed_jobs(self) -> list[dict[str, Any]]:
+        """Jobs either side filed into ``retry`` or ``dead``: none are expected here."""
+        raws: list[bytes] = [
+            *self.redis.zrange("retry", 0, -1),
+            *self.redis.zrange("dead", 0, -1),
+        ]
+        return [json.loads(raw) for raw in raws]
+
+    def records(
+        self, request_ids: Sequence[str], timeout: float = RECORD_TIMEOUT
+    ) -> dict[str, Any]:
+        """Wait until every request id has a record; return them by request id.
+
+        Fails (with the children's output) at the deadline, as soon as a job lands in
+        ``retry``/``dead`` (a request or callback job raised), or when a request id has
+        more than one record (a callback must run exactly once).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            seen: dict[str, list[dict[str, Any]]] = {}
+            for raw in self.redis.lrange(RECORDS, 0, -1):
+                entry = json.loads(raw)
+                seen.setdefault(entry.get("request_id"), []).append(entry)
+            if all(rid in seen for rid in request_ids):
+                doubles = {rid: seen[rid] for rid in request_ids if len(seen[rid]) > 1}
+                assert not doubles, f"callbacks ran more than once: {doubles}"
+                return {rid: seen[rid][0] for rid in request_ids}
+            if time.monotonic() > deadline:
+                missing = [rid for rid in request_ids if rid not in seen]
+                raise AssertionError(
+                    f"no record for {missing} after {timeout} s; records: {seen}\n" + self.outputs()
+                )
+            failed = self.failed_jobs()
+            if failed:
+                summary = [
+                    (job.get("class"), job.get("error_class"), job.get("error_message"))
+                    for job in failed
+                ]
+                raise AssertionError(f"jobs failed: {summary}\n" + self.outputs())
+            for child in self.children:
+                if child.process.poll() is not None:
+                    raise AssertionError(f"{child.name} exited\n" + self.outputs())
+            time.sleep(0.05)
+
+    def record(self, request_id: str) -> dict[str, Any]:
+        """The one record of ``request_id`` (waits)."""
+        found: dict[str, Any] = self.records([request_id])[request_id]
+        return found
+
+
+@contextlib.contextmanager
+def e2e_stack(
+    *,
+    python_options: Sequence[str] = (),
+    ruby_env: dict[str, str] | None = None,
+    python_callbacks: bool = False,
+) -> Iterator[E2E]:
+    """Start a private Redis, the HTTP server, Ruby sidekiq and the Python worker.
+
+    ``python_callbacks`` loads ``Interop::PyRecorder`` into the worker (which then also runs
+    its Python callback launcher). Everything is stopped and reaped on exit.
+    """
+    from tests.conftest import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="interop-e2e-") as directory:
+        server = RedisServer(Path(directory))
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        try:
+            with background_http_server() as http_url:
+                stack = E2E(server.url, http_url, client)
+                try:
+                    ruby = start_ruby_sidekiq(server.url, ruby_env or {})
+                    stack.children.append(ruby)
+                    options = list(python_options)
+                    if python_callbacks:
+                        options += ["-r", "tests.interop.e2e_harness"]
+                    python = start_python_worker(server.url, options)
+                    stack.children.append(python)
+                    _wait_registered(client, ruby, 1)
+                    _wait_registered(client, python, 2 if python_callbacks else 1)
+                    yield stack
+                finally:
+                    for child in reversed(stack.children):
+                        child.stop()
+        finally:
+            client.close()
+            server.stop()
