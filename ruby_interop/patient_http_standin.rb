@@ -232,6 +232,9 @@ module PatientHttp
         callback = Object.const_get(callback_name).new
         settings = Settings.from_env
         result, facts = ::Sidekiq.redis { |r| Packing.unpack(data, settings, r) }
+        # How the result's body travelled (text/gzipped/binary), for the body-encoding tests.
+        body = result.is_a?(Hash) && (result.key?("response") ? result["response"] : result)["body"]
+        facts["body_encoding"] = body.is_a?(Hash) ? body["encoding"] : nil
         Thread.current[:patient_http_delivery] = facts.merge("jid" => jid)
         begin
           case result_type
