@@ -309,7 +309,9 @@ def inflight(
 
 @app.command()
 def demo(
-    requests: int = typer.Option(300, "--requests", "-n", help="How many requests to enqueue."),
+    requests: int = typer.Option(
+        300, "--requests", "-n", min=1, help="How many requests to enqueue."
+    ),
     redis_url: str | None = typer.Option(None, "--redis-url"),
     config_file: str | None = typer.Option(None, "--config", metavar="FILE"),
 ) -> None:
@@ -319,7 +321,11 @@ def demo(
 
     config = _config_or_exit(_passed({"redis_url": redis_url}), config_file)
     configure_logging(config.log_format, "warning")
-    ok = trio.run(partial(run_demo, config, requests=requests))
+    try:
+        ok = trio.run(partial(run_demo, config, requests=requests))
+    except PatientSidekiqError as exc:
+        typer.echo(f"patient-sidekiq: {exc}", err=True)
+        raise typer.Exit(1) from None
     raise typer.Exit(0 if ok else 1)
 
 

@@ -121,8 +121,16 @@ def _bar(done: int, total: int, width: int = 30) -> str:
 
 
 async def run_demo(config: Config, *, requests: int = 300, out: TextIO = sys.stdout) -> bool:
-    """Run the demo against ``config``'s Redis; return whether every callback ran."""
+    """Run the demo against ``config``'s Redis; return whether every callback ran.
+
+    Raises :class:`~patient_sidekiq.errors.RedisUnavailableError` when Redis does not answer
+    (the worker alone would keep retrying, and the demo would wait for nothing).
+    """
+    async with RedisBridge(config.redis_target(), name="patient-sidekiq-demo") as bridge:
+        await bridge.execute("PING")
     tally = _Tally(expected=requests)
+    if requests <= 0:
+        tally.done.set()  # nothing to wait for
     registry = CallbackRegistry()
     registry.register(_callback_class(tally), DEMO_CALLBACK)
     demo_config = config.replace(

@@ -130,7 +130,8 @@ class Runner:
         config = self.config
         described = config.describe()
         queues = ", ".join(f"{name},{weight}" if weight else name for name, weight in config.queues)
-        python_callbacks = sorted(self.registry.names())
+        # A class is registered under its Ruby name and its Python path: count classes.
+        python_callbacks = {self.registry.get(name) for name in self.registry.names()}
         return (
             f"patient-sidekiq {__version__} pid={os.getpid()} redis={described['redis']} "
             f"queues=[{queues}] max_connections={config.max_connections} "
