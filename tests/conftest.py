@@ -118,7 +118,7 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
     """URL of the session's redis-server, emptied before each test."""
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
