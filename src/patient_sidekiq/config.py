@@ -76,6 +76,10 @@ log = logging.getLogger(__name__)
 CONFIG_FILE_ENV: Final = "PATIENT_HTTP_CONFIG"
 
 
+# The HTTP defaults are the processor's own, so the two can never drift apart.
+_HTTP: Final = HttpSettings()
+
+
 @dataclass(frozen=True, repr=False)
 class Config:
     """Every setting of a worker process; see :data:`FIELDS` for each one's meaning."""
@@ -87,19 +91,19 @@ class Config:
     callback_queue: str = "default"
     python_callback_queue: str = "patient_http_callbacks"
     require: tuple[str, ...] = ()
-    max_connections: int = 256
-    request_timeout: float = 60.0
-    connection_timeout: float | None = None
+    max_connections: int = _HTTP.max_connections
+    request_timeout: float = _HTTP.request_timeout
+    connection_timeout: float | None = _HTTP.connection_timeout
     shutdown_timeout: float = 25.0
-    max_response_size: int = 1_048_576
-    max_redirects: int = 5
-    retries: int = 3
-    proxy_url: str | None = None
-    user_agent: str = "PatientHttp"
-    raise_error_responses: bool = False
-    protocol: Literal["auto", "http1", "http2"] = "auto"
-    verify_ssl: bool = True
-    ca_bundle: str | None = None
+    max_response_size: int = _HTTP.max_response_size
+    max_redirects: int = _HTTP.max_redirects
+    retries: int = _HTTP.retries
+    proxy_url: str | None = _HTTP.proxy_url
+    user_agent: str = _HTTP.user_agent
+    raise_error_responses: bool = _HTTP.raise_error_responses
+    protocol: Literal["auto", "http1", "http2"] = _HTTP.protocol
+    verify_ssl: bool = _HTTP.verify
+    ca_bundle: str | None = _HTTP.ca_bundle
     heartbeat_interval: float = 60.0
     orphan_threshold: float = 300.0
     payload_store_threshold: int = 65_536
