@@ -301,17 +301,17 @@ def test_module_level_api_uses_the_configured_client(
 ) -> None:
     monkeypatch.setattr(client_api, "_default", None)
     monkeypatch.setenv("REDIS_URL", redis_url)
-    lazily = enqueue.default_client()
-    assert enqueue.default_client() is lazily
-    request_id = enqueue.get("https://x.test/lazy", callback="OracleCallback")
-    client = enqueue.configure(redis_url=redis_url, queue="configured")
-    assert enqueue.default_client() is client
-    enqueue.post("https://x.test/a", callback="OracleCallback", json={"a": 1})
-    enqueue.put("https://x.test/a", callback="OracleCallback")
-    enqueue.patch("https://x.test/a", callback="OracleCallback")
-    enqueue.delete("https://x.test/a", callback="OracleCallback")
-    enqueue.request("get", "https://x.test/a", callback="OracleCallback")
-    enqueue.execute(Request.build("get", "https://x.test/e"), callback="OracleCallback")
+    lazily = client_api.default_client()
+    assert client_api.default_client() is lazily
+    request_id = client_api.get("https://x.test/lazy", callback="OracleCallback")
+    client = client_api.configure(redis_url=redis_url, queue="configured")
+    assert client_api.default_client() is client
+    client_api.post("https://x.test/a", callback="OracleCallback", json={"a": 1})
+    client_api.put("https://x.test/a", callback="OracleCallback")
+    client_api.patch("https://x.test/a", callback="OracleCallback")
+    client_api.delete("https://x.test/a", callback="OracleCallback")
+    client_api.request("get", "https://x.test/a", callback="OracleCallback")
+    client_api.execute(Request.build("get", "https://x.test/e"), callback="OracleCallback")
     lazy_job = Job.parse(queued(redis_client, enqueue.DEFAULT_QUEUE)[0])
     assert lazy_job.args[4] == request_id
     methods = [Job.parse(raw).args[0]["http_method"] for raw in queued(redis_client, "configured")]

@@ -27,11 +27,10 @@ from patient_sidekiq.payload_store import RedisPayloadStore
 from patient_sidekiq.redis_bridge import RedisBridge
 from patient_sidekiq.request_worker import CallbackRouting, RequestWorkerSettings
 from patient_sidekiq.stats import Stats
+from patient_sidekiq.status_collect import collect_inflight, collect_status
 from patient_sidekiq.status_report import (
     InflightEntry,
     StatusReport,
-    collect_inflight,
-    collect_status,
     inflight_to_json,
     render_inflight,
     ruby_round,

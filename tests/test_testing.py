@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from patient_sidekiq import client_api, enqueue, testing
+from patient_sidekiq import client_api, testing
 from patient_sidekiq.callbacks import CallbackRegistry
 from patient_sidekiq.enqueue import AsyncClient, Client
 from patient_sidekiq.errors import UnknownCallbackError
@@ -184,13 +184,13 @@ def test_module_level_functions_and_templates_run_inline(
     registry: CallbackRegistry, server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(client_api, "_default", None)
-    enqueue.configure(redis_url=f"redis://127.0.0.1:{free_port()}/0", registry=registry)
+    client_api.configure(redis_url=f"redis://127.0.0.1:{free_port()}/0", registry=registry)
     template = RequestTemplate(f"{server_url}/json/")
     with testing.inline():
-        enqueue.get(f"{server_url}/json", callback=SyncCallback)
-        enqueue.execute(template.get("users/1"), callback=SyncCallback)
+        client_api.get(f"{server_url}/json", callback=SyncCallback)
+        client_api.execute(template.get("users/1"), callback=SyncCallback)
     assert [entry[1].json()["path"] for entry in seen] == ["/json", "/json/users/1"]
-    enqueue.default_client().close()
+    client_api.default_client().close()
     monkeypatch.setattr(client_api, "_default", None)
 
 

@@ -15,6 +15,13 @@ from .callback_worker import CallbackWorkerSettings as CallbackWorkerSettings
 from .callbacks import CallbackRegistry as CallbackRegistry
 from .callbacks import callback as callback
 from .client import SidekiqClient as SidekiqClient
+from .client_api import configure as configure
+from .client_api import delete as delete
+from .client_api import execute as execute
+from .client_api import get as get
+from .client_api import patch as patch
+from .client_api import post as post
+from .client_api import put as put
 from .config import Config as Config
 from .config import PayloadStoreSpec as PayloadStoreSpec
 from .config import load_config as load_config
@@ -25,13 +32,6 @@ from .enqueue import AsyncClient as AsyncClient
 from .enqueue import Client as Client
 from .enqueue import FileStore as FileStore
 from .enqueue import RedisStore as RedisStore
-from .enqueue import configure as configure
-from .enqueue import delete as delete
-from .enqueue import execute as execute
-from .enqueue import get as get
-from .enqueue import patch as patch
-from .enqueue import post as post
-from .enqueue import put as put
 from .errors import ConfigurationError as ConfigurationError
 from .errors import EncryptionError as EncryptionError
 from .errors import EncryptionNotConfiguredError as EncryptionNotConfiguredError

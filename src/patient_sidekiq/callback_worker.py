@@ -52,8 +52,8 @@ from typing import Any, Final
 
 import trio
 
-from . import keys
 from .callbacks import CallbackRegistry
+from .client import push_raw_commands
 from .errors import (
     ConfigurationError,
     JobArgumentError,
@@ -218,11 +218,7 @@ class CallbackWorker:
                 f"(use @patient_sidekiq.callback), and its Ruby queue {queue!r} is polled by "
                 "this worker, so no Ruby process gets to run it"
             )
-        commands = [
-            ("SADD", keys.QUEUES, queue),
-            ("LPUSH", keys.queue(queue), work.unit.raw),
-            work.acknowledge_command(),
-        ]
+        commands = [*push_raw_commands(queue, work.unit.raw), work.acknowledge_command()]
         try:
             with trio.CancelScope(shield=True):
                 replies = await self._bridge.transaction(commands)

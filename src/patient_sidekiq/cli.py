@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 import trio
 import typer
@@ -26,6 +25,7 @@ import typer
 from . import __version__
 from .config import FIELDS, Config, load_config
 from .errors import ConfigurationError, PatientSidekiqError
+from .supervisor import EX_CONFIG, child_index
 
 app = typer.Typer(
     name="patient-sidekiq",
@@ -33,9 +33,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-EX_CONFIG: Final = 78
-"""Exit status for a configuration error (sysexits.h), as a supervisor must not restart it."""
 
 
 def _print_version(value: bool) -> None:
@@ -63,13 +60,18 @@ def version() -> None:
     typer.echo(f"patient-sidekiq {__version__}")
 
 
+def _config_failure(exc: ConfigurationError) -> typer.Exit:
+    """Print one line per problem; the exit status (78) tells the supervisor not to restart."""
+    for line in str(exc).splitlines():
+        typer.echo(f"patient-sidekiq: {line}", err=True)
+    return typer.Exit(EX_CONFIG)
+
+
 def _config_or_exit(flags: dict[str, Any], config_file: str | None) -> Config:
     try:
         return load_config(flags=flags, config_file=config_file)
     except ConfigurationError as exc:
-        for line in str(exc).splitlines():
-            typer.echo(f"patient-sidekiq: {line}", err=True)
-        raise typer.Exit(EX_CONFIG) from None
+        raise _config_failure(exc) from None
 
 
 def _passed(values: dict[str, Any]) -> dict[str, Any]:
@@ -122,16 +124,14 @@ def _run(**values: Any) -> None:
     from .logging_setup import configure_logging
 
     configure_logging(config.log_format, config.log_level)
-    if config.processes > 1 and "PATIENT_SIDEKIQ_CHILD_INDEX" not in os.environ:
+    if config.processes > 1 and child_index() is None:
         raise typer.Exit(_supervise(config))
     from .runner import Runner, load_requires
 
     try:
         load_requires(config.require)
     except ConfigurationError as exc:
-        for line in str(exc).splitlines():
-            typer.echo(f"patient-sidekiq: {line}", err=True)
-        raise typer.Exit(EX_CONFIG) from None
+        raise _config_failure(exc) from None
     trio.run(Runner(config).run)
 
 
@@ -212,10 +212,13 @@ def enqueue(
     callback_args = dict(_key_value(item, "--callback-arg") for item in callback_arg or [])
     try:
         load_requires(config.require)
+    except ConfigurationError as exc:
+        raise _config_failure(exc) from None
+    try:
         payload: Any = None if json_body is None else json.loads(json_body)
-    except (ConfigurationError, ValueError) as exc:
+    except ValueError as exc:
         typer.echo(f"patient-sidekiq: {exc}", err=True)
-        raise typer.Exit(EX_CONFIG if isinstance(exc, ConfigurationError) else 2) from None
+        raise typer.Exit(2) from None
     try:
         client = Client.from_config(config, queue=queue)
         request_id = client.request(
@@ -240,7 +243,7 @@ def enqueue(
 
 async def _read_status(config: Config) -> Any:
     from .redis_bridge import RedisBridge
-    from .status_report import collect_status
+    from .status_collect import collect_status
 
     async with RedisBridge(config.redis_target(), name="patient-sidekiq-status") as bridge:
         return await collect_status(bridge)
@@ -276,7 +279,7 @@ def status(
 
 async def _read_inflight(config: Config, limit: int | None) -> Any:
     from .redis_bridge import RedisBridge
-    from .status_report import collect_inflight
+    from .status_collect import collect_inflight
 
     async with RedisBridge(config.redis_target(), name="patient-sidekiq-inflight") as bridge:
         return await collect_inflight(bridge, limit=limit)

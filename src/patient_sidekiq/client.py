@@ -19,7 +19,16 @@ from .job import InvalidJobError, Job, TimestampDialect, stamp
 from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .rubyjson import ruby_float_repr
 
-__all__ = ["SidekiqClient"]
+__all__ = ["SidekiqClient", "push_raw_commands"]
+
+
+def push_raw_commands(queue: str, raw: str) -> list[tuple[Arg, ...]]:
+    """The commands of a Sidekiq push of ``raw`` (a job's exact text) onto ``queue``.
+
+    For callers that push inside a larger MULTI or pipeline (a job moved unchanged, an
+    enqueue with its stored payload).
+    """
+    return [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), raw)]
 
 
 def _queue_of(job: Job) -> str:
@@ -72,7 +81,7 @@ class SidekiqClient:
         """
         queue = _queue_of(job)
         pushed = job if stamped else self._stamped(job, self._clock(), enqueued=True)
-        return pushed, [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), pushed.raw)]
+        return pushed, list(push_raw_commands(queue, pushed.raw))
 
     async def push(self, job: Job) -> Job:
         """Enqueue ``job`` now: ``SADD queues`` + ``LPUSH queue:<q>`` in one pipeline.

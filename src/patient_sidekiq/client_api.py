@@ -4,8 +4,7 @@ Role: one process-wide default :class:`~patient_sidekiq.enqueue.Client`, as the 
 registered handler behind its module-level ``PatientHttp.get``/``post``/…. :func:`configure`
 sets it; otherwise it is created on first use from the environment (``REDIS_URL``,
 ``PATIENT_HTTP_ENCRYPTION_KEY``). Every function here delegates to it, so jobs, checks and
-test modes are exactly those of :class:`~patient_sidekiq.enqueue.Client`. The names are
-importable from :mod:`patient_sidekiq.enqueue` too.
+test modes are exactly those of :class:`~patient_sidekiq.enqueue.Client`.
 
 Redis keys touched: those of :meth:`Client.execute <patient_sidekiq.enqueue.Client.execute>`:
 ``queues`` (SADD), ``queue:<queue>`` (LPUSH), and ``patient_http:payloads:<uuid>`` (SET) for a
@@ -18,10 +17,11 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .enqueue import CallbackRef, Client, EnqueueOptions
+
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .enqueue import CallbackRef, Client, EnqueueOptions
     from .request import Request
 
 __all__ = [
@@ -45,7 +45,6 @@ _default: Client | None = None
 def _new_client(**kwargs: Any) -> Client:
     # enqueue re-exports this module's functions, so this module imports enqueue only when
     # a client is made; a top-level import would be an import cycle.
-    from .enqueue import Client
 
     return Client(**kwargs)
 

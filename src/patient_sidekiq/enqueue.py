@@ -15,7 +15,7 @@ in the Redis store, ``patient_http:payloads:<uuid>`` (SET, in the same MULTI as 
 
 While :mod:`patient_sidekiq.testing` has a test mode on, nothing is written: requests run
 inline (or are collected), see there. The module-level functions (``configure``, ``get`` …)
-live in :mod:`patient_sidekiq.client_api` and are importable from here too.
+live in :mod:`patient_sidekiq.client_api`.
 """
 
 from __future__ import annotations
@@ -33,15 +33,7 @@ from . import keys, testing
 from .callback_args import validate_callback_args
 from .callbacks import CallbackRegistry, resolve_callback_name
 from .callbacks import registry as default_registry
-from .client_api import configure as configure
-from .client_api import default_client as default_client
-from .client_api import delete as delete
-from .client_api import execute as execute
-from .client_api import get as get
-from .client_api import patch as patch
-from .client_api import post as post
-from .client_api import put as put
-from .client_api import request as request
+from .client import push_raw_commands
 from .encryption import MessageEncryptor
 from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
 from .job import Job, TimestampDialect, new_jid, stamp
@@ -67,16 +59,7 @@ __all__ = [
     "JobBuilder",
     "RedisStore",
     "RequestOptions",
-    "configure",
-    "default_client",
-    "delete",
-    "execute",
-    "get",
     "new_request_id",
-    "patch",
-    "post",
-    "put",
-    "request",
 ]
 
 DEFAULT_QUEUE: Final = "patient_http"
@@ -175,8 +158,7 @@ class Enqueued:
     @property
     def push_commands(self) -> list[Command]:
         """The Sidekiq push: ``SADD queues <q>`` and ``LPUSH queue:<q> <job>``."""
-        queue = str(self.job.queue)
-        return [("SADD", keys.QUEUES, queue), ("LPUSH", keys.queue(queue), self.job.raw)]
+        return push_raw_commands(str(self.job.queue), self.job.raw)
 
 
 class JobBuilder:

@@ -3,8 +3,7 @@
 Role: the frozen records of a status snapshot (:class:`StatusReport` and its parts) and of
 one request in flight (:class:`InflightEntry`), their JSON form, and their text for an
 80-column terminal. Figures are rounded as the gem's Web tab rounds them (:func:`ruby_round`).
-:mod:`patient_sidekiq.status_collect` reads them from Redis; its :func:`collect_status` and
-:func:`collect_inflight` are importable from here too. A value that could not be read is
+:mod:`patient_sidekiq.status_collect` reads them from Redis. A value that could not be read is
 ``None`` in a record and ``?`` in the text.
 
 Redis keys: none (see :mod:`patient_sidekiq.status_collect`).
@@ -15,13 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from .status_collect import JOBS_PER_ROUND_TRIP as JOBS_PER_ROUND_TRIP
-    from .status_collect import collect_inflight as collect_inflight
-    from .status_collect import collect_status as collect_status
-    from .status_collect import host_pid as host_pid
+from typing import Any, Final
 
 __all__ = [
     "HttpCapacity",
@@ -30,8 +23,6 @@ __all__ = [
     "ProcessStatus",
     "QueueStatus",
     "StatusReport",
-    "collect_inflight",
-    "collect_status",
     "inflight_to_json",
     "render_inflight",
     "ruby_round",
@@ -39,23 +30,6 @@ __all__ = [
 ]
 
 WIDTH: Final = 80
-
-_COLLECTING: Final = frozenset(
-    {"JOBS_PER_ROUND_TRIP", "collect_inflight", "collect_status", "host_pid"}
-)
-
-
-def __getattr__(name: str) -> Any:
-    # status_collect builds the records below, so importing it at the top would be an
-    # import cycle; its names are bound here on first use instead (PEP 562).
-    if name in _COLLECTING:
-        from . import status_collect
-
-        value = getattr(status_collect, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # --- rounding as the Web tab rounds ---
 
