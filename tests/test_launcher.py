@@ -74,6 +74,19 @@ async def test_remote_quiet_then_stop(redis_url: str, redis_client: redis.Redis)
     assert redis_client.lrange("queue:q", 0, -1) == [job_text("Ok", "e" * 24).encode()]
 
 
+async def test_quiet_is_shown_at_once_not_a_heartbeat_later(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    launcher = Launcher(settings(redis_url, heartbeat_interval=3600), Dispatcher())
+    async with trio.open_nursery() as nursery:
+        await start(nursery, launcher)
+        assert redis_client.hget(launcher.identity, "quiet") == b"false"
+        launcher.quiet()
+        # The next regular beat is an hour away: only the extra beat can write this.
+        await eventually(lambda: redis_client.hget(launcher.identity, "quiet") == b"true")
+        launcher.stop()
+
+
 async def test_stop_timeout_requeues_unfinished_jobs_exactly_once(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

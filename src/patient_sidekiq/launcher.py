@@ -249,8 +249,15 @@ class Launcher:
             self._signal(remote)
 
     async def _heartbeat_loop(self, heartbeat: Heartbeat) -> None:
+        # Becoming quiet triggers one extra beat, so the Busy page shows the process quiet
+        # right away instead of up to an interval later.
+        quiet_shown = False
         while True:
-            await trio.sleep(self.settings.heartbeat_interval)
+            with trio.move_on_after(self.settings.heartbeat_interval):
+                if quiet_shown:
+                    await trio.sleep_forever()
+                await self._quiet.wait()
+            quiet_shown = self._quiet.is_set()
             await self._beat(heartbeat)
 
     async def _recover(self, fetch: ReliableFetch) -> None:
