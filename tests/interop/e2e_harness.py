@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUBY_DIR = ROOT / "ruby_interop"
 BOOT_FILE = RUBY_DIR / "sidekiq_boot.rb"
 ENQUEUE_SCRIPT = RUBY_DIR / "enqueue.rb"
+MONITOR_SCRIPT = RUBY_DIR / "task_monitor.rb"
 RECORDS = "interop:records"
 REQUEST_QUEUE = "patient_http"
 RUBY_CALLBACK_QUEUE = "interop_callbacks"
@@ -120,6 +121,8 @@ class Child:
 
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], cwd: Path) -> None:
         self.name = name
+        # Set by a test that kills or stops the process itself: its exit is not a failure.
+        self.exit_expected = False
         # Closed in stop(): the log outlives this constructor.
         self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"interop-{name}-")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -139,6 +142,12 @@ class Child:
         # Sidekiq 6.4 with the redis gem 4.8 warns on every BRPOP; keep the log readable.
         kept = "".join(line for line in lines if not line.startswith(NOISE))
         return f"--- {self.name} output ---\n" + kept[-6000:]
+
+    def kill(self) -> None:
+        """SIGKILL the process (a crash: nothing of it runs afterwards) and reap it."""
+        self.exit_expected = True
+        self.process.kill()
+        self.process.wait(timeout=STOP_TIMEOUT)
 
     def stop(self) -> None:
         """TERM, then KILL after STOP_TIMEOUT; reap; close the log."""
@@ -258,6 +267,42 @@ class E2E:
         """An absolute URL on the HTTP test server."""
         return self.http_url + path
 
+    def start_python(self, options: Sequence[str] = (), *, callbacks: bool = False) -> Child:
+        """Start one more ``patient-sidekiq run`` worker; return it once it is registered.
+
+        ``callbacks`` loads ``Interop::PyRecorder`` (``-r tests.interop.e2e_harness``), so
+        the worker also runs its Python callback launcher (a second Sidekiq identity).
+        """
+        argv = [*options, "-r", "tests.interop.e2e_harness"] if callbacks else list(options)
+        python = start_python_worker(self.redis_url, argv)
+        self.children.append(python)
+        _wait_registered(self.redis, python, 2 if callbacks else 1)
+        return python
+
+    def ruby(self, program: str, payload: dict[str, Any] | None = None) -> Any:
+        """Run a Ruby program with Sidekiq's client API pointed at this stack's Redis.
+
+        ``program`` starts after the preamble of ``tests.interop.conftest.SIDEKIQ_CLIENT``
+        (``input`` is ``payload`` plus ``"url"``); its last stdout line is parsed as JSON.
+        """
+        from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
+
+        return run_ruby(SIDEKIQ_CLIENT + program, {**(payload or {}), "url": self.redis_url})
+
+    def ruby_script(self, script: Path, instructions: dict[str, Any]) -> Any:
+        """Run a ``ruby_interop/`` script with JSON ``instructions`` (plus ``redis_url``)."""
+        result = subprocess.run(
+            [_which("ruby"), str(script)],
+            input=json.dumps({**instructions, "redis_url": self.redis_url}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"{script.name} failed ({result.returncode}):\n{result.stderr}")
+        return json.loads(result.stdout.rstrip("\n").split("\n")[-1])
+
     def outputs(self) -> str:
         """Every child's output tail, for a failure message."""
         return "\n".join(child.output() for child in self.children)
@@ -271,23 +316,12 @@ class E2E:
     ) -> list[dict[str, Any]]:
         """Enqueue with ``ruby_interop/enqueue.rb``; return its ``{request_id, jid, data}``s."""
         instructions = {
-            "redis_url": self.redis_url,
             "queue": REQUEST_QUEUE,
             "encryption_keys": list(encryption_keys),
             "payload_threshold": payload_threshold,
             "requests": list(requests),
         }
-        result = subprocess.run(
-            [_which("ruby"), str(ENQUEUE_SCRIPT)],
-            input=json.dumps(instructions),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"enqueue.rb failed ({result.returncode}):\n{result.stderr}")
-        enqueued: list[dict[str, Any]] = json.loads(result.stdout.rstrip("\n").split("\n")[-1])
+        enqueued: list[dict[str, Any]] = self.ruby_script(ENQUEUE_SCRIPT, instructions)
         return enqueued
 
     def reset(self) -> None:
@@ -334,7 +368,7 @@ class E2E:
                 ]
                 raise AssertionError(f"jobs failed: {summary}\n" + self.outputs())
             for child in self.children:
-                if child.process.poll() is not None:
+                if child.process.poll() is not None and not child.exit_expected:
                     raise AssertionError(f"{child.name} exited\n" + self.outputs())
             time.sleep(0.05)
 
@@ -347,14 +381,16 @@ class E2E:
 @contextlib.contextmanager
 def e2e_stack(
     *,
-    python_options: Sequence[str] = (),
+    python_options: Sequence[str] | None = (),
     ruby_env: dict[str, str] | None = None,
     python_callbacks: bool = False,
 ) -> Iterator[E2E]:
     """Start a private Redis, the HTTP server, Ruby sidekiq and the Python worker.
 
-    ``python_callbacks`` loads ``Interop::PyRecorder`` into the worker (which then also runs
-    its Python callback launcher). Everything is stopped and reaped on exit.
+    ``python_options=None`` starts no Python worker (the test starts its own with
+    :meth:`E2E.start_python`). ``python_callbacks`` loads ``Interop::PyRecorder`` into the
+    worker (which then also runs its Python callback launcher). Everything is stopped and
+    reaped on exit.
     """
     from tests.conftest import RedisServer
 
@@ -368,13 +404,9 @@ def e2e_stack(
                 try:
                     ruby = start_ruby_sidekiq(server.url, ruby_env or {})
                     stack.children.append(ruby)
-                    options = list(python_options)
-                    if python_callbacks:
-                        options += ["-r", "tests.interop.e2e_harness"]
-                    python = start_python_worker(server.url, options)
-                    stack.children.append(python)
+                    if python_options is not None:
+                        stack.start_python(python_options, callbacks=python_callbacks)
                     _wait_registered(client, ruby, 1)
-                    _wait_registered(client, python, 2 if python_callbacks else 1)
                     yield stack
                 finally:
                     for child in reversed(stack.children):
