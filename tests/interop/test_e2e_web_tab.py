@@ -1,0 +1,133 @@
+"""The gem's Sidekiq Web tab, computed by Ruby from what the Python worker wrote.
+
+``ruby_interop/task_monitor.rb`` (action ``web_tab``) reads ``sidekiq:patient_http:totals``,
+the in-flight index, the processes set and the max_connections markers the way the gem's
+Web tab does. Its numbers must equal what the requests imply, and what
+``patient-sidekiq status --json`` (Python's reading of the same keys) shows.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+from tests.interop.e2e_harness import E2E, MONITOR_SCRIPT, READY_TIMEOUT, ROOT, e2e_stack
+
+pytestmark = [pytest.mark.interop, pytest.mark.integration]
+
+CAPACITY = 40
+TOTALS = "sidekiq:patient_http:totals"
+INDEX = "sidekiq:patient_http:inflight_index"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[E2E]:
+    with e2e_stack(python_options=["-c", str(CAPACITY)]) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_totals(stack: E2E) -> None:
+    stack.reset()
+    stack.redis.delete(TOTALS)
+
+
+def _web_tab(stack: E2E) -> dict[str, Any]:
+    answer: dict[str, Any] = stack.ruby_script(MONITOR_SCRIPT, {"action": "web_tab"})
+    return answer
+
+
+def _python_status(stack: E2E) -> dict[str, Any]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "patient_sidekiq",
+            "status",
+            "--json",
+            "--redis-url",
+            stack.redis_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    status: dict[str, Any] = json.loads(result.stdout)
+    return status
+
+
+def _worker_key(stack: E2E) -> str:
+    worker = next(child for child in stack.children if child.name == "patient-sidekiq")
+    return f"{socket.gethostname().replace(':', '-').replace('/', '-')}:{worker.process.pid}"
+
+
+def test_totals_match_the_requests_python_ran(stack: E2E) -> None:
+    refused = f"http://127.0.0.1:{free_port()}/"
+    specs = [
+        {"url": stack.url("/echo")},
+        {"url": stack.url("/echo"), "method": "post", "json": {"n": 1}},
+        {"url": stack.url("/status/404")},
+        {"url": stack.url("/status/503"), "raise_error_responses": True},
+        {"url": stack.url("/redirect/1")},
+        {"url": refused},
+    ]
+    enqueued = stack.ruby_enqueue([{**spec, "callback": "Interop::Recorder"} for spec in specs])
+    stack.records([item["request_id"] for item in enqueued])
+
+    tab = _web_tab(stack)
+    totals = tab["totals"]
+    # Every exchange counts, the followed redirect hop included: 2 + 1 + 1 + 2 + 1.
+    assert totals["requests"] == 7
+    assert totals["http_status_counts"] == {"200": 3, "302": 1, "404": 1, "503": 1}
+    assert totals["errors"] == 2
+    assert totals["error_type_counts"] == {"exception": 1, "http_error": 1}
+    assert totals["max_capacity_exceeded"] == 0
+    assert 0 < totals["duration"] < 60
+    assert tab["avg_duration"] == round(totals["duration"] / 7, 3)
+
+    python = _python_status(stack)["totals"]
+    assert python["requests"] == totals["requests"]
+    assert python["errors"] == totals["errors"]
+    assert python["http_statuses"] == totals["http_status_counts"]
+    assert python["errors_by_type"] == totals["error_type_counts"]
+    assert python["max_capacity_exceeded"] == totals["max_capacity_exceeded"]
+    assert python["duration"] == pytest.approx(totals["duration"], abs=1e-6)
+    assert python["average_duration"] == tab["avg_duration"]
+
+
+def test_inflight_and_capacity_match_while_requests_run(stack: E2E) -> None:
+    idle = _web_tab(stack)
+    key = _worker_key(stack)
+    assert idle["processes"] == {key: {"inflight": 0, "max_capacity": CAPACITY}}
+    assert (idle["current_inflight"], idle["max_capacity"], idle["utilization"]) == (0, 40, 0)
+
+    enqueued = stack.ruby_enqueue(
+        [{"url": stack.url("/slow?seconds=3"), "callback": "Interop::Recorder"} for _ in range(3)]
+    )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while stack.redis.zcard(INDEX) < 3:
+        assert time.monotonic() < deadline, "the requests never got in flight\n" + stack.outputs()
+        time.sleep(0.05)
+
+    busy = _web_tab(stack)
+    python = _python_status(stack)
+    assert busy["processes"] == {key: {"inflight": 3, "max_capacity": CAPACITY}}
+    assert (busy["current_inflight"], busy["max_capacity"], busy["utilization"]) == (3, 40, 7.5)
+    assert busy["pruned"] == []
+    assert (python["inflight_total"], python["capacity_total"]) == (3, 40)
+    assert python["utilization"] == busy["utilization"]
+    [http] = [p["http"] for p in python["processes"] if p["http"] is not None]
+    assert http == {"key": key, "inflight": 3, "capacity": 40, "utilization": 7.5}
+
+    stack.records([item["request_id"] for item in enqueued])
+    assert _web_tab(stack)["current_inflight"] == 0
