@@ -14,6 +14,7 @@ charset on load (wire spec 2.1 quirk), which is Ruby's business, not the worker'
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,14 @@ class _BodyHandler(BaseHTTPRequestHandler):
     """Serves ``BODIES`` with a content-length."""
 
     def do_GET(self) -> None:
+        if self.path == "/headers":
+            received = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(received)))
+            self.end_headers()
+            self.wfile.write(received)
+            return
         content_type, body = BODIES.get(self.path, ("text/plain", b"not found"))
         self.send_response(200 if self.path in BODIES else 404)
         self.send_header("content-type", content_type)
@@ -154,6 +163,26 @@ def test_redirects_are_followed_and_listed(stack: E2E, bodies_url: str) -> None:
     assert cross["url"] == cross_host_target
     assert cross["redirects"] == [stack.url(f"/redirect-to?url={cross_host_target}&status=307")]
     assert cross["body"] == SHIFT_JIS_TEXT
+
+
+def test_a_cross_origin_redirect_drops_credentials(stack: E2E, bodies_url: str) -> None:
+    headers = {"Authorization": "Bearer s3cret", "Cookie": "session=1", "X-Trace": "t-1"}
+    other_origin, same_origin = _run(
+        stack,
+        {"url": stack.url(f"/redirect-to?url={bodies_url}/headers"), "headers": headers},
+        {"url": stack.url("/redirect-to?url=/echo"), "headers": headers},
+    )
+    assert other_origin["url"] == bodies_url + "/headers"
+    received = other_origin["json"]
+    assert received["x-trace"] == "t-1"
+    assert "authorization" not in received
+    assert "cookie" not in received
+
+    # Same origin: everything is sent again.
+    echoed = dict(same_origin["json"]["headers"])
+    assert echoed["authorization"] == "Bearer s3cret"
+    assert echoed["cookie"] == "session=1"
+    assert echoed["x-trace"] == "t-1"
 
 
 def test_too_many_redirects_and_a_loop_are_redirect_errors(stack: E2E) -> None:
