@@ -105,7 +105,7 @@ def test_busy_page_shows_the_python_process_and_its_running_jobs(stack: E2E) -> 
     identity = _identity(stack)
     enqueued = stack.ruby_enqueue(
         [
-            {"url": stack.url(f"/slow?seconds=12&n={n}"), "callback": "Interop::Recorder"}
+            {"url": stack.url(f"/slow?seconds=14&n={n}"), "callback": "Interop::Recorder"}
             for n in range(2)
         ]
     )
@@ -138,7 +138,7 @@ def test_busy_page_shows_the_python_process_and_its_running_jobs(stack: E2E) -> 
         assert abs(work["run_at"] - time.time()) < 60
         request = work["args"][0]
         assert request["http_method"] == "get"
-        assert request["url"].startswith(stack.url("/slow?seconds=12"))
+        assert request["url"].startswith(stack.url("/slow?seconds=14"))
         assert work["args"][1] == "Interop::Recorder"
 
     stack.records([e["request_id"] for e in enqueued])
