@@ -391,17 +391,21 @@ async def test_hooks_run_in_order_before_the_callback(
     order: list[str] = []
     hooks = Hooks()
 
+    def where() -> str:
+        # Sync hooks run in the callback threads; async ones on the (main-thread) loop.
+        return "loop" if threading.current_thread() is threading.main_thread() else "thread"
+
     @hooks.after_completion
     def first(response: Response) -> None:
-        order.append(f"completion-1 {response.status}")
+        order.append(f"completion-1 {response.status} {where()}")
 
     @hooks.after_completion
     async def second(response: Response) -> None:
-        order.append("completion-2")
+        order.append(f"completion-2 {where()}")
 
     @hooks.after_error
     def on_error_hook(error: Exception) -> None:
-        order.append(f"error {type(error).__name__}")
+        order.append(f"error {type(error).__name__} {where()}")
 
     class Ordered:
         def on_complete(self, response: Response) -> None:
@@ -419,10 +423,10 @@ async def test_hooks_run_in_order_before_the_callback(
         redis_client.lpush(keys.queue(CALLBACKS), job.raw)
         await eventually(lambda: idle(redis_client, launcher))
     assert order == [
-        "completion-1 200",
-        "completion-2",
+        "completion-1 200 thread",
+        "completion-2 loop",
         "on_complete",
-        "error RequestError",
+        "error RequestError thread",
         "on_error",
     ]
 

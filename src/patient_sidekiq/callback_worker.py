@@ -46,7 +46,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -181,25 +181,29 @@ class CallbackWorker:
         hooks = self.settings.hooks
         if call.result_type == "response":
             response = Response.from_wire(unpacked.data)
-            await hooks.run_completion(response)
+            await hooks.run_completion(response, in_thread=self._in_thread)
             await self._invoke(callback_class, "on_complete", response)
         else:
             error = load_failure(unpacked.data)
-            await hooks.run_error(error)
+            await hooks.run_error(error, in_thread=self._in_thread)
             await self._invoke(callback_class, "on_error", error)
         if unpacked.reference is not None:
             await self._delete_stored(unpacked.reference)
+
+    async def _in_thread(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` in a callback thread (sync callbacks and sync hooks share them)."""
+        # Abandoned on a hard shutdown like Sidekiq abandons a job thread: the job is
+        # requeued, and the thread (a daemon) ends with the process.
+        return await trio.to_thread.run_sync(
+            function, limiter=self._threads, abandon_on_cancel=True
+        )
 
     async def _invoke(self, callback_class: type, method: str, value: object) -> None:
         if inspect.iscoroutinefunction(getattr(callback_class, method)):
             await getattr(callback_class(), method)(value)
             return
-        # Abandoned on a hard shutdown like Sidekiq abandons a job thread: the job is
-        # requeued, and the thread (a daemon) ends with the process.
-        outcome = await trio.to_thread.run_sync(
-            functools.partial(_call_sync, callback_class, method, value),
-            limiter=self._threads,
-            abandon_on_cancel=True,
+        outcome = await self._in_thread(
+            functools.partial(_call_sync, callback_class, method, value)
         )
         if inspect.isawaitable(outcome):  # a plain method that returned a coroutine
             await outcome
@@ -262,7 +266,7 @@ class CallbackWorker:
                     exc,
                 )
             else:
-                await self.settings.hooks.run_retries_exhausted(failure)
+                await self.settings.hooks.run_retries_exhausted(failure, in_thread=self._in_thread)
         if is_reference(data):
             assert isinstance(data, dict)
             try:

@@ -7,6 +7,8 @@ runs when a CallbackWorker job with result type ``error`` dies after its last re
 failure there is logged and swallowed, as the gem does.
 
 Hooks may be plain functions or coroutine functions; they run in the order registered.
+The callback worker runs plain functions in its worker threads (``in_thread``), like sync
+callbacks, so a slow hook never stalls the event loop the HTTP requests share.
 Touches no Redis keys.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .failures import HttpError, RedirectError, RequestError
@@ -26,10 +28,15 @@ log = logging.getLogger(__name__)
 
 Failure = RequestError | HttpError | RedirectError
 _Hook = TypeVar("_Hook", bound=Callable[..., Any])
+InThread = Callable[[Callable[[], Any]], Awaitable[Any]]
+"""Runs a plain function off the event loop and returns its result (e.g. in a thread)."""
 
 
-async def _call(hook: Callable[[Any], Any], value: Any) -> None:
-    outcome = hook(value)
+async def _call(hook: Callable[[Any], Any], value: Any, in_thread: InThread | None) -> None:
+    if in_thread is None or inspect.iscoroutinefunction(hook):
+        outcome = hook(value)
+    else:
+        outcome = await in_thread(lambda: hook(value))
     if inspect.isawaitable(outcome):
         await outcome
 
@@ -66,21 +73,29 @@ class Hooks:
         self._exhausted.append(hook)
         return hook
 
-    async def run_completion(self, response: Response) -> None:
-        """Run the ``after_completion`` hooks in order; the first one raising stops them."""
-        for hook in self._completion:
-            await _call(hook, response)
+    async def run_completion(
+        self, response: Response, *, in_thread: InThread | None = None
+    ) -> None:
+        """Run the ``after_completion`` hooks in order; the first one raising stops them.
 
-    async def run_error(self, error: Failure) -> None:
+        ``in_thread`` runs each plain-function hook (coroutine functions run on the loop);
+        without it every hook is called directly.
+        """
+        for hook in self._completion:
+            await _call(hook, response, in_thread)
+
+    async def run_error(self, error: Failure, *, in_thread: InThread | None = None) -> None:
         """Run the ``after_error`` hooks in order; the first one raising stops them."""
         for hook in self._error:
-            await _call(hook, error)
+            await _call(hook, error, in_thread)
 
-    async def run_retries_exhausted(self, error: Failure) -> None:
+    async def run_retries_exhausted(
+        self, error: Failure, *, in_thread: InThread | None = None
+    ) -> None:
         """Run every ``on_retries_exhausted`` hook; failures are logged, never raised."""
         for hook in self._exhausted:
             try:
-                await _call(hook, error)
+                await _call(hook, error, in_thread)
             except Exception:
                 log.exception("on_retries_exhausted hook %r failed", hook)
 
