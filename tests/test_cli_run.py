@@ -369,6 +369,18 @@ def test_a_configuration_error_under_the_supervisor_exits_78(tmp_path: Path) -> 
     assert "cannot load 'no_such_module_for_cli_run_tests'" in proc.stderr
 
 
+def test_redis_not_answering_at_start_exits_69(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "patient_sidekiq", "run"]
+    argv += ["--redis-url", f"redis://:hunter2@127.0.0.1:{free_port()}/0"]
+    with started(argv, tmp_path, clean_environ()) as proc:
+        assert proc.wait(30) == 69, proc.tail()
+    assert "Traceback" not in proc.stderr
+    [failure] = [line for line in proc.stderr.splitlines() if line.startswith("patient-sidekiq:")]
+    assert "cannot reach Redis at redis://:***@127.0.0.1:" in failure
+    assert "hunter2" not in proc.stderr
+    assert " started" not in proc.stderr
+
+
 # --- demo ---
 
 

@@ -6,7 +6,8 @@ with the fixed Sidekiq-style spellings ``-q``, ``-r``, ``-c``, ``-t``, ``-g`` â€
 option can never be missing from the command line. Flag values are
 passed to :func:`~patient_sidekiq.config.load_config` as given: it parses and validates every
 source the same way. A configuration problem prints one line per problem and exits 78
-(``EX_CONFIG``), which the supervisor knows not to restart.
+(``EX_CONFIG``), which the supervisor knows not to restart; Redis not answering at start
+exits 69 (``EX_UNAVAILABLE``), as Sidekiq refuses to start without Redis.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import typer
 
 from . import __version__
 from .config import FIELDS, Config, load_config
-from .errors import ConfigurationError, PatientSidekiqError
-from .supervisor import EX_CONFIG, child_index
+from .errors import ConfigurationError, PatientSidekiqError, RedisUnavailableError
+from .supervisor import EX_CONFIG, EX_UNAVAILABLE, child_index
 
 app = typer.Typer(
     name="patient-sidekiq",
@@ -132,7 +133,12 @@ def _run(**values: Any) -> None:
         load_requires(config.require)
     except ConfigurationError as exc:
         raise _config_failure(exc) from None
-    trio.run(Runner(config).run)
+    try:
+        trio.run(Runner(config).run)
+    except RedisUnavailableError as exc:
+        # Only the start-up check gets here; the supervisor restarts a child after it.
+        typer.echo(f"patient-sidekiq: {exc}", err=True)
+        raise typer.Exit(EX_UNAVAILABLE) from None
 
 
 def _supervise(config: Config) -> int:

@@ -40,7 +40,7 @@ from .callback_worker import CallbackWorker, CallbackWorkerSettings
 from .callbacks import CallbackRegistry
 from .callbacks import registry as default_registry
 from .config import Config
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RedisUnavailableError
 from .heartbeat import make_identity
 from .hooks import Hooks, default_hooks
 from .launcher import Launcher
@@ -147,6 +147,7 @@ class Runner:
         async with RedisBridge(
             config.redis_target(), name="patient-sidekiq-payloads"
         ) as payloads_bridge:
+            await self._check_redis(payloads_bridge)
             payloads = config.payload_settings(payloads_bridge)
             routing = CallbackRouting(
                 callback_queue=config.callback_queue,
@@ -199,6 +200,15 @@ class Runner:
                     task_status.started()
                 nursery.cancel_scope.cancel()
         log.info("patient-sidekiq stopped")
+
+    async def _check_redis(self, bridge: RedisBridge) -> None:
+        # Fail at start as Sidekiq does: a worker that says "started" but can never fetch
+        # hides a wrong URL or a firewall. Once running, outages are retried instead.
+        try:
+            await bridge.execute("PING")
+        except RedisUnavailableError as exc:
+            where = self.config.describe()["redis"]
+            raise RedisUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
 
     async def _run_launcher(self, launcher: Launcher, *, task_status: Any) -> None:
         try:

@@ -49,6 +49,7 @@ from .errors import ConfigurationError
 __all__ = [
     "CHILD_INDEX_ENV",
     "EX_CONFIG",
+    "EX_UNAVAILABLE",
     "Supervisor",
     "SupervisorSettings",
     "child_index",
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 #: Exit status of a configuration error (sysexits.h); a child exiting with it is not restarted.
 EX_CONFIG = 78
+#: Exit status when Redis does not answer at start (sysexits.h); a child is restarted.
+EX_UNAVAILABLE = 69
 #: Environment variable holding a child's index, 0 .. processes-1.
 CHILD_INDEX_ENV = "PATIENT_SIDEKIQ_CHILD_INDEX"
 
