@@ -2,13 +2,10 @@
 
 Role: the client API. :class:`Client` is synchronous (redis-py; any Python app),
 :class:`AsyncClient` runs over a trio :class:`~patient_sidekiq.redis_bridge.RedisBridge`.
-Both build their jobs with ONE :class:`JobBuilder`, so a job is the exact text the gem
-writes: ``RequestWorker`` with args ``[data, callback_name, raise_error_responses,
-callback_args, request_id]``, ``retry: true``, the queue, a fresh jid and
-``created_at``/``enqueued_at`` in the Sidekiq version's dialect. ``data`` is the request's
-wire object, encrypted when a key is configured and stored when its JSON is larger than the
-threshold (wire spec §1, §5, §6). The callback and ``callback_args`` are checked before
-anything is written.
+Both build their jobs with ONE :class:`~patient_sidekiq.job_builder.JobBuilder`, so a job
+is the exact text the gem writes (see :mod:`patient_sidekiq.job_builder`); the callback and
+``callback_args`` are checked before anything is written. This module adds configuration
+(URL, keys, stores, Sidekiq version), the push itself and the test modes.
 
 Redis keys touched: ``queues`` (SADD), ``queue:<queue>`` (LPUSH) and, for a large payload
 in the Redis store, ``patient_http:payloads:<uuid>`` (SET, in the same MULTI as the push).
@@ -22,36 +19,45 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import redis
 
-from . import keys, testing
-from .callback_args import validate_callback_args
-from .callbacks import CallbackRegistry, resolve_callback_name
+from . import testing
+from .callbacks import CallbackRegistry
 from .callbacks import registry as default_registry
-from .client import push_raw_commands
 from .encryption import MessageEncryptor
 from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
-from .job import Job, TimestampDialect, new_jid, stamp
-from .packing import DEFAULT_STORE_THRESHOLD, PayloadSettings, Sealed, seal
+from .job import TimestampDialect, new_jid
+from .job_builder import (
+    DEFAULT_QUEUE,
+    CallbackRef,
+    Enqueued,
+    EnqueueOptions,
+    FileStore,
+    JobBuilder,
+    RedisStore,
+    RequestOptions,
+    new_request_id,
+    split_options,
+)
+from .packing import DEFAULT_STORE_THRESHOLD, PayloadSettings
 from .payload_store import FilePayloadStore, RedisPayloadStore, redis_set_command, ttl_millis
 from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .redis_target import RedisTarget, as_target
-from .request import HeaderValue, Request
-from .request_worker import REQUEST_WORKER
+from .request import Request
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .config import Config
 
+# JobBuilder and its values are re-exported: enqueue is where users look for them.
 __all__ = [
     "DEFAULT_QUEUE",
     "AsyncClient",
+    "CallbackRef",
     "Client",
     "EnqueueOptions",
     "Enqueued",
@@ -62,62 +68,11 @@ __all__ = [
     "new_request_id",
 ]
 
-DEFAULT_QUEUE: Final = "patient_http"
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
 REDIS_URL_ENV: Final = "REDIS_URL"
 ENCRYPTION_KEY_ENV: Final = "PATIENT_HTTP_ENCRYPTION_KEY"
 
 SidekiqVersion = Literal["6", "7", "8"]
-CallbackRef = type | str
-Command = tuple[Arg, ...]
-
-
-class RequestOptions(TypedDict, total=False):
-    """Keyword arguments of ``get``/``post``/… that build the request (see ``Request.build``)."""
-
-    headers: Mapping[str, HeaderValue] | None
-    body: str | bytes | None
-    json: Any
-    params: Mapping[str, Any] | None
-    timeout: float | None
-    max_redirects: int | None
-    preprocessors: Iterable[str] | None
-
-
-class EnqueueOptions(RequestOptions, total=False):
-    """:class:`RequestOptions` plus what goes with the request into the job."""
-
-    callback_args: Mapping[str, Any] | None
-    raise_error_responses: bool | None
-
-
-def new_request_id() -> str:
-    """Return a fresh request id: a random uuid, like Ruby's ``SecureRandom.uuid``."""
-    return str(uuid.uuid4())
-
-
-@dataclass(frozen=True)
-class RedisStore:
-    """Large payloads go to Redis, as the gem's ``:redis`` payload store writes them.
-
-    ``name`` must be the name the workers know the store by (it is written into the
-    reference); ``ttl`` (seconds) expires payloads nobody picked up.
-    """
-
-    name: str = "redis"
-    prefix: str = keys.PAYLOAD_PREFIX
-    ttl: float | None = None
-
-    def __post_init__(self) -> None:
-        ttl_millis(self.ttl)  # refuse an unusable TTL when configuring, not at first enqueue
-
-
-@dataclass(frozen=True)
-class FileStore:
-    """Large payloads go to ``<directory>/<uuid>.json`` (the gem's ``:file`` store)."""
-
-    directory: str | os.PathLike[str]
-    name: str = "file"
 
 
 def _dialect(version: SidekiqVersion) -> TimestampDialect:
@@ -136,136 +91,6 @@ def _encryptor(key: str | Sequence[str] | MessageEncryptor | None) -> MessageEnc
     if isinstance(key, MessageEncryptor):
         return key
     return MessageEncryptor(key)
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    """One request made ready to enqueue: its job and what the job refers to.
-
-    ``job`` is the RequestWorker job exactly as it will be pushed; ``sealed`` says whether
-    a stored payload must be written first. ``request`` and the checked callback values
-    are kept for the test modes, which run the request instead of pushing it.
-    """
-
-    request_id: str
-    callback_name: str
-    request: Request
-    callback_args: dict[str, Any] | None
-    raise_error_responses: bool | None
-    job: Job
-    sealed: Sealed
-
-    @property
-    def push_commands(self) -> list[Command]:
-        """The Sidekiq push: ``SADD queues <q>`` and ``LPUSH queue:<q> <job>``."""
-        return push_raw_commands(str(self.job.queue), self.job.raw)
-
-
-class JobBuilder:
-    """Builds RequestWorker jobs; the one core both clients share.
-
-    ``clock``, ``new_request_id`` and ``new_jid`` are injectable so tests can reproduce a
-    Ruby-built job byte for byte.
-    """
-
-    def __init__(
-        self,
-        *,
-        queue: str = DEFAULT_QUEUE,
-        encryptor: MessageEncryptor | None = None,
-        store: str | None = None,
-        store_threshold: int = DEFAULT_STORE_THRESHOLD,
-        registry: CallbackRegistry = default_registry,
-        dialect: TimestampDialect = TimestampDialect.SECONDS,
-        clock: Callable[[], float] = time.time,
-        new_request_id: Callable[[], str] = new_request_id,
-        new_jid: Callable[[], str] = new_jid,
-    ) -> None:
-        if not isinstance(queue, str) or not queue:
-            raise ConfigurationError("queue must be a non-empty string")
-        if store_threshold < 0:
-            raise ConfigurationError("payload_store_threshold must be 0 or more bytes")
-        self.queue = queue
-        self.encryptor = encryptor
-        self.store = store
-        self.store_threshold = store_threshold
-        self.registry = registry
-        self.dialect = dialect
-        self._clock = clock
-        self._new_request_id = new_request_id
-        self._new_jid = new_jid
-
-    def build(
-        self,
-        request: Request,
-        *,
-        callback: CallbackRef,
-        callback_args: Mapping[str, Any] | None,
-        raise_error_responses: bool | None,
-    ) -> Enqueued:
-        """Check the arguments and return the job (nothing is written).
-
-        Raises :class:`~patient_sidekiq.errors.UnknownCallbackError` for a callback nobody
-        could run and :class:`~patient_sidekiq.errors.NotJsonNativeError` for
-        ``callback_args`` JSON cannot carry unchanged.
-        """
-        if not isinstance(request, Request):
-            raise TypeError(f"request must be a patient_sidekiq Request, not {request!r}")
-        if raise_error_responses is not None and not isinstance(raise_error_responses, bool):
-            raise TypeError(
-                f"raise_error_responses must be True, False or None, not {raise_error_responses!r}"
-            )
-        callback_name = resolve_callback_name(callback, self.registry)
-        # The gem keeps nil as nil (the job carries null); only a given mapping is checked.
-        checked_args = None if callback_args is None else validate_callback_args(callback_args)
-        request_id = self._new_request_id()
-        sealed = seal(
-            request.to_wire(),
-            encryptor=self.encryptor,
-            store=self.store,
-            threshold=self.store_threshold,
-        )
-        now = stamp(self.dialect, self._clock())
-        job = Job.new(
-            REQUEST_WORKER,
-            [sealed.argument, callback_name, raise_error_responses, checked_args, request_id],
-            queue=self.queue,
-            retry=True,
-            jid=self._new_jid(),
-            created_at=now,
-            enqueued_at=now,
-        )
-        return Enqueued(
-            request_id=request_id,
-            callback_name=callback_name,
-            request=request,
-            callback_args=checked_args,
-            raise_error_responses=raise_error_responses,
-            job=job,
-            sealed=sealed,
-        )
-
-
-_OPTION_NAMES: Final = EnqueueOptions.__optional_keys__
-
-
-def _split(method: str, url: str, options: EnqueueOptions) -> tuple[Request, EnqueueOptions]:
-    """Return the request built from ``options`` and the job options left over."""
-    unknown = sorted(set(options) - _OPTION_NAMES)
-    if unknown:
-        raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
-    request = Request.build(
-        method,
-        url,
-        headers=options.get("headers"),
-        body=options.get("body"),
-        json=options.get("json"),
-        params=options.get("params"),
-        timeout=options.get("timeout"),
-        max_redirects=options.get("max_redirects"),
-        preprocessors=options.get("preprocessors"),
-    )
-    return request, options
 
 
 class Client:
@@ -422,7 +247,7 @@ class Client:
         ``raise_error_responses`` defaults to None (the worker's setting), as the gem's
         module-level ``PatientHttp.get``/``post``/… do.
         """
-        request, options = _split(method, url, options)
+        request, options = split_options(method, url, options)
         return self.execute(
             request,
             callback=callback,
@@ -526,7 +351,7 @@ class AsyncClient:
         **options: Unpack[EnqueueOptions],
     ) -> str:
         """Build a request and enqueue it (see :meth:`Client.request`)."""
-        request, options = _split(method, url, options)
+        request, options = split_options(method, url, options)
         return await self.execute(
             request,
             callback=callback,
