@@ -184,20 +184,22 @@ class Launcher:
             poll_interval_average=settings.poll_interval_average,
             clock=self._clock,
         )
-        # Beat before recovering, so no other process mistakes our lists for a dead one's.
-        await self._beat(heartbeat)
-        await self._recover(fetch)
-        log.info(
-            "patient-sidekiq %s started: queues %s, concurrency %d",
-            settings.identity,
-            ", ".join(name for name, _ in settings.queues),
-            settings.concurrency,
-        )
         async with trio.open_nursery() as system:
+            if settings.handle_os_signals:
+                # Catch signals before the first beat makes the process visible: a TSTP
+                # sent as soon as it shows up must quiet it, not stop it (SIGTSTP's default).
+                await system.start(self._os_signals)
+            # Beat before recovering, so no other process mistakes our lists for a dead one's.
+            await self._beat(heartbeat)
+            await self._recover(fetch)
+            log.info(
+                "patient-sidekiq %s started: queues %s, concurrency %d",
+                settings.identity,
+                ", ".join(name for name, _ in settings.queues),
+                settings.concurrency,
+            )
             system.start_soon(self._heartbeat_loop, heartbeat)
             system.start_soon(self._recovery_loop, fetch)
-            if settings.handle_os_signals:
-                system.start_soon(self._os_signals)
             system.start_soon(self._until_quiet, poller.run)
             runtime = Runtime(
                 bridge, client, self.dispatcher, policy, settings.identity, self._clock
@@ -274,7 +276,7 @@ class Launcher:
             await trio.sleep(self.settings.recovery_interval)
             await self._recover(fetch)
 
-    async def _os_signals(self) -> None:
+    async def _os_signals(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         names = {
             signal.SIGTERM: "TERM",
             signal.SIGINT: "INT",
@@ -282,6 +284,7 @@ class Launcher:
             signal.SIGTTIN: "TTIN",
         }
         with trio.open_signal_receiver(*names) as signals:
+            task_status.started()
             async for number in signals:
                 self._signal(names[signal.Signals(number)])
 

@@ -193,7 +193,8 @@ class Runner:
                 )
             async with trio.open_nursery() as nursery:
                 if self.handle_os_signals:
-                    nursery.start_soon(self._os_signals)
+                    # Before any launcher beats: a TSTP must never meet SIGTSTP's default.
+                    await nursery.start(self._os_signals)
                 async with trio.open_nursery() as launchers:
                     for launcher in self.launchers:
                         await launchers.start(self._run_launcher, launcher)
@@ -218,7 +219,8 @@ class Runner:
             for other in self.launchers:
                 other.stop()
 
-    async def _os_signals(self) -> None:
+    async def _os_signals(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(*_SIGNALS) as signals:
+            task_status.started()
             async for number in signals:
                 self.handle_signal(_SIGNALS[signal.Signals(number)])
