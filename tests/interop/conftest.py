@@ -23,9 +23,14 @@ Sidekiq.configure_client { |c| c.redis = {url: input["url"]} }
 
 def run_ruby(program: str, payload: Any) -> Any:
     """Run ``program`` with ``payload`` as JSON on stdin; return its last stdout line as JSON."""
+    return run_ruby_args(["-e", program], payload)
+
+
+def run_ruby_args(arguments: list[str], payload: Any) -> Any:
+    """Run ``ruby *arguments`` (a program or a script file) like :func:`run_ruby`."""
     ruby = require_binary("ruby")
     result = subprocess.run(
-        [ruby, "-e", program],
+        [ruby, *arguments],
         input=json.dumps(payload),
         capture_output=True,
         text=True,

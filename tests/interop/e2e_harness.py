@@ -26,13 +26,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import redis
 
+from patient_sidekiq import keys
 from patient_sidekiq.callbacks import callback
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,14 +164,18 @@ class Child:
             self._log.close()
 
 
+def identities_of(client: redis.Redis, child: Child) -> list[str]:
+    """The Sidekiq identities (``processes`` members) of ``child``'s pid."""
+    members: set[bytes] = client.smembers(keys.PROCESSES)  # type: ignore[assignment]
+    pid = str(child.process.pid)
+    return [m.decode() for m in members if m.decode().split(":")[1:2] == [pid]]
+
+
 def _wait_registered(client: redis.Redis, child: Child, identities: int) -> None:
     """Wait until ``identities`` Sidekiq identities of ``child``'s pid are in ``processes``."""
     deadline = time.monotonic() + READY_TIMEOUT
-    pid = str(child.process.pid)
     while True:
-        members: set[bytes] = client.smembers("processes")  # type: ignore[assignment]
-        mine = [m for m in members if m.decode().split(":")[1:2] == [pid]]
-        if len(mine) >= identities:
+        if len(identities_of(client, child)) >= identities:
             return
         if child.process.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(
@@ -279,6 +284,20 @@ class E2E:
         _wait_registered(self.redis, python, 2 if callbacks else 1)
         return python
 
+    def python_worker(self) -> Child:
+        """The (first) running ``patient-sidekiq run`` child."""
+        return next(c for c in self.children if c.name == "patient-sidekiq" and not c.exit_expected)
+
+    def wait_until(
+        self, condition: Callable[[], Any], what: str, timeout: float = READY_TIMEOUT
+    ) -> None:
+        """Poll ``condition`` until true; fail naming ``what`` (with the children's output)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting until {what}\n" + self.outputs())
+            time.sleep(0.05)
+
     def ruby(self, program: str, payload: dict[str, Any] | None = None) -> Any:
         """Run a Ruby program with Sidekiq's client API pointed at this stack's Redis.
 
@@ -291,17 +310,9 @@ class E2E:
 
     def ruby_script(self, script: Path, instructions: dict[str, Any]) -> Any:
         """Run a ``ruby_interop/`` script with JSON ``instructions`` (plus ``redis_url``)."""
-        result = subprocess.run(
-            [_which("ruby"), str(script)],
-            input=json.dumps({**instructions, "redis_url": self.redis_url}),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"{script.name} failed ({result.returncode}):\n{result.stderr}")
-        return json.loads(result.stdout.rstrip("\n").split("\n")[-1])
+        from tests.interop.conftest import run_ruby_args
+
+        return run_ruby_args([str(script)], {**instructions, "redis_url": self.redis_url})
 
     def outputs(self) -> str:
         """Every child's output tail, for a failure message."""

@@ -20,20 +20,15 @@ from typing import Any
 
 import pytest
 
-from tests.interop.e2e_harness import (
-    E2E,
-    MONITOR_SCRIPT,
-    READY_TIMEOUT,
-    REQUEST_QUEUE,
-    Child,
-    e2e_stack,
-)
+from patient_sidekiq import keys
+from tests.interop.e2e_harness import E2E, MONITOR_SCRIPT, REQUEST_QUEUE, Child, e2e_stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 
-INDEX = "sidekiq:patient_http:inflight_index"
-JOBS = "sidekiq:patient_http:inflight_jobs"
-PROCESSES = "sidekiq:patient_http:processes"
+INDEX = keys.INFLIGHT_INDEX
+JOBS = keys.INFLIGHT_JOBS
+PROCESSES = keys.GEM_PROCESSES
+QUEUE = keys.queue(REQUEST_QUEUE)
 SLOW_SECONDS = 2
 REQUESTS = 4
 # Short enough that a dead worker's requests are orphans within seconds.
@@ -55,15 +50,7 @@ def clean_state(stack: E2E) -> Iterator[None]:
             child.stop()
             child.exit_expected = True
             stack.children.remove(child)
-    stack.redis.delete(INDEX, JOBS, PROCESSES, f"queue:{REQUEST_QUEUE}")
-
-
-def _wait(condition: Any, what: str, stack: E2E, timeout: float = READY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}\n" + stack.outputs())
-        time.sleep(0.05)
+    stack.redis.delete(INDEX, JOBS, PROCESSES, QUEUE)
 
 
 def _tasks_of(stack: E2E, worker: Child) -> list[str]:
@@ -89,7 +76,9 @@ def _kill_mid_flight(stack: E2E, tag: str) -> tuple[list[dict[str, Any]], Child,
     """Start a worker, give it slow requests, SIGKILL it once all are in flight."""
     worker = stack.start_python(["-c", "10", *FAST_RECOVERY])
     enqueued = _slow_requests(stack, tag)
-    _wait(lambda: len(_tasks_of(stack, worker)) == REQUESTS, "every request is in flight", stack)
+    stack.wait_until(
+        lambda: len(_tasks_of(stack, worker)) == REQUESTS, "every request is in flight"
+    )
     tasks = _tasks_of(stack, worker)
     worker.kill()
     return enqueued, worker, tasks
@@ -106,9 +95,9 @@ def _assert_each_completed_once(stack: E2E, enqueued: list[dict[str, Any]], tag:
         assert record["body"] == "slow"
         assert record["callback_args"] == {"tag": tag, "n": n}
     # Everything settled: nothing in flight, nothing queued, and still one record each.
-    _wait(lambda: stack.redis.zcard(INDEX) == 0, "the in-flight index is empty", stack)
+    stack.wait_until(lambda: stack.redis.zcard(INDEX) == 0, "the in-flight index is empty")
     assert stack.redis.hlen(JOBS) == 0
-    assert stack.redis.llen(f"queue:{REQUEST_QUEUE}") == 0
+    assert stack.redis.llen(QUEUE) == 0
     assert stack.records(ids) == records
 
 
@@ -118,12 +107,11 @@ def test_a_ruby_sweep_recovers_a_killed_python_worker(stack: E2E) -> None:
     assert {task.split("/", 1)[1] for task in tasks} == {e["request_id"] for e in enqueued}
     job_of = {task: json.loads(stack.redis.hget(JOBS, task) or b"null") for task in tasks}
     assert {job["jid"] for job in job_of.values()} == {e["jid"] for e in enqueued}
-    marker = f"sidekiq:patient_http:processes:{process_id}:max_connections"
-    _wait(lambda: not stack.redis.exists(marker), "the dead worker's marker expired", stack)
-    _wait(
+    marker = keys.gem_process_max_connections(process_id)
+    stack.wait_until(lambda: not stack.redis.exists(marker), "the dead worker's marker expired")
+    stack.wait_until(
         lambda: stack.redis.zrangebyscore(INDEX, "-inf", time.time() * 1000 - 2500),
         "the requests are older than the threshold",
-        stack,
     )
     sweep = {"action": "sweep", "orphan_threshold": 2, "heartbeat_interval": 1}
 
@@ -132,12 +120,12 @@ def test_a_ruby_sweep_recovers_a_killed_python_worker(stack: E2E) -> None:
     assert first == {"pruned": [], "requeued": []}
     # ...until the Web tab (here: its Ruby computation) prunes the dead one.
     assert stack.ruby_script(MONITOR_SCRIPT, {"action": "web_tab"})["pruned"] == [process_id]
-    _wait(lambda: not stack.redis.exists("sidekiq:patient_http:gc_last_run"), "a new sweep", stack)
+    stack.wait_until(lambda: not stack.redis.exists(keys.GC_LAST_RUN), "a new sweep")
     second = stack.ruby_script(MONITOR_SCRIPT, sweep)
     assert sorted(item["task_id"] for item in second["requeued"]) == sorted(tasks)
     assert {item["jid"] for item in second["requeued"]} == {e["jid"] for e in enqueued}
     assert stack.redis.zcard(INDEX) == 0
-    assert stack.redis.llen(f"queue:{REQUEST_QUEUE}") == REQUESTS
+    assert stack.redis.llen(QUEUE) == REQUESTS
 
     stack.start_python()
     _assert_each_completed_once(stack, enqueued, "ruby-sweep")
@@ -158,8 +146,8 @@ def test_python_recovers_the_requests_of_a_killed_ruby_processor(stack: E2E) -> 
     enqueued = _slow_requests(stack, "ruby-died")
     # A Ruby processor fetched the jobs, registered them and died: its jobs are only in
     # the in-flight keys, and its max_connections marker has expired.
-    jobs = [raw.decode() for raw in stack.redis.lrange(f"queue:{REQUEST_QUEUE}", 0, -1)]
-    stack.redis.delete(f"queue:{REQUEST_QUEUE}")
+    jobs = [raw.decode() for raw in stack.redis.lrange(QUEUE, 0, -1)]
+    stack.redis.delete(QUEUE)
     process_id = "ruby-host:4242:00112233aabbccdd"
     registered = stack.ruby_script(
         MONITOR_SCRIPT,

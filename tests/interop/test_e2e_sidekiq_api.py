@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from tests.interop.e2e_harness import E2E, READY_TIMEOUT, REQUEST_QUEUE, Child, e2e_stack
+from patient_sidekiq import keys
+from tests.interop.e2e_harness import E2E, REQUEST_QUEUE, e2e_stack, identities_of
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 
@@ -82,23 +82,9 @@ def fresh(stack: E2E) -> None:
     stack.reset()
 
 
-def _worker(stack: E2E) -> Child:
-    return next(child for child in stack.children if child.name == "patient-sidekiq")
-
-
 def _identity(stack: E2E) -> str:
-    pid = str(_worker(stack).process.pid)
-    members: set[bytes] = stack.redis.smembers("processes")
-    [identity] = [m.decode() for m in members if m.decode().split(":")[1] == pid]
+    [identity] = identities_of(stack.redis, stack.python_worker())
     return identity
-
-
-def _wait(stack: E2E, condition: Callable[[], Any], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}\n" + stack.outputs())
-        time.sleep(0.05)
 
 
 def test_busy_page_shows_the_python_process_and_its_running_jobs(stack: E2E) -> None:
@@ -109,8 +95,7 @@ def test_busy_page_shows_the_python_process_and_its_running_jobs(stack: E2E) -> 
             for n in range(2)
         ]
     )
-    _wait(
-        stack,
+    stack.wait_until(
         lambda: stack.redis.hget(identity, "busy") == b"2",
         "a heartbeat reports both jobs busy",
         BEAT_TIMEOUT,
@@ -119,7 +104,7 @@ def test_busy_page_shows_the_python_process_and_its_running_jobs(stack: E2E) -> 
 
     [process] = [p for p in seen["processes"] if p["identity"] == identity]
     assert process["hostname"] == socket.gethostname()
-    assert process["pid"] == _worker(stack).process.pid
+    assert process["pid"] == stack.python_worker().process.pid
     assert process["tag"] == TAG
     assert process["labels"] == []
     assert process["queues"] == [REQUEST_QUEUE]
@@ -159,11 +144,9 @@ def test_retries_and_dead_jobs_filed_by_python_read_in_ruby(stack: E2E) -> None:
             ]
         },
     )  # fmt: skip
-    _wait(
-        stack,
-        lambda: stack.redis.zcard("retry") == 1 and stack.redis.zcard("dead") == 1,
+    stack.wait_until(
+        lambda: stack.redis.zcard(keys.RETRY) == 1 and stack.redis.zcard(keys.DEAD) == 1,
         "Python filed both jobs",
-        READY_TIMEOUT,
     )
     failed = stack.ruby(FAILED_JOBS)
 
@@ -194,10 +177,10 @@ def test_retries_and_dead_jobs_filed_by_python_read_in_ruby(stack: E2E) -> None:
     stack.ruby(FAILED_JOBS, {"retry_now": retried})
 
     def filed_again() -> bool:
-        raws: list[bytes] = stack.redis.zrange("retry", 0, -1)
+        raws: list[bytes] = stack.redis.zrange(keys.RETRY, 0, -1)
         return len(raws) == 1 and "retried_at" in json.loads(raws[0])
 
-    _wait(stack, filed_again, "Python filed the retried job again", READY_TIMEOUT)
+    stack.wait_until(filed_again, "Python filed the retried job again")
     [again] = stack.ruby(FAILED_JOBS)["retry"]
     assert again["jid"] == retried
     assert again["retry_count"] == 0
@@ -206,11 +189,10 @@ def test_retries_and_dead_jobs_filed_by_python_read_in_ruby(stack: E2E) -> None:
 
 
 def test_quiet_and_stop_from_ruby_reach_the_python_process(stack: E2E) -> None:
-    worker = _worker(stack)
+    worker = stack.python_worker()
     identity = stack.ruby(SIGNAL, {"pid": worker.process.pid, "signal": "quiet!"})
     assert identity == _identity(stack)
-    _wait(
-        stack,
+    stack.wait_until(
         lambda: stack.redis.hget(identity, "quiet") == b"true",
         "the process reports itself quiet",
         BEAT_TIMEOUT,
@@ -223,10 +205,10 @@ def test_quiet_and_stop_from_ruby_reach_the_python_process(stack: E2E) -> None:
     [pending] = stack.ruby_enqueue([{"url": stack.url("/echo"), "callback": "Interop::Recorder"}])
     stack.ruby(SIGNAL, {"pid": worker.process.pid, "signal": "stop!"})
     worker.exit_expected = True
-    _wait(stack, lambda: worker.process.poll() is not None, "the worker exits", BEAT_TIMEOUT)
+    stack.wait_until(lambda: worker.process.poll() is not None, "the worker exits", BEAT_TIMEOUT)
     assert worker.process.returncode == 0
     after = stack.ruby(BUSY_PAGE)
     assert identity not in [p["identity"] for p in after["processes"]]
     assert identity not in [w["process"] for w in after["work"]]
-    [job] = stack.redis.lrange(f"queue:{REQUEST_QUEUE}", 0, -1)
+    [job] = stack.redis.lrange(keys.queue(REQUEST_QUEUE), 0, -1)
     assert json.loads(job)["jid"] == pending["jid"]

@@ -9,23 +9,21 @@ Web tab does. Its numbers must equal what the requests imply, and what
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from patient_sidekiq import keys
+from patient_sidekiq.inflight import gem_process_id
 from tests.conftest import free_port
-from tests.interop.e2e_harness import E2E, MONITOR_SCRIPT, READY_TIMEOUT, ROOT, e2e_stack
+from tests.interop.e2e_harness import E2E, MONITOR_SCRIPT, ROOT, e2e_stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 
 CAPACITY = 40
-TOTALS = "sidekiq:patient_http:totals"
-INDEX = "sidekiq:patient_http:inflight_index"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +35,7 @@ def stack() -> Iterator[E2E]:
 @pytest.fixture(autouse=True)
 def fresh_totals(stack: E2E) -> None:
     stack.reset()
-    stack.redis.delete(TOTALS)
+    stack.redis.delete(keys.TOTALS)
 
 
 def _web_tab(stack: E2E) -> dict[str, Any]:
@@ -67,8 +65,8 @@ def _python_status(stack: E2E) -> dict[str, Any]:
 
 
 def _worker_key(stack: E2E) -> str:
-    worker = next(child for child in stack.children if child.name == "patient-sidekiq")
-    return f"{socket.gethostname().replace(':', '-').replace('/', '-')}:{worker.process.pid}"
+    """The Web tab's ``host:pid`` of the worker (its process id without the random part)."""
+    return gem_process_id(pid=stack.python_worker().process.pid).rsplit(":", 1)[0]
 
 
 def test_totals_match_the_requests_python_ran(stack: E2E) -> None:
@@ -114,10 +112,7 @@ def test_inflight_and_capacity_match_while_requests_run(stack: E2E) -> None:
     enqueued = stack.ruby_enqueue(
         [{"url": stack.url("/slow?seconds=3"), "callback": "Interop::Recorder"} for _ in range(3)]
     )
-    deadline = time.monotonic() + READY_TIMEOUT
-    while stack.redis.zcard(INDEX) < 3:
-        assert time.monotonic() < deadline, "the requests never got in flight\n" + stack.outputs()
-        time.sleep(0.05)
+    stack.wait_until(lambda: stack.redis.zcard(keys.INFLIGHT_INDEX) == 3, "3 requests in flight")
 
     busy = _web_tab(stack)
     python = _python_status(stack)
