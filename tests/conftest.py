@@ -16,7 +16,18 @@ from typing import Any
 import pytest
 import redis
 
-GOLDEN_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "golden.json"
+# The byte-exact vectors made by the real Ruby classes (the gem's bin/golden.rb), kept in the
+# repository so a clone tests without ../shared; tests/interop/test_golden_oracle.py checks them
+# against the real gem and scripts/refresh_golden regenerates them. Every test reads them here.
+GOLDEN_PATH = Path(__file__).resolve().parent / "golden" / "golden.json"
+
+
+def load_golden() -> dict[str, Any]:
+    """A fresh copy of the golden vectors (for module-level parametrisation; tests take the
+    ``golden`` fixture)."""
+    with GOLDEN_PATH.open(encoding="utf-8") as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
 
 
 def free_port() -> int:
@@ -136,7 +147,5 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def golden() -> dict[str, Any]:
-    """The byte-exact vectors produced by the real Ruby classes (../shared/golden)."""
-    with GOLDEN_PATH.open(encoding="utf-8") as handle:
-        data: dict[str, Any] = json.load(handle)
-    return data
+    """The byte-exact vectors produced by the real Ruby classes (tests/golden/golden.json)."""
+    return load_golden()

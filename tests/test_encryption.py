@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,9 +28,9 @@ from patient_sidekiq.errors import (
     MessageAuthenticationError,
     PlaintextFormatError,
 )
+from tests.conftest import load_golden
 
-GOLDEN_PATH = Path(__file__).resolve().parents[2] / "shared" / "golden" / "golden.json"
-GOLDEN: dict[str, Any] = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))
+GOLDEN: dict[str, Any] = load_golden()
 ENC: dict[str, Any] = GOLDEN["encryption"]
 FIXED = ENC["deterministic_vector(fixed IV 000102..0b)"]
 JSON_FORM = ENC["json_serialized_plaintext_vector(what AS>=7.1 :json serializer would emit)"]

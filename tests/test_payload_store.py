@@ -26,8 +26,8 @@ from patient_sidekiq.payload_store import (
     new_key,
 )
 from patient_sidekiq.redis_bridge import RedisBridge
+from tests.conftest import load_golden
 
-GOLDEN_PATH = Path(__file__).resolve().parents[2] / "shared" / "golden" / "golden.json"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 PAYLOAD = '{"status":200,"body":{"value":"é ✓ \\u0000"},"headers":{"b":"1","a":"2"}}'
 
@@ -132,7 +132,7 @@ async def test_redis_store_refuses_invalid_utf8(
 
 
 def _golden_stored_jobs() -> list[tuple[str, dict[str, Any]]]:
-    golden = json.loads(GOLDEN_PATH.read_text(encoding="utf-8"))
+    golden = load_golden()
     return [
         (name, entry)
         for name, entry in golden["jobs"].items()
