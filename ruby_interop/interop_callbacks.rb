@@ -1,10 +1,12 @@
 # frozen_string_literal: true
 
-# TEST STAND-IN for the interop tests (tests/interop/) -- NOT part of patient-sidekiq.
+# Test callbacks of the interop suite (tests/interop/) -- NOT part of patient-sidekiq.
 #
-# Ruby callback classes as an app using patient_http-sidekiq would write them. Each one
-# records what it received as one JSON object RPUSHed onto the Redis list
-# `interop:records`, so a pytest scenario can compare it with what it expected.
+# Ruby callback classes as an app using patient_http-sidekiq would write them, using only
+# the gem's public Response/Error API, so the real gem's CallbackWorker (gem_boot.rb) and
+# the stand-in's (patient_http_standin.rb) both call them. Each one records what it
+# received as one JSON object RPUSHed onto the Redis list `interop:records`, so a pytest
+# scenario can compare it with what it expected.
 
 require "json"
 require "sidekiq"
@@ -18,17 +20,33 @@ module Interop
     Sidekiq.redis { |r| r.rpush(RECORDS, JSON.generate(entry)) }
   end
 
+  def self.args_of(result)
+    args = result.callback_args
+    args.respond_to?(:as_json) ? args.as_json : args.to_h
+  end
+
+  # The class a callback reports: the wrapped exception's name for a request error (the
+  # gem's RequestError keeps it as "class_name"), else the error's own class.
+  def self.error_class_name(error)
+    return error.class_name if error.respond_to?(:class_name)
+    return error.as_json["class_name"] if defined?(PatientHttp::RequestError) && error.is_a?(PatientHttp::RequestError)
+
+    error.class.name
+  end
+
   def self.response_fields(response)
     body = response.body
     text = body&.dup&.force_encoding("UTF-8")
+    json_type = response.respond_to?(:json?) ? response.json? : true
     {
       "status" => response.status,
-      "headers" => response.headers,
+      "headers" => response.headers.to_h,
       "body" => text&.valid_encoding? ? text : nil,
       "body_base64" => body && [body].pack("m0"),
-      "json" => response.json,
+      "body_charset" => body&.encoding&.name,
+      "json" => json_type ? response.json : nil,
       "success" => response.success?,
-      "callback_args" => response.callback_args.to_h,
+      "callback_args" => args_of(response),
       "request_id" => response.request_id,
       "url" => response.url,
       "http_method" => response.http_method,
@@ -46,15 +64,15 @@ module Interop
     def on_error(error)
       entry = {
         "callback" => "on_error",
-        "class" => error.class_name,
+        "class" => Interop.error_class_name(error),
         "error_type" => error.error_type,
         "message" => error.message,
-        "callback_args" => error.callback_args.to_h,
+        "callback_args" => Interop.args_of(error),
         "request_id" => error.request_id,
         "url" => error.url,
         "http_method" => error.http_method,
-        "redirects" => error.redirects,
-        "response" => error.response && Interop.response_fields(error.response)
+        "redirects" => error.respond_to?(:redirects) ? error.redirects : nil,
+        "response" => (error.respond_to?(:response) && error.response) ? Interop.response_fields(error.response) : nil
       }
       Interop.record(entry)
     end

@@ -154,8 +154,8 @@ module PatientHttp
       end
     end
 
-    # What an on_complete callback receives (wire spec 4).
-    class Response
+    # What an on_complete callback receives (wire spec 4); named like the gem's class.
+    class ::PatientHttp::Response
       attr_reader :status, :headers, :body, :duration, :request_id, :url, :http_method,
         :callback_args, :redirects
 

@@ -1,12 +1,29 @@
-"""End-to-end interop harness: real Ruby ``sidekiq`` + ``patient-sidekiq run`` on one Redis.
+"""End-to-end interop harness: a real Ruby Sidekiq + ``patient-sidekiq run`` on one Redis.
 
 A scenario module builds one :class:`E2E` stack per module (``e2e_stack``): a private
 redis-server, the hypercorn test app (``tests/http_servers.py``) in a background thread, a
-real Ruby Sidekiq server booting ``ruby_interop/sidekiq_boot.rb`` (the patient_http-sidekiq
-test stand-in with ``PatientHttp::Sidekiq::CallbackWorker`` and ``Interop::Recorder``) and a
-``python -m patient_sidekiq run`` worker. Requests are enqueued by Ruby
-(``ruby_interop/enqueue.rb``) or by Python, and both sides' callbacks RPUSH one JSON record
-per result onto ``interop:records``; tests wait for records by request id (bounded poll).
+Ruby Sidekiq server working the Ruby callback queue, and a ``python -m patient_sidekiq run``
+worker. Requests are enqueued by Ruby or by Python, and both sides' callbacks RPUSH one
+JSON record per result onto ``interop:records``; tests wait for records by request id
+(bounded poll).
+
+The Ruby side (:class:`RubySide`, chosen once per session by :func:`ruby_side`):
+
+* REAL GEM (the default whenever it is built: ``tests.oracle.oracle_root()``): patient_http
+  1.3.0 + patient_http-sidekiq 1.0.1 in Sidekiq 7.3.10 from ``.oracle/``. The callback
+  server is Sidekiq 7.3.10 booting ``ruby_interop/gem_boot.rb`` (the oracle's boot file, the
+  gem's own CallbackWorker calling ``Interop::Recorder``); enqueueing is the gem's
+  ``PatientHttp::Sidekiq.execute`` (``ruby_interop/gem_enqueue.rb``); the Web-tab numbers
+  are read off the gem's rendered Web tab and the sweep is the gem's monitor-thread pass
+  (``ruby_interop/gem_task_monitor.rb``); :meth:`E2E.start_ruby_processor` runs the gem's
+  async processor (RequestWorker jobs) in a Sidekiq 7.3.10 server.
+* STAND-IN (only when the real gem is not built, e.g. a clone without ``../shared``):
+  Debian's Sidekiq 6.4 booting ``ruby_interop/sidekiq_boot.rb`` with the hand-written
+  stand-in (``patient_http_standin.rb``, ``enqueue.rb``, ``task_monitor.rb``). The suite says
+  so in its header, its summary and a warning. Under ``CI`` a missing real gem fails the
+  tests instead. Scenarios that need the gem's processor skip on the stand-in.
+
+``INTEROP_RUBY_SIDE=real|standin`` forces one side (``real`` without the gem fails).
 
 Imported by the worker too (``-r tests.interop.e2e_harness``): that registers
 ``Interop::PyRecorder``, the Python callback of the Ruby-to-Python scenarios.
@@ -19,6 +36,7 @@ Python process). Redis keys of the harness: ``interop:records``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -41,6 +59,10 @@ RUBY_DIR = ROOT / "ruby_interop"
 BOOT_FILE = RUBY_DIR / "sidekiq_boot.rb"
 ENQUEUE_SCRIPT = RUBY_DIR / "enqueue.rb"
 MONITOR_SCRIPT = RUBY_DIR / "task_monitor.rb"
+GEM_BOOT_FILE = RUBY_DIR / "gem_boot.rb"
+GEM_ENQUEUE_SCRIPT = RUBY_DIR / "gem_enqueue.rb"
+GEM_MONITOR_SCRIPT = RUBY_DIR / "gem_task_monitor.rb"
+SIDE_ENV = "INTEROP_RUBY_SIDE"
 RECORDS = "interop:records"
 REQUEST_QUEUE = "patient_http"
 RUBY_CALLBACK_QUEUE = "interop_callbacks"
@@ -112,6 +134,139 @@ class PyRecorder:
                 "response": None if response is None else _response_fields(response),
             }
         )
+
+
+# --- which Ruby side: the real gem, or the stand-in when the gem is not built -------------
+
+
+@dataclass(frozen=True)
+class RubySide:
+    """The Ruby programs the suite runs: the real gem (``oracle`` set) or the stand-in."""
+
+    oracle: Path | None
+    # Why this side was chosen (for the banner).
+    reason: str
+
+    @property
+    def real(self) -> bool:
+        """True for the real gem."""
+        return self.oracle is not None
+
+    @property
+    def name(self) -> str:
+        """``REAL GEM`` or ``STAND-IN``."""
+        return "REAL GEM" if self.real else "STAND-IN"
+
+    def banner(self) -> str:
+        """One line saying which Ruby side the end-to-end interop tests run against."""
+        if self.oracle is not None:
+            return (
+                "interop: Ruby side = REAL GEM (patient_http-sidekiq 1.0.1 in Sidekiq 7.3.10, "
+                f"{self.oracle})"
+            )
+        return (
+            f"interop: Ruby side = STAND-IN ({self.reason}; ruby_interop/ on Debian's "
+            "Sidekiq 6.4, not the gem)"
+        )
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a Ruby process of this side (the gem's load path first)."""
+        base = {**os.environ, **(extra or {})}
+        base.pop("REDIS_PROVIDER", None)  # would win over REDIS_URL in Sidekiq
+        if self.oracle is None:
+            return base
+        from tests.oracle import oracle_env
+
+        return oracle_env(self.oracle, base)
+
+    def sidekiq_argv(self, queues: Sequence[str], concurrency: int) -> list[str]:
+        """A Sidekiq server command working ``queues`` with this side's boot file."""
+        queue_args = [arg for queue in queues for arg in ("-q", queue)]
+        if self.oracle is None:
+            return [_which("sidekiq"), "-r", str(BOOT_FILE), *queue_args, "-c", str(concurrency)]
+        sidekiq = self.oracle / "vendor" / "sidekiq-7.3.10" / "bin" / "sidekiq"
+        return [
+            _which("ruby"), str(sidekiq), "-r", str(GEM_BOOT_FILE),
+            *queue_args, "-c", str(concurrency), "-t", "5",
+        ]  # fmt: skip
+
+    @property
+    def enqueue_script(self) -> Path:
+        """The Ruby enqueuer (same JSON in and out on both sides)."""
+        return GEM_ENQUEUE_SCRIPT if self.real else ENQUEUE_SCRIPT
+
+    def callback_env(self, encryption_keys: Sequence[str], payload_store: bool) -> dict[str, str]:
+        """Settings of the Ruby callback server: decryption keys, the Redis payload store."""
+        if self.oracle is None:
+            env = {"INTEROP_ENCRYPTION_KEYS": ",".join(encryption_keys)}
+            return env
+        env = {"ORACLE_PROCESSOR": "0", "ORACLE_CALLBACK_QUEUE": RUBY_CALLBACK_QUEUE}
+        if encryption_keys:
+            env["ORACLE_ENCRYPTION_KEY"] = json.dumps(list(encryption_keys))
+        if payload_store:
+            env["ORACLE_PAYLOAD_STORE"] = "redis"
+            env["ORACLE_PAYLOAD_STORE_NAME"] = "redis"
+        return env
+
+
+_USED: list[RubySide] = []
+
+
+@functools.cache
+def ruby_side() -> RubySide:
+    """The session's Ruby side: the real gem when it is built, else the stand-in.
+
+    ``INTEROP_RUBY_SIDE=real`` insists on the gem, ``standin`` forces the stand-in. Without
+    the gem under ``CI`` (and no explicit ``standin``) the caller fails: see
+    :func:`require_ruby_side`.
+    """
+    from tests.oracle import oracle_root
+
+    wanted = os.environ.get(SIDE_ENV, "").strip().lower()
+    if wanted not in ("", "real", "standin"):
+        raise ValueError(f"{SIDE_ENV} must be 'real' or 'standin', not {wanted!r}")
+    if wanted == "standin":
+        return RubySide(None, f"{SIDE_ENV}=standin")
+    root = oracle_root()
+    if root is not None:
+        return RubySide(root, "built")
+    return RubySide(None, "real gem not built")
+
+
+def require_ruby_side() -> RubySide:
+    """The session's Ruby side, for a test about to use it.
+
+    Fails when the real gem is wanted but missing: ``INTEROP_RUBY_SIDE=real``, or under
+    ``CI`` (a missing gem in CI is a failure, never a silent fallback). Otherwise a
+    stand-in run is announced with a warning.
+    """
+    import warnings
+
+    import pytest
+
+    side = ruby_side()
+    if not side.real and side.reason != f"{SIDE_ENV}=standin":
+        if os.environ.get(SIDE_ENV, "").strip().lower() == "real" or os.environ.get("CI"):
+            pytest.fail(
+                "interop: the real gem is not built (scripts/test builds ../shared/oracle into "
+                ".oracle/); under CI, or with INTEROP_RUBY_SIDE=real, the stand-in is no "
+                "substitute"
+            )
+    if not _USED:
+        _USED.append(side)
+        if not side.real:
+            warnings.warn(side.banner(), stacklevel=2)
+    return side
+
+
+def ruby_side_used() -> RubySide | None:
+    """The Ruby side the end-to-end tests of this session ran against (None: none ran)."""
+    return _USED[0] if _USED else None
+
+
+def ruby_side_banner() -> str:
+    """The banner of the side this session would use (for the pytest header)."""
+    return ruby_side().banner()
 
 
 # --- processes --------------------------------------------------------------------------
@@ -191,12 +346,11 @@ def _which(name: str) -> str:
     return require_binary(name)
 
 
-def start_ruby_sidekiq(redis_url: str, env: dict[str, str]) -> Child:
-    """A real ``sidekiq`` (Debian 6.4) working the Ruby callback queue with the stand-in."""
-    full_env = {**os.environ, "REDIS_URL": redis_url, **env}
-    full_env.pop("REDIS_PROVIDER", None)  # would win over REDIS_URL in Sidekiq 6.4
-    argv = [_which("sidekiq"), "-r", str(BOOT_FILE), "-q", RUBY_CALLBACK_QUEUE, "-c", "5"]
-    return Child("sidekiq", argv, full_env, RUBY_DIR)
+def start_ruby_sidekiq(side: RubySide, redis_url: str, env: dict[str, str]) -> Child:
+    """A real Ruby Sidekiq server working the Ruby callback queue (see :class:`RubySide`)."""
+    full_env = side.env({"REDIS_URL": redis_url, "ORACLE_REDIS_URL": redis_url, **env})
+    argv = side.sidekiq_argv([RUBY_CALLBACK_QUEUE], 5)
+    return Child("ruby-sidekiq", argv, full_env, RUBY_DIR)
 
 
 def start_python_worker(redis_url: str, options: Sequence[str]) -> Child:
@@ -261,11 +415,12 @@ def background_http_server() -> Iterator[str]:
 
 @dataclass
 class E2E:
-    """One running stack: Redis, HTTP server, Ruby sidekiq, Python worker."""
+    """One running stack: Redis, HTTP server, Ruby Sidekiq, Python worker."""
 
     redis_url: str
     http_url: str
     redis: redis.Redis
+    side: RubySide
     children: list[Child] = field(default_factory=list)
 
     def url(self, path: str) -> str:
@@ -303,16 +458,102 @@ class E2E:
 
         ``program`` starts after the preamble of ``tests.interop.conftest.SIDEKIQ_CLIENT``
         (``input`` is ``payload`` plus ``"url"``); its last stdout line is parsed as JSON.
+        The Sidekiq is the Ruby side's: 7.3.10 with the real gem, Debian's 6.4 otherwise.
         """
         from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
 
-        return run_ruby(SIDEKIQ_CLIENT + program, {**(payload or {}), "url": self.redis_url})
+        payload = {**(payload or {}), "url": self.redis_url}
+        return run_ruby(SIDEKIQ_CLIENT + program, payload, self.side.env())
 
     def ruby_script(self, script: Path, instructions: dict[str, Any]) -> Any:
         """Run a ``ruby_interop/`` script with JSON ``instructions`` (plus ``redis_url``)."""
         from tests.interop.conftest import run_ruby_args
 
-        return run_ruby_args([str(script)], {**instructions, "redis_url": self.redis_url})
+        payload = {**instructions, "redis_url": self.redis_url}
+        return run_ruby_args([str(script)], payload, self.side.env())
+
+    def web_tab(self) -> dict[str, Any]:
+        """The gem's Web-tab numbers computed by Ruby from what is in Redis now.
+
+        ``totals`` (Stats#get_totals), ``avg_duration``, ``max_capacity``,
+        ``current_inflight``, ``utilization``, ``processes`` (``host:pid`` ->
+        ``{inflight, max_capacity}``) and ``pruned`` (process ids dropped because their
+        max_connections key expired). With the real gem the figures are read off the
+        rendered tab (``page``: everything it shows); the stand-in computes them.
+        """
+        if not self.side.real:
+            tab: dict[str, Any] = self.ruby_script(MONITOR_SCRIPT, {"action": "web_tab"})
+            return {**tab, "page": None}
+        answer = self.ruby_script(GEM_MONITOR_SCRIPT, {"action": "web_tab"})
+        page = answer["page"]
+        return {
+            "totals": answer["totals"],
+            "avg_duration": page["avg_duration"],
+            "max_capacity": page["max_capacity"],
+            "current_inflight": page["current_inflight"],
+            "utilization": page["utilization"],
+            "processes": {
+                key: {"inflight": p["inflight"], "max_capacity": p["max_capacity"]}
+                for key, p in page["processes"].items()
+            },
+            "pruned": answer["pruned"],
+            "page": page,
+        }
+
+    def sweep(self, *, orphan_threshold: float, heartbeat_interval: float) -> dict[str, Any]:
+        """One orphan sweep by Ruby (the gem's monitor-thread pass, or the stand-in's).
+
+        Answers ``requeued_task_ids`` (sorted) and ``requeued_jids`` (sorted).
+        """
+        instructions = {
+            "action": "sweep",
+            "orphan_threshold": orphan_threshold,
+            "heartbeat_interval": heartbeat_interval,
+        }
+        if not self.side.real:
+            done = self.ruby_script(MONITOR_SCRIPT, instructions)
+            return {
+                "requeued_task_ids": sorted(item["task_id"] for item in done["requeued"]),
+                "requeued_jids": sorted(item["jid"] for item in done["requeued"]),
+            }
+        done = self.ruby_script(GEM_MONITOR_SCRIPT, instructions)
+        return {
+            "requeued_task_ids": done["requeued_task_ids"],
+            "requeued_jids": sorted(item["jid"] for item in done["pushed"]),
+        }
+
+    def start_ruby_processor(
+        self,
+        *,
+        queue: str,
+        callback_queue: str,
+        config: dict[str, Any] | None = None,
+        encryption_keys: Sequence[str] = (),
+    ) -> Child:
+        """The real gem's async processor in a Sidekiq 7.3.10 server (real gem side only).
+
+        It works ``queue`` (RequestWorker jobs) and pushes CallbackWorker jobs to
+        ``callback_queue``; ``config`` is PatientHttp::Sidekiq configuration
+        (``ORACLE_CONFIG_JSON``). Returned once its Sidekiq process is registered.
+        """
+        import pytest
+
+        if not self.side.real:
+            pytest.skip("needs the real gem's processor (the stand-in has none)")
+        env = {
+            "REDIS_URL": self.redis_url,
+            "ORACLE_REDIS_URL": self.redis_url,
+            "ORACLE_REQUEST_QUEUE": queue,
+            "ORACLE_CALLBACK_QUEUE": callback_queue,
+            "ORACLE_CONFIG_JSON": json.dumps(config or {}),
+        }
+        if encryption_keys:
+            env["ORACLE_ENCRYPTION_KEY"] = json.dumps(list(encryption_keys))
+        argv = self.side.sidekiq_argv([queue], 5)
+        child = Child("ruby-processor", argv, self.side.env(env), RUBY_DIR)
+        self.children.append(child)
+        _wait_registered(self.redis, child, 1)
+        return child
 
     def outputs(self) -> str:
         """Every child's output tail, for a failure message."""
@@ -325,14 +566,15 @@ class E2E:
         encryption_keys: Sequence[str] = (),
         payload_threshold: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Enqueue with ``ruby_interop/enqueue.rb``; return its ``{request_id, jid, data}``s."""
+        """Enqueue from Ruby (the gem's ``PatientHttp::Sidekiq.execute``, or the stand-in's);
+        return its ``{request_id, jid, data}``s."""
         instructions = {
             "queue": REQUEST_QUEUE,
             "encryption_keys": list(encryption_keys),
             "payload_threshold": payload_threshold,
             "requests": list(requests),
         }
-        enqueued: list[dict[str, Any]] = self.ruby_script(ENQUEUE_SCRIPT, instructions)
+        enqueued: list[dict[str, Any]] = self.ruby_script(self.side.enqueue_script, instructions)
         return enqueued
 
     def reset(self) -> None:
@@ -393,17 +635,21 @@ class E2E:
 def e2e_stack(
     *,
     python_options: Sequence[str] | None = (),
-    ruby_env: dict[str, str] | None = None,
+    ruby_encryption_keys: Sequence[str] = (),
+    ruby_payload_store: bool = False,
     python_callbacks: bool = False,
 ) -> Iterator[E2E]:
-    """Start a private Redis, the HTTP server, Ruby sidekiq and the Python worker.
+    """Start a private Redis, the HTTP server, the Ruby Sidekiq and the Python worker.
 
     ``python_options=None`` starts no Python worker (the test starts its own with
     :meth:`E2E.start_python`). ``python_callbacks`` loads ``Interop::PyRecorder`` into the
-    worker (which then also runs its Python callback launcher). Everything is stopped and
-    reaped on exit.
+    worker (which then also runs its Python callback launcher). ``ruby_encryption_keys``
+    and ``ruby_payload_store`` configure the Ruby callback server (decryption keys, the
+    ``redis`` payload store). Everything is stopped and reaped on exit.
     """
     from tests.conftest import RedisServer
+
+    side = require_ruby_side()
 
     with tempfile.TemporaryDirectory(prefix="interop-e2e-") as directory:
         server = RedisServer(Path(directory))
@@ -411,9 +657,10 @@ def e2e_stack(
         client = redis.Redis.from_url(server.url)
         try:
             with background_http_server() as http_url:
-                stack = E2E(server.url, http_url, client)
+                stack = E2E(server.url, http_url, client, side)
                 try:
-                    ruby = start_ruby_sidekiq(server.url, ruby_env or {})
+                    ruby_env = side.callback_env(ruby_encryption_keys, ruby_payload_store)
+                    ruby = start_ruby_sidekiq(side, server.url, ruby_env)
                     stack.children.append(ruby)
                     if python_options is not None:
                         stack.start_python(python_options, callbacks=python_callbacks)

@@ -30,8 +30,9 @@ def stack() -> Iterator[E2E]:
         "--payload-store", "redis=redis",
         "--payload-store-threshold", "1000",
     ]  # fmt: skip
-    ruby_env = {"INTEROP_ENCRYPTION_KEYS": f"{NEW},{OLD}"}
-    with e2e_stack(python_options=options, ruby_env=ruby_env) as running:
+    with e2e_stack(
+        python_options=options, ruby_encryption_keys=[NEW, OLD], ruby_payload_store=True
+    ) as running:
         yield running
 
 

@@ -62,7 +62,7 @@ def test_get_and_post_json_reach_the_ruby_callback(stack: E2E) -> None:
     got = records[get["request_id"]]
     assert got["runtime"] == "ruby"
     assert got["callback"] == "on_complete"
-    assert got["class"] == "PatientHttp::Sidekiq::Response"
+    assert got["class"] == "PatientHttp::Response"
     assert got["status"] == 200
     assert got["success"] is True
     assert got["headers"]["content-type"] == "application/json"

@@ -35,10 +35,12 @@ processes = Sidekiq::ProcessSet.new.map do |p|
    "started_at" => p["started_at"], "beat" => p["beat"], "version" => p["version"]}
 end
 work = Sidekiq::Workers.new.map do |process_id, thread_id, w|
-  payload = w["payload"].is_a?(String) ? JSON.parse(w["payload"]) : w["payload"]
+  # Sidekiq 6.4 yields a Hash, 7.x a Sidekiq::Work
+  payload, queue, run_at = w.is_a?(Hash) ? [w["payload"], w["queue"], w["run_at"]] : [w.payload, w.queue, w.run_at.to_f]
+  payload = JSON.parse(payload) if payload.is_a?(String)
   record = Sidekiq::JobRecord.new(payload)
-  {"process" => process_id, "thread" => thread_id, "queue" => w["queue"],
-   "run_at" => w["run_at"], "class" => record.display_class, "jid" => record.jid,
+  {"process" => process_id, "thread" => thread_id, "queue" => queue,
+   "run_at" => run_at, "class" => record.display_class, "jid" => record.jid,
    "args" => record.display_args}
 end
 puts JSON.generate({"processes" => processes, "work" => work, "size" => Sidekiq::Workers.new.size})
