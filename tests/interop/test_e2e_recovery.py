@@ -2,11 +2,12 @@
 
 ``patient-sidekiq run`` is killed with SIGKILL while its requests are in flight (the HTTP
 app holds them in ``/slow``). What it leaves in ``sidekiq:patient_http:*`` is then swept
-either by Ruby (``ruby_interop/task_monitor.rb``: the gem's Web-tab pruning, its sweep
-with the atomic Lua check-and-remove and a normal Sidekiq push) or by another Python
-process, and the requests complete with exactly one Ruby callback each. The last scenario
-turns it around: a Ruby processor that died mid-request (its in-flight keys written by the
-Ruby stand-in) is recovered by Python.
+either by Ruby (the gem's Web tab, which prunes the dead process id, and the gem's
+monitor-thread sweep with its atomic Lua check-and-remove and a normal Sidekiq push; see
+``E2E.web_tab``/``E2E.sweep``) or by another Python process, and the requests complete with
+exactly one Ruby callback each. The last scenario turns it around: the real gem's processor
+is killed with SIGKILL mid-request (on the stand-in: its in-flight keys are written by
+``task_monitor.rb register``) and Python recovers its requests.
 
 No Python worker runs between tests: each test starts the ones it needs and stops them.
 """
@@ -21,7 +22,14 @@ from typing import Any
 import pytest
 
 from patient_sidekiq import keys
-from tests.interop.e2e_harness import E2E, MONITOR_SCRIPT, REQUEST_QUEUE, Child, e2e_stack
+from tests.interop.e2e_harness import (
+    E2E,
+    MONITOR_SCRIPT,
+    REQUEST_QUEUE,
+    RUBY_CALLBACK_QUEUE,
+    Child,
+    e2e_stack,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 
@@ -113,17 +121,16 @@ def test_a_ruby_sweep_recovers_a_killed_python_worker(stack: E2E) -> None:
         lambda: stack.redis.zrangebyscore(INDEX, "-inf", time.time() * 1000 - 2500),
         "the requests are older than the threshold",
     )
-    sweep = {"action": "sweep", "orphan_threshold": 2, "heartbeat_interval": 1}
 
     # The gem's sweep alone skips every process id still in the processes set...
-    first = stack.ruby_script(MONITOR_SCRIPT, sweep)
-    assert first == {"pruned": [], "requeued": []}
-    # ...until the Web tab (here: its Ruby computation) prunes the dead one.
-    assert stack.ruby_script(MONITOR_SCRIPT, {"action": "web_tab"})["pruned"] == [process_id]
+    first = stack.sweep(orphan_threshold=2, heartbeat_interval=1)
+    assert first == {"requeued_task_ids": [], "requeued_jids": []}
+    # ...until the Web tab prunes the dead one.
+    assert stack.web_tab()["pruned"] == [process_id]
     stack.wait_until(lambda: not stack.redis.exists(keys.GC_LAST_RUN), "a new sweep")
-    second = stack.ruby_script(MONITOR_SCRIPT, sweep)
-    assert sorted(item["task_id"] for item in second["requeued"]) == sorted(tasks)
-    assert {item["jid"] for item in second["requeued"]} == {e["jid"] for e in enqueued}
+    second = stack.sweep(orphan_threshold=2, heartbeat_interval=1)
+    assert second["requeued_task_ids"] == sorted(tasks)
+    assert second["requeued_jids"] == sorted(e["jid"] for e in enqueued)
     assert stack.redis.zcard(INDEX) == 0
     assert stack.redis.llen(QUEUE) == REQUESTS
 
@@ -143,19 +150,35 @@ def test_another_python_process_recovers_a_killed_python_worker(stack: E2E) -> N
 
 
 def test_python_recovers_the_requests_of_a_killed_ruby_processor(stack: E2E) -> None:
-    enqueued = _slow_requests(stack, "ruby-died")
-    # A Ruby processor fetched the jobs, registered them and died: its jobs are only in
-    # the in-flight keys, and its max_connections marker has expired.
-    jobs = [raw.decode() for raw in stack.redis.lrange(QUEUE, 0, -1)]
-    stack.redis.delete(QUEUE)
-    process_id = "ruby-host:4242:00112233aabbccdd"
-    registered = stack.ruby_script(
-        MONITOR_SCRIPT,
-        {"action": "register", "process_id": process_id, "jobs": jobs, "alive": False, "age": 30},
-    )
-    assert sorted(registered["task_ids"]) == sorted(
-        f"{process_id}/{e['request_id']}" for e in enqueued
-    )
+    if stack.side.real:
+        # The real gem's processor takes the jobs, registers them in flight and is killed:
+        # its jobs are only in the in-flight keys, and its max_connections marker expires.
+        ruby = stack.start_ruby_processor(
+            queue=REQUEST_QUEUE,
+            callback_queue=RUBY_CALLBACK_QUEUE,
+            config={"heartbeat_interval": 1, "orphan_threshold": 2, "max_connections": 10},
+        )
+        enqueued = _slow_requests(stack, "ruby-died")
+        stack.wait_until(
+            lambda: len(_tasks_of(stack, ruby)) == REQUESTS, "the gem runs every request"
+        )
+        process_id = _tasks_of(stack, ruby)[0].split("/")[0]
+        ruby.kill()
+        assert stack.redis.llen(QUEUE) == 0
+    else:
+        # The stand-in has no processor: write what a dead Ruby processor leaves behind.
+        enqueued = _slow_requests(stack, "ruby-died")
+        jobs = [raw.decode() for raw in stack.redis.lrange(QUEUE, 0, -1)]
+        stack.redis.delete(QUEUE)
+        process_id = "ruby-host:4242:00112233aabbccdd"
+        registered = stack.ruby_script(
+            MONITOR_SCRIPT,
+            {"action": "register", "process_id": process_id, "jobs": jobs, "alive": False,
+             "age": 30},
+        )  # fmt: skip
+        assert sorted(registered["task_ids"]) == sorted(
+            f"{process_id}/{e['request_id']}" for e in enqueued
+        )
 
     stack.start_python(FAST_RECOVERY)
     _assert_each_completed_once(stack, enqueued, "ruby-died")

@@ -66,6 +66,10 @@ def test_get_and_post_json_reach_the_ruby_callback(stack: E2E) -> None:
     assert got["status"] == 200
     assert got["success"] is True
     assert got["headers"]["content-type"] == "application/json"
+    # The gem's HTTP/1 stack (protocol-http1) consumes the framing headers: a Ruby app
+    # never sees content-length or transfer-encoding in response.headers.
+    assert "content-length" not in got["headers"]
+    assert "transfer-encoding" not in got["headers"]
     assert got["url"] == stack.url("/echo?a=1&b=x+y")
     assert got["http_method"] == "get"
     assert got["redirects"] == []
@@ -77,6 +81,9 @@ def test_get_and_post_json_reach_the_ruby_callback(stack: E2E) -> None:
     assert sent["x-custom"] == "hello"
     assert sent["x-request-id"] == get["request_id"]
     assert sent["user-agent"] == "PatientHttp"
+    assert sent["accept-encoding"] == "gzip, identity"
+    # The gem sends content-length: 0 on a request without a body.
+    assert sent["content-length"] == "0"
 
     posted = records[post["request_id"]]
     assert posted["callback"] == "on_complete"
@@ -85,6 +92,7 @@ def test_get_and_post_json_reach_the_ruby_callback(stack: E2E) -> None:
     assert posted["json"]["method"] == "POST"
     assert json.loads(posted["json"]["body"].encode("latin-1")) == {"name": "café", "n": 7}
     assert _echo_headers(posted)["content-type"] == "application/json; charset=utf-8"
+    assert _echo_headers(posted)["content-length"] == str(len(posted["json"]["body"].encode("latin-1")))
 
 
 def test_404_goes_to_on_complete_or_on_error_by_raise_error_responses(stack: E2E) -> None:
@@ -128,7 +136,8 @@ def test_404_goes_to_on_complete_or_on_error_by_raise_error_responses(stack: E2E
 
 
 def test_connection_refused_goes_to_on_error(stack: E2E) -> None:
-    url = f"http://127.0.0.1:{free_port()}/nothing-here"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/nothing-here"
     [refused] = stack.ruby_enqueue(
         [{"method": "delete", "url": url, "callback": "Interop::Recorder",
           "callback_args": {"id": 9}}]
@@ -136,8 +145,9 @@ def test_connection_refused_goes_to_on_error(stack: E2E) -> None:
     record = stack.record(refused["request_id"])
     assert record["callback"] == "on_error"
     assert record["error_type"] == "connection"
-    assert record["class"]
-    assert record["message"]
+    # What the gem reports (Ruby's exception, as an async-http connect raises it).
+    assert record["class"] == "Errno::ECONNREFUSED"
+    assert record["message"] == f"Connection refused - connect(2) for 127.0.0.1:{port}"
     assert record["url"] == url
     assert record["http_method"] == "delete"
     assert record["callback_args"] == {"id": 9}

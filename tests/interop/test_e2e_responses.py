@@ -204,6 +204,9 @@ def test_too_many_redirects_and_a_loop_are_redirect_errors(stack: E2E) -> None:
     assert too_many["class"] == "PatientHttp::TooManyRedirectsError"
     assert too_many["error_type"] == "redirect"
     assert too_many["callback_args"] == {"k": "many"}
+    assert too_many["message"] == (
+        f"Too many redirects (3) while requesting GET {stack.url('/redirect/5')}"
+    )
     assert too_many["response"] is None
     # The gem reports the Location header as sent (relative here), not the resolved URL.
     assert too_many["url"] == "/redirect/2"
@@ -214,6 +217,9 @@ def test_too_many_redirects_and_a_loop_are_redirect_errors(stack: E2E) -> None:
     assert loop["error_type"] == "redirect"
     assert loop["callback_args"] == {"k": "loop"}
     assert loop["url"] == stack.url("/loop")
+    assert loop["message"] == (
+        f"Recursive redirect detected: {stack.url('/loop')} was already visited in redirect chain"
+    )
     assert loop["redirects"] == [stack.url("/loop"), stack.url("/loop/b")]
 
 
@@ -225,11 +231,16 @@ def test_timeout_and_oversized_response_are_request_errors(stack: E2E) -> None:
     )
     assert slow["callback"] == "on_error"
     assert slow["error_type"] == "timeout"
-    assert slow["class"]
+    # What the gem reports: the async reactor's timeout.
+    assert slow["class"] == "Async::TimeoutError"
+    assert slow["message"] == "execution expired"
     assert slow["url"] == stack.url("/slow?seconds=5")
     assert slow["response"] is None
 
     assert oversized["callback"] == "on_error"
     assert oversized["error_type"] == "response_too_large"
-    assert oversized["class"]
+    assert oversized["class"] == "PatientHttp::ResponseTooLargeError"
+    assert oversized["message"] == (
+        f"Response body size exceeded maximum allowed size ({MAX_RESPONSE_SIZE} bytes)"
+    )
     assert oversized["response"] is None
