@@ -24,6 +24,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if used is not None:
         terminalreporter.write_line(used.banner(), yellow=not used.real, bold=True)
 
+
 SIDEKIQ_CLIENT = """
 require "json"
 require "sidekiq"

@@ -198,8 +198,7 @@ class RubySide:
     def callback_env(self, encryption_keys: Sequence[str], payload_store: bool) -> dict[str, str]:
         """Settings of the Ruby callback server: decryption keys, the Redis payload store."""
         if self.oracle is None:
-            env = {"INTEROP_ENCRYPTION_KEYS": ",".join(encryption_keys)}
-            return env
+            return {"INTEROP_ENCRYPTION_KEYS": ",".join(encryption_keys)}
         env = {"ORACLE_PROCESSOR": "0", "ORACLE_CALLBACK_QUEUE": RUBY_CALLBACK_QUEUE}
         if encryption_keys:
             env["ORACLE_ENCRYPTION_KEY"] = json.dumps(list(encryption_keys))
@@ -245,13 +244,13 @@ def require_ruby_side() -> RubySide:
     import pytest
 
     side = ruby_side()
-    if not side.real and side.reason != f"{SIDE_ENV}=standin":
-        if os.environ.get(SIDE_ENV, "").strip().lower() == "real" or os.environ.get("CI"):
-            pytest.fail(
-                "interop: the real gem is not built (scripts/test builds ../shared/oracle into "
-                ".oracle/); under CI, or with INTEROP_RUBY_SIDE=real, the stand-in is no "
-                "substitute"
-            )
+    wanted = os.environ.get(SIDE_ENV, "").strip().lower()
+    if not side.real and wanted != "standin" and (wanted == "real" or os.environ.get("CI")):
+        pytest.fail(
+            "interop: the real gem is not built (scripts/test builds ../shared/oracle into "
+            ".oracle/); under CI, or with INTEROP_RUBY_SIDE=real, the stand-in is no "
+            "substitute"
+        )
     if not _USED:
         _USED.append(side)
         if not side.real:
@@ -529,12 +528,15 @@ class E2E:
         callback_queue: str,
         config: dict[str, Any] | None = None,
         encryption_keys: Sequence[str] = (),
+        payload_threshold: int | None = None,
     ) -> Child:
         """The real gem's async processor in a Sidekiq 7.3.10 server (real gem side only).
 
         It works ``queue`` (RequestWorker jobs) and pushes CallbackWorker jobs to
         ``callback_queue``; ``config`` is PatientHttp::Sidekiq configuration
-        (``ORACLE_CONFIG_JSON``). Returned once its Sidekiq process is registered.
+        (``ORACLE_CONFIG_JSON``), ``encryption_keys`` its keys (the first encrypts) and
+        ``payload_threshold`` turns on the ``redis`` payload store with that threshold.
+        Returned once its Sidekiq process is registered.
         """
         import pytest
 
@@ -549,6 +551,10 @@ class E2E:
         }
         if encryption_keys:
             env["ORACLE_ENCRYPTION_KEY"] = json.dumps(list(encryption_keys))
+        if payload_threshold is not None:
+            env["ORACLE_PAYLOAD_STORE"] = "redis"
+            env["ORACLE_PAYLOAD_STORE_NAME"] = "redis"
+            env["ORACLE_PAYLOAD_THRESHOLD"] = str(payload_threshold)
         argv = self.side.sidekiq_argv([queue], 5)
         child = Child("ruby-processor", argv, self.side.env(env), RUBY_DIR)
         self.children.append(child)

@@ -92,7 +92,8 @@ def test_get_and_post_json_reach_the_ruby_callback(stack: E2E) -> None:
     assert posted["json"]["method"] == "POST"
     assert json.loads(posted["json"]["body"].encode("latin-1")) == {"name": "café", "n": 7}
     assert _echo_headers(posted)["content-type"] == "application/json; charset=utf-8"
-    assert _echo_headers(posted)["content-length"] == str(len(posted["json"]["body"].encode("latin-1")))
+    sent_body = posted["json"]["body"].encode("latin-1")
+    assert _echo_headers(posted)["content-length"] == str(len(sent_body))
 
 
 def test_404_goes_to_on_complete_or_on_error_by_raise_error_responses(stack: E2E) -> None:

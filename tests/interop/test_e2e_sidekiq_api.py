@@ -36,7 +36,8 @@ processes = Sidekiq::ProcessSet.new.map do |p|
 end
 work = Sidekiq::Workers.new.map do |process_id, thread_id, w|
   # Sidekiq 6.4 yields a Hash, 7.x a Sidekiq::Work
-  payload, queue, run_at = w.is_a?(Hash) ? [w["payload"], w["queue"], w["run_at"]] : [w.payload, w.queue, w.run_at.to_f]
+  payload, queue, run_at =
+    w.is_a?(Hash) ? [w["payload"], w["queue"], w["run_at"]] : [w.payload, w.queue, w.run_at.to_f]
   payload = JSON.parse(payload) if payload.is_a?(String)
   record = Sidekiq::JobRecord.new(payload)
   {"process" => process_id, "thread" => thread_id, "queue" => queue,
