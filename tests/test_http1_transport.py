@@ -400,7 +400,7 @@ async def test_direct_path_writes_host_and_content_length_like_httpx(
         for method, body, length in (
             ("post", "b" * 5, "5"),
             ("put", None, "0"),
-            ("get", None, None),
+            ("get", None, "0"),  # the gem's HTTP/1 client states an empty body too
         ):
             request = Request.build(method, http_server.url("/echo"), body=body)
             response = await execute(sharded, HttpSettings(), request, request_id="r")

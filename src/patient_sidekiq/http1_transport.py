@@ -56,7 +56,6 @@ _MAX_HEADER_SIZE: Final = 100 * 1024
 _SWEEP_INTERVAL: Final = 1.0
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})  # httpx sends content-length: 0
 _INF: Final = float("inf")
 
 _Origin = tuple[str, str, int]
@@ -140,8 +139,9 @@ class H11Transport(httpx.AsyncBaseTransport):
         """
         method_name = method.upper()
         fields = [("host", target.host_header), *headers]
-        if body is not None or method_name in _BODY_METHODS:
-            fields.append(("content-length", str(len(body or b""))))
+        # Every request states its length, an empty body too ("content-length: 0"), as
+        # the gem's HTTP/1 client writes it; servers and signatures may see the difference.
+        fields.append(("content-length", str(len(body or b""))))
         try:
             event = h11.Request(method=method_name, target=target.path, headers=fields)
         except h11.LocalProtocolError as exc:
@@ -269,10 +269,13 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     @staticmethod
     def _encode(request: httpx.Request) -> tuple[h11.Request, bytes]:
+        headers = request.headers.raw
+        if "content-length" not in request.headers and "transfer-encoding" not in request.headers:
+            headers = [*headers, (b"content-length", b"0")]  # as in send(): the gem's way
         event = h11.Request(
             method=request.method.encode("ascii"),
             target=request.url.raw_path,
-            headers=request.headers.raw,
+            headers=headers,
         )
         return event, request.content
 

@@ -25,11 +25,8 @@ Touches no Redis keys.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import ssl
-import sys
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +50,7 @@ from .http_transport import ResponseTooLargeError, ShardedTransport, joined_head
 from .payload import Payload
 from .request import HeaderValue, Request, form_component, merge_query, param_text
 from .response import Response
+from .ruby_errors import ruby_error, ruby_error_type
 
 __all__ = [
     "ExecutionResult",
@@ -80,9 +78,13 @@ ExecutionResult = Response | RequestError | HttpError | RedirectError
 class SecretNotFoundError(PatientSidekiqError):
     """Raised inside :func:`execute` when a request names a secret that is not registered."""
 
+    ruby_class_name = "PatientHttp::SecretManager::SecretNotFoundError"
+
 
 class PreprocessorNotFoundError(PatientSidekiqError):
     """Raised inside :func:`execute` when a request names an unregistered preprocessor."""
+
+    ruby_class_name = "PatientHttp::RequestPreparer::PreprocessorNotFoundError"
 
 
 @dataclass
@@ -228,72 +230,9 @@ async def execute(
         return response
 
 
-def classify_error(exc: BaseException) -> str:
+def classify_error(exc: BaseException, url: str = "") -> str:
     """Return the gem's ``error_type`` for an exception raised while executing a request."""
-    if isinstance(exc, ResponseTooLargeError):
-        return "response_too_large"
-    if isinstance(exc, trio.TooSlowError | httpx.TimeoutException | TimeoutError):
-        return "timeout"
-    if any(isinstance(link, _SSL_ERRORS) for link in _chain(exc)):
-        return "ssl"
-    if isinstance(exc, httpx.TransportError) and not isinstance(
-        exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
-    ):
-        return "connection"
-    if isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError):
-        return "connection"
-    return "unknown"
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def _system_errno(exc: BaseException) -> int | None:
-    """The errno of the operating-system error behind ``exc``, if there is exactly one.
-
-    httpx wraps it (ConnectError ← OSError ← ExceptionGroup of one error per address tried).
-    """
-    found: set[int] = set()
-    for link in _chain(exc):
-        leaves = link.exceptions if isinstance(link, BaseExceptionGroup) else (link,)
-        found |= {leaf.errno for leaf in leaves if isinstance(leaf, OSError) and leaf.errno}
-    return found.pop() if len(found) == 1 else None
-
-
-def _class_name(exc: BaseException) -> str:
-    """The class a callback sees in ``class_name``.
-
-    A system error gets Ruby's name for it (``Errno::ECONNREFUSED``), which is what the gem
-    reports for the same failure; anything else its Python name (``httpx.ReadTimeout``).
-    """
-    number = _system_errno(exc)
-    if number is not None and number in errno.errorcode:
-        return f"Errno::{errno.errorcode[number]}"
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    top = cls.__module__.split(".")[0]
-    if getattr(sys.modules.get(top), cls.__qualname__, None) is cls:
-        return f"{top}.{cls.__qualname__}"
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _message(exc: BaseException) -> str:
-    """``str(exc)``, or the first cause that says something (httpx often wraps silently).
-
-    A system error leads with its description, as Ruby's do (``Connection refused - …``).
-    """
-    text = next((str(link) for link in _chain(exc) if str(link)), type(exc).__name__)
-    number = _system_errno(exc)
-    if number is not None:
-        return f"{os.strerror(number)} - {text}"
-    return text
+    return ruby_error_type(ruby_error(exc, url)[0])
 
 
 def _request_error(
@@ -303,11 +242,12 @@ def _request_error(
         f"{frame.filename}:{frame.lineno}:in `{frame.name}'"
         for frame in reversed(traceback.extract_tb(exc.__traceback__))
     ]
+    class_name, message = ruby_error(exc, hop.url)
     return RequestError(
-        class_name=_class_name(exc),
-        message=_message(exc),
+        class_name=class_name,
+        message=message,
         backtrace=backtrace,
-        error_type=classify_error(exc),
+        error_type=ruby_error_type(class_name),
         duration=round(duration, 9),
         request_id=hop.task_id,
         url=hop.url,
@@ -348,6 +288,10 @@ async def _send(
             body = await read_body(response, headers, settings.max_response_size)
         finally:
             await response.aclose()
+    # The gem's HTTP clients (protocol-http1 and async-http's HTTP/2) consume the framing
+    # headers while reading the body: its callbacks never see them.
+    headers.pop("content-length", None)
+    headers.pop("transfer-encoding", None)
     return _Answer(status=response.status_code, headers=headers, body=body)
 
 

@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Final
 import httpx
 import trio
 
-from .errors import PatientSidekiqError
 from .http1_transport import DirectTarget, H11Transport, direct_target
+from .ruby_errors import ResponseTooLargeError
 
 if TYPE_CHECKING:
     from .http_client import HttpSettings
@@ -65,10 +65,6 @@ __all__ = [
 MAX_SHARDS: Final = 2048
 _HTTP1_PER_SHARD: Final = 4
 _HTTP2_PER_SHARD: Final = 100
-
-
-class ResponseTooLargeError(PatientSidekiqError):
-    """Raised by :func:`read_body` when a body exceeds ``max_response_size``."""
 
 
 def ssl_context_for(settings: HttpSettings) -> ssl.SSLContext:
@@ -222,9 +218,7 @@ async def read_body(response: httpx.Response, headers: dict[str, str], limit: in
     """Read the body, decoding gzip/deflate, failing as soon as it exceeds ``limit``."""
     declared = _leading_int(headers.get("content-length", ""))
     if declared is not None and declared > limit:
-        raise ResponseTooLargeError(
-            f"Response body size ({declared} bytes) exceeds maximum allowed size ({limit} bytes)"
-        )
+        raise ResponseTooLargeError(limit)
     encoding = headers.get("content-encoding", "").strip().lower()
     decoder = _Decoder(encoding) if encoding in ("gzip", "x-gzip", "deflate") else None
     if decoder is not None:
@@ -247,9 +241,7 @@ async def _collect(iterator: AsyncIterator[bytes], decoder: _Decoder | None, lim
         for piece in pieces:
             total += len(piece)
             if total > limit:
-                raise ResponseTooLargeError(
-                    f"Response body size exceeded maximum allowed size ({limit} bytes)"
-                )
+                raise ResponseTooLargeError(limit)
             chunks.append(piece)
     return b"".join(chunks)
 

@@ -229,15 +229,17 @@ def result_stats_commands(
 
     Every followed redirect hop and the final exchange count as a request; an error adds
     ``errors:http_error``, ``errors:redirect`` or ``errors:exception`` (every transport
-    failure, as the gem counts the raw exception).
+    failure, as the gem counts the raw exception). Only a response delivered to
+    ``on_complete`` counts its ``http_status``: the gem takes the status from the task's
+    completed response, which neither a followed hop nor an HttpError has.
     """
     commands: list[Command] = []
-    for status, duration in hops:
-        commands += Stats.record_request_commands(duration, status)
+    for _status, duration in hops:
+        commands += Stats.record_request_commands(duration, None)
     if isinstance(result, Response):
         commands += Stats.record_request_commands(result.duration or 0.0, result.status)
     elif isinstance(result, HttpError):
-        commands += Stats.record_request_commands(result.duration or 0.0, result.status)
+        commands += Stats.record_request_commands(result.duration or 0.0, None)
         commands += Stats.record_error_commands("http_error")
     elif isinstance(result, RedirectError):
         commands += Stats.record_request_commands(result.duration or 0.0, None)
@@ -434,7 +436,9 @@ class RequestWorker:
             request,
             request_id=task.request_id,
             callback_args=call.callback_args,
-            raise_error_responses=call.raise_error_responses,
+            # null means false here, as in the gem's processor: its configured default
+            # applies only to inline requests, never to a RequestWorker job's null.
+            raise_error_responses=bool(call.raise_error_responses),
             on_hop=lambda status, duration: hops.append((status, duration)),
         )
         await self._deliver(runtime, task, call.callback_name, result, hops)

@@ -1,0 +1,88 @@
+"""Two small servers the oracle's HTTP test server does not offer, in threads of their own.
+
+- a redirector on a second origin: ``/to?url=U`` answers ``302`` to ``U`` (cross-origin
+  redirects, header stripping);
+- a TLS server whose certificate is signed by a CA nobody trusts (verification failures).
+
+Both answer deterministically, like the oracle's server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from tests.http_servers import generate_certs
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        target = parse_qs(urlsplit(self.path).query).get("url", ["/"])[0]
+        body = b"redirecting\n"
+        self.send_response(302)
+        self.send_header("location", target)
+        self.send_header("content-type", "text/plain; charset=utf-8")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads no access log."""
+
+    def version_string(self) -> str:
+        return "aux"
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return "Thu, 01 Jan 2026 00:00:00 GMT"
+
+
+@dataclass(frozen=True)
+class AuxServers:
+    """Base URLs of the redirector and of the untrusted TLS server."""
+
+    redirector: str
+    untrusted_tls: str
+
+
+def _serve(server: ThreadingHTTPServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def aux_servers() -> Iterator[AuxServers]:
+    """Start both servers on free loopback ports; stop them on exit."""
+    with tempfile.TemporaryDirectory(prefix="differential-tls-") as directory:
+        certs = generate_certs(Path(directory))
+        plain = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+        tls = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.cert_file, certs.key_file)
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        threads = [_serve(plain), _serve(tls)]
+        try:
+            yield AuxServers(
+                redirector=f"http://localhost:{plain.server_address[1]}",
+                untrusted_tls=f"https://127.0.0.1:{tls.server_address[1]}",
+            )
+        finally:
+            for server in (plain, tls):
+                server.shutdown()
+                server.server_close()
+            for thread in threads:
+                thread.join(5)

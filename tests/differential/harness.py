@@ -1,0 +1,350 @@
+"""Run one batch of gem-enqueued requests through the real gem's processor and through ours.
+
+The real gem enqueues every request of a :class:`Group` once, into Redis database 1
+(``enqueue_batch.rb``). Every key is then copied byte for byte into database 2, so both
+processors see the very same RequestWorker jobs (same jids, same request ids):
+
+- database 1: the real gem's processor inside real Sidekiq 7.3.10 (``oracle_boot.rb``),
+  which also works the callback queue with the real CallbackWorker;
+- database 2: ``python -m patient_sidekiq run``, beside a real Sidekiq that works only the
+  callback queue with the real CallbackWorker.
+
+The callback of every request is the oracle's ``OracleCallback``: it appends what the Ruby
+callback saw (and the CallbackWorker job it ran in) to ``oracle:results``. When both sides
+have accounted for every request, :meth:`DifferentialRun.collect` reads each database into a
+:class:`SideState` for the comparison in ``normalize.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from patient_sidekiq import keys
+from tests.conftest import RedisServer, free_port, require_binary
+from tests.oracle import ROOT, oracle_env
+
+HERE = Path(__file__).resolve().parent
+ENQUEUE = HERE / "enqueue_batch.rb"
+REQUEST_QUEUE = "patient_http"
+CALLBACK_QUEUE = "callbacks"
+RESULTS = "oracle:results"
+GEM_DB = 1
+OURS_DB = 2
+READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Group:
+    """Requests that share one processor configuration (one run of both processors).
+
+    ``gem_config`` is the gem's ``PatientHttp::Sidekiq::Configuration`` (ORACLE_CONFIG_JSON),
+    ``ours`` the same settings as ``patient-sidekiq run`` flags; ``oracle_env`` more ORACLE_*
+    variables read by both the enqueuer and the gem's processes (encryption, payload store,
+    secrets, preprocessors).
+    """
+
+    name: str
+    requests: tuple[dict[str, Any], ...]
+    gem_config: dict[str, Any] = field(default_factory=dict)
+    ours: tuple[str, ...] = ()
+    oracle_env: dict[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+
+
+@dataclass
+class SideState:
+    """What one processor left: callback records by request id, and its Redis state."""
+
+    records: dict[str, list[dict[str, Any]]]
+    retry: list[dict[str, Any]]
+    dead: list[dict[str, Any]]
+    queues: dict[str, int]
+    stats: dict[str, str]
+    totals: dict[str, str]
+    inflight: dict[str, int]
+    leftover_keys: list[str]
+
+
+class Child:
+    """A subprocess with its output in a temporary file; always terminated and reaped."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
+        self.name = name
+        self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"differential-{name}-")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=env, cwd=ROOT,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        """The tail of the process's output (for failure messages)."""
+        self._log.flush()
+        self._log.seek(0)
+        return f"--- {self.name} ---\n" + self._log.read().decode("utf-8", "replace")[-5000:]
+
+    def stop(self) -> None:
+        """TERM, KILL after 15 s, reap, close the log."""
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=15)
+        finally:
+            self._log.close()
+
+
+@contextlib.contextmanager
+def http_test_server(oracle: Path) -> Iterator[str]:
+    """The oracle's deterministic HTTP/1.1 test server; yields its base URL (no slash)."""
+    port = free_port()
+    server = Child(
+        "http_test_server",
+        [require_binary("ruby"), str(oracle / "bin" / "http_test_server.rb"), str(port)],
+        oracle_env(oracle),
+    )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError):
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    "the oracle's HTTP test server did not start\n" + server.output()
+                )
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+class DifferentialRun:
+    """One group through both processors on one private redis-server."""
+
+    def __init__(self, oracle: Path, group: Group, directory: Path) -> None:
+        self.oracle = oracle
+        self.group = group
+        self.server = RedisServer(directory)
+        self.children: list[Child] = []
+
+    def url(self, db: int) -> str:
+        """The Redis URL of database ``db``."""
+        return f"redis://127.0.0.1:{self.server.port}/{db}"
+
+    def _ruby_env(self, db: int, **extra: str) -> dict[str, str]:
+        env = oracle_env(self.oracle)
+        for name in list(env):
+            if name.startswith(("ORACLE_", "PATIENT_HTTP_")) and name not in (
+                "ORACLE_ROOT",
+                "ORACLE_VENDOR",
+            ):
+                del env[name]
+        env.pop("REDIS_PROVIDER", None)
+        env.update(
+            ORACLE_REDIS_URL=self.url(db),
+            REDIS_URL=self.url(db),
+            ORACLE_REQUEST_QUEUE=REQUEST_QUEUE,
+            ORACLE_CALLBACK_QUEUE=CALLBACK_QUEUE,
+            ORACLE_CONFIG_JSON=json.dumps(self.group.gem_config),
+            **self.group.oracle_env,
+            **extra,
+        )
+        return env
+
+    def _sidekiq(self, name: str, db: int, queues: Sequence[str], **extra: str) -> Child:
+        argv = [
+            require_binary("ruby"),
+            str(self.oracle / "vendor" / "sidekiq-7.3.10" / "bin" / "sidekiq"),
+            "-r", str(self.oracle / "lib" / "oracle_boot.rb"),
+            "-c", "5", "-t", "5",
+        ]  # fmt: skip
+        for queue in queues:
+            argv += ["-q", queue]
+        child = Child(name, argv, self._ruby_env(db, **extra))
+        self.children.append(child)
+        return child
+
+    def _ours(self) -> Child:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PATIENT_HTTP_")}
+        argv = [
+            sys.executable, "-m", "patient_sidekiq", "run",
+            "--redis-url", self.url(OURS_DB),
+            "-q", REQUEST_QUEUE,
+            "--callback-queue", CALLBACK_QUEUE,
+            "--shutdown-timeout", "5",
+            *self.group.ours,
+        ]  # fmt: skip
+        child = Child("patient-sidekiq", argv, env)
+        self.children.append(child)
+        return child
+
+    def enqueue(self) -> list[dict[str, str]]:
+        """Enqueue the group through the real gem into database 1; copy it to database 2."""
+        result = subprocess.run(
+            [
+                require_binary("ruby"),
+                "-r",
+                str(self.oracle / "lib" / "oracle_boot.rb"),
+                str(ENQUEUE),
+            ],
+            input=json.dumps(list(self.group.requests)),
+            capture_output=True,
+            text=True,
+            env=self._ruby_env(GEM_DB, ORACLE_PROCESSOR="0"),
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"enqueue_batch.rb failed:\n{result.stderr}")
+        enqueued: list[dict[str, str]] = json.loads(result.stdout.strip().splitlines()[-1])
+        source = redis.Redis.from_url(self.url(GEM_DB))
+        try:
+            for key in source.scan_iter():
+                source.copy(key, key, destination_db=OURS_DB)
+        finally:
+            source.close()
+        return enqueued
+
+    def run(self) -> tuple[list[dict[str, str]], SideState, SideState]:
+        """Enqueue, run both processors until done, collect both sides."""
+        self.server.start()
+        try:
+            enqueued = self.enqueue()
+            self._sidekiq("gem-processor", GEM_DB, [REQUEST_QUEUE, CALLBACK_QUEUE])
+            self._sidekiq("gem-callbacks-for-ours", OURS_DB, [CALLBACK_QUEUE], ORACLE_PROCESSOR="0")
+            self._ours()
+            count = len(enqueued)
+            self._wait_done(GEM_DB, count)
+            self._wait_done(OURS_DB, count)
+            # Sidekiq flushes its processed/failed counters on its beat and at shutdown:
+            # read the state once every process has stopped.
+            if os.environ.get("DIFFERENTIAL_LOGS"):
+                Path(os.environ["DIFFERENTIAL_LOGS"]).write_text(self.outputs())
+            self._stop_children()
+            return enqueued, self.collect(GEM_DB), self.collect(OURS_DB)
+        finally:
+            self._stop_children()
+            self.server.stop()
+
+    def _stop_children(self) -> None:
+        while self.children:
+            self.children.pop().stop()
+
+    def _wait_done(self, db: int, count: int) -> None:
+        client = redis.Redis.from_url(self.url(db), decode_responses=True)
+        deadline = time.monotonic() + self.group.timeout
+        stable_since: dict[int, float] = {}
+        try:
+            while True:
+                now = time.monotonic()
+                accounted = (
+                    client.llen(RESULTS) + client.zcard(keys.RETRY) + client.zcard(keys.DEAD)
+                )
+                busy = (
+                    client.llen(keys.queue(REQUEST_QUEUE))
+                    + client.llen(keys.queue(CALLBACK_QUEUE))
+                    + client.hlen(keys.INFLIGHT_JOBS)
+                )
+                if busy == 0 and (accounted >= count or stable_since.get(accounted, now) < now - 3):
+                    # the stats and the callback's Redis writes settle within a moment; a
+                    # request the processor lost (the gem drops some) is given 3 s more
+                    time.sleep(0.3)
+                    return
+                if busy:
+                    stable_since.clear()
+                stable_since = {accounted: stable_since.get(accounted, now)}
+                for child in self.children:
+                    if child.process.poll() is not None:
+                        raise AssertionError(f"{child.name} exited\n" + self.outputs())
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"db {db}: {accounted}/{count} accounted, {busy} busy after "
+                        f"{self.group.timeout} s\n" + self.outputs()
+                    )
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def outputs(self) -> str:
+        """Every child's output tail."""
+        return "\n".join(child.output() for child in self.children)
+
+    def collect(self, db: int) -> SideState:
+        """Read what one side left in its database."""
+        client = redis.Redis.from_url(self.url(db), decode_responses=True)
+        try:
+            records: dict[str, list[dict[str, Any]]] = {}
+            for raw in client.lrange(RESULTS, 0, -1):
+                record = json.loads(raw)
+                # an error of a redirect hop carries the hop's id, "<request id>/<hop>"
+                request_id = str(record.get("request_id")).split("/")[0]
+                records.setdefault(request_id, []).append(record)
+            stats = {
+                key: str(client.get(key))
+                for key in client.scan_iter("stat:*")
+                if client.type(key) == "string"
+            }
+            known = {RESULTS, keys.RETRY, keys.DEAD, keys.QUEUES, keys.PROCESSES, keys.TOTALS}
+            leftovers = sorted(
+                key
+                for key in client.scan_iter()
+                if key not in known
+                and not key.startswith(("stat:", "queue:"))
+                and not _is_process_key(key)
+                and not _is_sidekiq_metrics_key(key)
+            )
+            return SideState(
+                records=records,
+                retry=[json.loads(j) for j in client.zrange(keys.RETRY, 0, -1)],
+                dead=[json.loads(j) for j in client.zrange(keys.DEAD, 0, -1)],
+                queues={q: client.llen(keys.queue(q)) for q in client.smembers(keys.QUEUES)},
+                stats=stats,
+                totals=client.hgetall(keys.TOTALS),
+                inflight={
+                    keys.INFLIGHT_JOBS: client.hlen(keys.INFLIGHT_JOBS),
+                    keys.INFLIGHT_INDEX: client.zcard(keys.INFLIGHT_INDEX),
+                },
+                leftover_keys=leftovers,
+            )
+        finally:
+            client.close()
+
+
+def _is_process_key(key: str) -> bool:
+    """Keys that name a running process (host:pid:nonce…): different on each side by nature."""
+    return (
+        key.count(":") >= 2
+        and not key.startswith(("patient_http:", "sidekiq:patient_http:inflight"))
+        and (
+            key.startswith(("sidekiq:patient_http:processes", "patient_sidekiq:"))
+            or key.split(":")[1].isdigit()
+            or key.endswith(("-signals", ":work", ":workers"))
+        )
+    ) or key in (keys.GC_LAST_RUN, keys.GC_LOCK, keys.GEM_PROCESSES, keys.PROCESS_CLEANUP)
+
+
+def _is_sidekiq_metrics_key(key: str) -> bool:
+    """Sidekiq 7's execution metrics (``j|YYYYMMDD|HH:MM``, ``Class-DD-HH:MM`` histograms).
+
+    Flushed on Sidekiq's own timer, so whether a run leaves them is a matter of timing; our
+    worker does not write them (ARCHITECTURE.md, deviations).
+    """
+    return key.startswith("j|") or bool(re.fullmatch(r".+-\d\d-\d\d:\d\d?", key))

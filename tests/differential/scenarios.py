@@ -1,0 +1,255 @@
+"""The requests of the differential test, in groups that share one processor configuration.
+
+URLs hold ``{base}`` (the oracle's HTTP test server), ``{redirector}`` (a second origin that
+redirects to ``?url=``) or ``{tls}`` (a TLS server nobody trusts); :func:`groups` fills them.
+Every request's callback is the oracle's ``OracleCallback``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from tests.differential.harness import Group
+
+ENCRYPTION_KEYS = ["differential-new-key-0123456789abcdef", "differential-old-key-0123456789abcdef"]
+
+BODIES: list[dict[str, Any]] = [
+    {"name": "json", "url": "{base}/json"},
+    {"name": "json_utf8", "url": "{base}/json_utf8"},
+    {"name": "problem_json_422", "url": "{base}/problem"},
+    {"name": "text", "url": "{base}/text?size=300"},
+    {"name": "html", "url": "{base}/html"},
+    {"name": "xml", "url": "{base}/xml"},
+    {"name": "binary", "url": "{base}/binary?size=700"},
+    {"name": "image", "url": "{base}/image"},
+    {"name": "no_content_type", "url": "{base}/no_content_type"},
+    {"name": "latin1", "url": "{base}/latin1"},
+    {"name": "shift_jis", "url": "{base}/shift_jis"},
+    {"name": "unknown_charset", "url": "{base}/unknown_charset"},
+    {"name": "gzip_large", "url": "{base}/gzip?size=6000"},
+    {"name": "gzip_small", "url": "{base}/gzip?size=50"},
+    {"name": "chunked", "url": "{base}/chunked?size=1000&chunks=3"},
+    {"name": "no_content_204", "url": "{base}/empty"},
+    {"name": "status_304", "url": "{base}/status/304"},
+    {"name": "multi_value_headers", "url": "{base}/headers"},
+    {"name": "close_connection", "url": "{base}/close"},
+]
+
+REQUESTS: list[dict[str, Any]] = [
+    {
+        "name": "get_params_headers",
+        "url": "{base}/echo?x=1",
+        "params": {"a": "1", "b": "two words", "c": "é"},
+        "headers": {"X-Trace": "abc", "Authorization": "Bearer t0ken"},
+    },
+    {"name": "get_no_body_echo", "url": "{base}/echo"},
+    {
+        "name": "post_json",
+        "method": "post",
+        "url": "{base}/echo",
+        "json": {"w": "wörld", "n": [1, 2.5, None, True], "deep": {"a": {"b": "c"}}},
+    },
+    {
+        "name": "post_text_body",
+        "method": "post",
+        "url": "{base}/echo",
+        "body": "plain text body",
+        "headers": {"Content-Type": "text/plain"},
+    },
+    {
+        "name": "post_binary_body",
+        "method": "post",
+        "url": "{base}/echo",
+        "body_base64": "AAEC/f7/",
+        "headers": {"Content-Type": "application/octet-stream"},
+    },
+    {"name": "put_json", "method": "put", "url": "{base}/echo", "json": {"k": "v"}},
+    {"name": "patch_json", "method": "patch", "url": "{base}/echo", "json": [1, 2]},
+    {"name": "delete", "method": "delete", "url": "{base}/echo"},
+    {"name": "custom_user_agent", "url": "{base}/echo", "headers": {"User-Agent": "mine/1.0"}},
+    {
+        "name": "nested_callback_args",
+        "url": "{base}/json",
+        "callback_args": {
+            "user": {"id": 7, "tags": ["a", "b"], "meta": {"x": None, "f": 1.5}},
+            "list": [{"k": 1}, [2, 3]],
+            "s": "ü",
+        },
+    },
+]
+
+STATUSES: list[dict[str, Any]] = [
+    {"name": "status_404", "url": "{base}/status/404"},
+    {"name": "status_404_raise", "url": "{base}/status/404", "raise_error_responses": True},
+    {"name": "status_500", "url": "{base}/status/500"},
+    {"name": "status_503_raise", "url": "{base}/status/503", "raise_error_responses": True},
+    {"name": "status_422_problem_raise", "url": "{base}/problem", "raise_error_responses": True},
+    {"name": "status_201", "url": "{base}/status/201"},
+    {"name": "status_202_raise", "url": "{base}/status/202", "raise_error_responses": True},
+]
+
+REDIRECTS: list[dict[str, Any]] = [
+    {"name": "redirect_3_hops", "url": "{base}/redirect/3"},
+    {"name": "absolute_redirect", "url": "{base}/absolute_redirect/2"},
+    *(
+        {
+            "name": f"redirect_{code}_post",
+            "method": "post",
+            "url": f"{{base}}/redirect{code}/1",
+            "json": {"a": 1},
+            "headers": {"Authorization": "Bearer same-origin"},
+        }
+        for code in (301, 302, 303, 308)
+    ),
+    *(
+        {"name": f"redirect_{code}_get", "url": f"{{base}}/redirect{code}/2"}
+        for code in (301, 302, 303, 307, 308)
+    ),
+    {
+        "name": "cross_origin_strips_headers",
+        "method": "get",
+        "url": "{redirector}/to?url=" + quote("{base}/echo", safe="{}"),
+        "headers": {"Authorization": "Bearer secret", "Cookie": "a=b", "X-Keep": "kept"},
+    },
+    {"name": "too_many_redirects", "url": "{base}/redirect/10", "max_redirects": 2},
+    {"name": "redirect_loop", "url": "{base}/loop"},
+    {"name": "max_redirects_zero", "url": "{base}/redirect/1", "max_redirects": 0},
+    {
+        "name": "redirect_then_404_raise",
+        "url": "{base}/redirect302/0",
+        "raise_error_responses": True,
+    },
+]
+
+FAILURES: list[dict[str, Any]] = [
+    {"name": "request_timeout", "url": "{base}/sleep?seconds=3", "timeout": 1},
+    {"name": "connection_refused", "url": "http://127.0.0.1:1/json"},
+    {"name": "dns_failure", "url": "http://nonexistent-host.invalid/json"},
+    {"name": "tls_verify_failure", "url": "{tls}/x"},
+]
+
+# Alone in their groups: what they test depends on which connection each hop gets.
+STALE_CONNECTION: list[dict[str, Any]] = [
+    {
+        "name": "redirect_307_post_stale_body",
+        "method": "post",
+        "url": "{base}/redirect307/1",
+        "json": {"a": 1},
+    },
+]
+DEVIATIONS: list[dict[str, Any]] = [
+    {
+        "name": "deflate",
+        "url": "{base}/deflate?size=500",
+        "deviation": "the gem keeps the deflate bytes as a UTF-8 body, cannot generate the "
+        "callback's JSON and drops the result (logs JSON::GeneratorError); we inflate it",
+    },
+]
+
+BATCH: list[dict[str, Any]] = [
+    {
+        "name": f"batch_{n:02d}",
+        "url": "{base}/echo",
+        "params": {"n": str(n)},
+        "callback_args": {"n": n},
+    }
+    for n in range(20)
+]
+
+# Processor-level options: the same settings given to the gem and to patient-sidekiq run.
+OPTIONS_GEM = {
+    "request_timeout": 1.5,
+    "max_redirects": 1,
+    "user_agent": "Differential/1.0",
+    "raise_error_responses": True,
+    "max_response_size": 1000,
+}
+OPTIONS_OURS = (
+    "--request-timeout", "1.5",
+    "--max-redirects", "1",
+    "--user-agent", "Differential/1.0",
+    "--raise-error-responses", "true",
+    "--max-response-size", "1000",
+)  # fmt: skip
+OPTIONS: list[dict[str, Any]] = [
+    {"name": "opt_user_agent", "url": "{base}/echo"},
+    {"name": "opt_timeout", "url": "{base}/sleep?seconds=3"},
+    {"name": "opt_request_timeout_wins", "url": "{base}/sleep?seconds=2", "timeout": 3},
+    {"name": "opt_max_redirects", "url": "{base}/redirect/3"},
+    {"name": "opt_request_max_redirects_wins", "url": "{base}/redirect/3", "max_redirects": 5},
+    {"name": "opt_raise_404", "url": "{base}/status/404"},
+    {"name": "opt_too_large_with_length", "url": "{base}/text?size=5000"},
+    {"name": "opt_too_large_chunked", "url": "{base}/chunked?size=5000&chunks=5"},
+    {"name": "opt_too_large_gzip", "url": "{base}/gzip?size=5000"},
+    {"name": "opt_just_fits", "url": "{base}/text?size=1000"},
+]
+
+PAYLOADS: list[dict[str, Any]] = [
+    {"name": "small", "url": "{base}/json", "callback_args": {"k": "v"}},
+    {"name": "large_response", "url": "{base}/text?size=9000"},
+    {
+        "name": "large_error",
+        "url": "{base}/text?size=9000",
+        "raise_error_responses": True,
+        "headers": {"X-Ignored": "x"},
+    },
+    {"name": "large_request", "method": "post", "url": "{base}/echo", "json": {"blob": "x" * 9000}},
+]
+
+
+PAYLOAD_STORE_OURS = ("--payload-store", "redis=redis", "--payload-store-threshold", "2000")
+
+
+def _fill(requests: list[dict[str, Any]], urls: dict[str, str]) -> tuple[dict[str, Any], ...]:
+    out = []
+    for request in requests:
+        filled = dict(request)
+        url = str(filled["url"])
+        for name, value in urls.items():
+            url = url.replace("{" + name + "}", value)
+            url = url.replace(quote("{" + name + "}", safe=""), quote(value, safe=""))
+        filled["url"] = url
+        out.append(filled)
+    return tuple(out)
+
+
+def groups(urls: dict[str, str]) -> list[Group]:
+    """Every group, with the servers' base URLs filled in."""
+    payload_env = {"ORACLE_PAYLOAD_STORE": "redis", "ORACLE_PAYLOAD_THRESHOLD": "2000"}
+    return [
+        Group("bodies", _fill(BODIES, urls)),
+        Group("requests", _fill(REQUESTS, urls)),
+        Group("statuses", _fill(STATUSES, urls)),
+        Group("redirects", _fill(REDIRECTS, urls)),
+        Group("failures", _fill(FAILURES, urls)),
+        Group("stale_connection", _fill(STALE_CONNECTION, urls)),
+        Group("deviations", _fill(DEVIATIONS, urls)),
+        Group("batch", _fill(BATCH, urls)),
+        Group("options", _fill(OPTIONS, urls), gem_config=OPTIONS_GEM, ours=OPTIONS_OURS),
+        Group(
+            "encryption_one_key",
+            _fill(PAYLOADS[:2], urls),
+            ours=("--encryption-key", ENCRYPTION_KEYS[0]),
+            oracle_env={"ORACLE_ENCRYPTION_KEY": ENCRYPTION_KEYS[0]},
+        ),
+        Group(
+            "encryption_rotation",
+            _fill(PAYLOADS[:2], urls),
+            ours=("--encryption-key", ENCRYPTION_KEYS[0], "--encryption-key", ENCRYPTION_KEYS[1]),
+            oracle_env={"ORACLE_ENCRYPTION_KEY": json.dumps(ENCRYPTION_KEYS)},
+        ),
+        Group(
+            "redis_payload_store",
+            _fill(PAYLOADS, urls),
+            ours=PAYLOAD_STORE_OURS,
+            oracle_env=payload_env,
+        ),
+        Group(
+            "redis_payload_store_encrypted",
+            _fill(PAYLOADS, urls),
+            ours=(*PAYLOAD_STORE_OURS, "--encryption-key", ENCRYPTION_KEYS[0]),
+            oracle_env={**payload_env, "ORACLE_ENCRYPTION_KEY": ENCRYPTION_KEYS[0]},
+        ),
+    ]
