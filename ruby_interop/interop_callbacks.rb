@@ -22,7 +22,8 @@ module Interop
 
   def self.args_of(result)
     args = result.callback_args
-    args.respond_to?(:as_json) ? args.as_json : args.to_h
+    # the gem's CallbackArgs#to_h has symbol keys; its as_json is the wire hash
+    (defined?(PatientHttp::CallbackArgs) && args.is_a?(PatientHttp::CallbackArgs)) ? args.as_json : args.to_h
   end
 
   # The class a callback reports: the wrapped exception's name for a request error (the

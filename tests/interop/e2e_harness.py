@@ -254,7 +254,10 @@ def require_ruby_side() -> RubySide:
     if not _USED:
         _USED.append(side)
         if not side.real:
-            warnings.warn(side.banner(), stacklevel=2)
+            # Shown in the warnings summary (the project turns warnings into errors).
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.warn(side.banner(), stacklevel=2)
     return side
 
 

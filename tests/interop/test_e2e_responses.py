@@ -204,9 +204,10 @@ def test_too_many_redirects_and_a_loop_are_redirect_errors(stack: E2E) -> None:
     assert too_many["class"] == "PatientHttp::TooManyRedirectsError"
     assert too_many["error_type"] == "redirect"
     assert too_many["callback_args"] == {"k": "many"}
-    assert too_many["message"] == (
-        f"Too many redirects (3) while requesting GET {stack.url('/redirect/5')}"
-    )
+    if stack.side.real:  # the gem words the message; the wire does not carry it
+        assert too_many["message"] == (
+            f"Too many redirects (3) while requesting GET {stack.url('/redirect/5')}"
+        )
     assert too_many["response"] is None
     # The gem reports the Location header as sent (relative here), not the resolved URL.
     assert too_many["url"] == "/redirect/2"
@@ -217,9 +218,11 @@ def test_too_many_redirects_and_a_loop_are_redirect_errors(stack: E2E) -> None:
     assert loop["error_type"] == "redirect"
     assert loop["callback_args"] == {"k": "loop"}
     assert loop["url"] == stack.url("/loop")
-    assert loop["message"] == (
-        f"Recursive redirect detected: {stack.url('/loop')} was already visited in redirect chain"
-    )
+    if stack.side.real:
+        assert loop["message"] == (
+            f"Recursive redirect detected: {stack.url('/loop')} was already visited in "
+            "redirect chain"
+        )
     assert loop["redirects"] == [stack.url("/loop"), stack.url("/loop/b")]
 
 
