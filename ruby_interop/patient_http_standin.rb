@@ -3,13 +3,14 @@
 # TEST STAND-IN for the interop tests (tests/interop/) -- NOT a port of the patient_http or
 # patient_http-sidekiq gems and NOT part of patient-sidekiq.
 #
-# The real gem cannot be installed from Debian packages, so this file writes and reads the
-# same Redis data the gem does, following its documented contract
+# Used ONLY as the fallback Ruby side when the real gem (.oracle/, built from
+# ../shared/oracle; see gem_boot.rb and README.md) is not available: this file writes and
+# reads the same Redis data the gem does, following its documented contract
 # (shared/spec/patient-http-wire.md): RequestWorker jobs as `PatientHttp::Sidekiq.execute`
 # pushes them (ActiveSupport::MessageEncryptor envelopes with a key list, the Redis payload
 # store), and a `PatientHttp::Sidekiq::CallbackWorker` Sidekiq job that unpacks a result and
 # calls `on_complete` / `on_error` of a Ruby callback class. Only what the interop suite
-# needs is here; an app with the real gem replaces this whole file (see README.md).
+# needs is here; with the real gem built, the suite never loads it.
 #
 # Configuration comes from the environment so that the same file serves a `sidekiq -r`
 # server and the `enqueue.rb` script:

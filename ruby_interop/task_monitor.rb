@@ -3,7 +3,9 @@
 # TEST STAND-IN for the interop tests (tests/interop/) -- NOT a port of the patient_http-sidekiq
 # gem and NOT part of patient-sidekiq.
 #
-# The in-flight and statistics side of the gem, written from its documented contract
+# Used ONLY as the fallback Ruby side when the real gem is not built (with it, the suite
+# uses gem_task_monitor.rb, the gem's own classes). The in-flight and statistics side of
+# the gem, written from its documented contract
 # (shared/spec/patient-http-wire.md §7 and §8) so that Ruby code reads and repairs what the
 # Python worker writes:
 #
