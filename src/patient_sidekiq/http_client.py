@@ -283,16 +283,19 @@ async def _send(
                 extensions={"timeout": timeouts},
             )
             response = await transport.handle_async_request(http_request)
+        status = response.status_code
+        framed = status >= 200 and status not in (204, 304) and outgoing.method.lower() != "head"
         try:
             headers = joined_headers(response.headers)
-            body = await read_body(response, headers, settings.max_response_size)
+            body = await read_body(response, headers, settings.max_response_size, framed=framed)
         finally:
             await response.aclose()
-    # The gem's HTTP clients (protocol-http1 and async-http's HTTP/2) consume the framing
-    # headers while reading the body: its callbacks never see them.
-    headers.pop("content-length", None)
-    headers.pop("transfer-encoding", None)
-    return _Answer(status=response.status_code, headers=headers, body=body)
+    if framed:
+        # The gem's HTTP clients (protocol-http1 and async-http's HTTP/2) consume the
+        # framing headers while reading a body: its callbacks never see them.
+        headers.pop("content-length", None)
+        headers.pop("transfer-encoding", None)
+    return _Answer(status=status, headers=headers, body=body)
 
 
 def _direct_route(

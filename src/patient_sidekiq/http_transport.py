@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import ssl
 import zlib
 from collections.abc import AsyncIterator
@@ -204,25 +205,74 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
 
 def joined_headers(headers: httpx.Headers) -> dict[str, str]:
-    """Lowercase names; repeats joined with ", ", ``set-cookie`` ones with a newline."""
-    joined: dict[str, str] = {}
+    """The response headers as the gem's callbacks see them (Ruby protocol-http 0.23's rules).
+
+    Names are lowercase. A header the gem keeps once takes its last value (``content-type``,
+    ``location``, ``etag`` …); cookies and authentication challenges are joined with a
+    newline; ``authorization`` repeats are concatenated; every other header is split on
+    commas and joined again with ``", "`` (a single one too, so ``p ,q`` reads ``p, q``).
+    ``connection``, ``cache-control`` and ``vary`` are lowercased; ``upgrade`` is dropped.
+    """
+    values: dict[str, list[str]] = {}
     for name, value in headers.multi_items():
-        if name in joined:
-            joined[name] += ("\n" if name == "set-cookie" else ", ") + value
+        values.setdefault(name, []).append(value)
+    joined: dict[str, str] = {}
+    for name, items in values.items():
+        if name in _DROPPED_HEADERS:
+            continue
+        if name in _LAST_WINS:
+            text = items[-1]
+        elif name in _NEWLINE_JOINED:
+            text = "\n".join(items)
+        elif name in _CONCATENATED:
+            text = "".join(items)
         else:
-            joined[name] = value
+            text = ", ".join(part for item in items for part in _split_commas(item))
+        joined[name] = text.lower() if name in _LOWERCASED else text
     return joined
 
 
-async def read_body(response: httpx.Response, headers: dict[str, str], limit: int) -> bytes | None:
-    """Read the body, decoding gzip/deflate, failing as soon as it exceeds ``limit``."""
+def _split_commas(value: str) -> list[str]:
+    # Ruby's String#split(/\s*,\s*/): trailing empty pieces are dropped, inner ones kept.
+    parts = _COMMA.split(value)
+    while parts and not parts[-1]:
+        parts.pop()
+    return parts
+
+
+_COMMA: Final = re.compile(r"\s*,\s*")
+_LAST_WINS: Final = frozenset(
+    {
+        "content-type", "content-disposition", "content-length", "user-agent", "referer",
+        "host", "if-modified-since", "if-unmodified-since", "from", "location",
+        "max-forwards", "etag",
+    }
+)  # fmt: skip
+_NEWLINE_JOINED: Final = frozenset(
+    {"set-cookie", "cookie", "www-authenticate", "proxy-authenticate"}
+)
+_CONCATENATED: Final = frozenset({"authorization", "proxy-authorization"})
+_LOWERCASED: Final = frozenset({"connection", "cache-control", "vary"})
+_DROPPED_HEADERS: Final = frozenset({"upgrade"})
+
+
+async def read_body(
+    response: httpx.Response, headers: dict[str, str], limit: int, *, framed: bool = True
+) -> bytes | None:
+    """Read the body, decoding gzip/deflate, failing as soon as it exceeds ``limit``.
+
+    None where the gem's client yields no body: a response without one (``framed`` false:
+    1xx, 204, 304, HEAD) or with ``content-length: 0``; an empty chunked or close-delimited
+    body is ``b""``. Once a body has bytes, ``content-encoding`` goes from ``headers``
+    whatever the coding, as the gem's AcceptEncoding wrapper removes it.
+    """
+    if not framed:
+        return None
     declared = _leading_int(headers.get("content-length", ""))
     if declared is not None and declared > limit:
         raise ResponseTooLargeError(limit)
     encoding = headers.get("content-encoding", "").strip().lower()
     decoder = _Decoder(encoding) if encoding in ("gzip", "x-gzip", "deflate") else None
-    if decoder is not None:
-        del headers["content-encoding"]
     assert isinstance(response.stream, httpx.AsyncByteStream)
     iterator = aiter(response.stream)
     try:
@@ -230,7 +280,11 @@ async def read_body(response: httpx.Response, headers: dict[str, str], limit: in
     except ResponseTooLargeError:
         await _unwind(iterator)
         raise
-    return body or None
+    if body and "content-encoding" in headers:
+        del headers["content-encoding"]
+    if not body and declared is not None:
+        return None
+    return body
 
 
 async def _collect(iterator: AsyncIterator[bytes], decoder: _Decoder | None, limit: int) -> bytes:

@@ -21,6 +21,41 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.http_servers import generate_certs
 
+_RAW: dict[str, bytes] = {
+    "/odd_headers": (
+        b"HTTP/1.1 200 OK\r\n"
+        b"content-type: text/plain\r\ncontent-type: text/html\r\n"
+        b"x-comma: p ,q,  r\r\nx-multi: a\r\nx-multi: b,c\r\n"
+        b"cache-control: Public, Max-Age=5\r\nvary: Accept-Encoding\r\n"
+        b"www-authenticate: Basic\r\nwww-authenticate: Bearer\r\n"
+        b"set-cookie: a=1; Path=/\r\nset-cookie: b=2\r\n"
+        b'etag: "one"\r\netag: "two"\r\nx-empty: \r\nupgrade: h2c\r\n'
+        b"content-length: 3\r\n\r\nodd"
+    ),
+    "/not_modified": b'HTTP/1.1 304 Not Modified\r\netag: "a"\r\ncontent-length: 5\r\n\r\n',
+    "/empty_chunked": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n"
+    ),
+    "/content_length_0": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 0\r\n\r\n"
+    ),
+    "/close_delimited_empty": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n"
+    ),
+    "/brotli_label": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+        b"content-encoding: br\r\ncontent-length: 4\r\n\r\n\x0b\x01\x80\x03"
+    ),
+    "/non_ascii_no_charset": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nh\xc3\xa9llo"
+    ),
+    "/json_upper_charset": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json; Charset=UTF-8\r\n"
+        b'content-length: 11\r\n\r\n{"k":"\xc3\xa9"}'
+    ),
+}
+
 
 class _Redirector(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -29,6 +64,12 @@ class _Redirector(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
+        path = urlsplit(self.path).path
+        if path in _RAW:
+            # Written byte for byte: odd framing and repeated headers http.server would not.
+            self.close_connection = path == "/close_delimited_empty"
+            self.wfile.write(_RAW[path])
+            return
         target = parse_qs(urlsplit(self.path).query).get("url", ["/"])[0]
         body = b"redirecting\n"
         self.send_response(302)

@@ -37,6 +37,15 @@ BODIES: list[dict[str, Any]] = [
     {"name": "close_connection", "url": "{base}/close"},
 ]
 
+# Framing, header merging and charset edge cases, from the auxiliary raw server.
+EDGES: list[dict[str, Any]] = [
+    {"name": f"edge_{path}", "url": "{redirector}/" + path}
+    for path in (
+        "odd_headers", "not_modified", "empty_chunked", "content_length_0",
+        "close_delimited_empty", "brotli_label", "non_ascii_no_charset", "json_upper_charset",
+    )
+]  # fmt: skip
+
 REQUESTS: list[dict[str, Any]] = [
     {
         "name": "get_params_headers",
@@ -220,6 +229,12 @@ def groups(urls: dict[str, str]) -> list[Group]:
     payload_env = {"ORACLE_PAYLOAD_STORE": "redis", "ORACLE_PAYLOAD_THRESHOLD": "2000"}
     return [
         Group("bodies", _fill(BODIES, urls)),
+        Group(
+            "edges",
+            _fill(EDGES, urls),
+            gem_config={"request_timeout": 5},
+            ours=("--request-timeout", "5"),
+        ),
         Group("requests", _fill(REQUESTS, urls)),
         Group("statuses", _fill(STATUSES, urls)),
         Group("redirects", _fill(REDIRECTS, urls)),
