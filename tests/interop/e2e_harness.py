@@ -281,6 +281,7 @@ class Child:
         self.name = name
         # Set by a test that kills or stops the process itself: its exit is not a failure.
         self.exit_expected = False
+        self._terminated = False
         # Closed in stop(): the log outlives this constructor.
         self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"interop-{name}-")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -307,11 +308,17 @@ class Child:
         self.process.kill()
         self.process.wait(timeout=STOP_TIMEOUT)
 
+    def terminate(self) -> None:
+        """Send TERM once (a second TERM may mean something else to a worker)."""
+        if self.process.poll() is None and not self._terminated:
+            self._terminated = True
+            self.process.terminate()
+
     def stop(self) -> None:
         """TERM, then KILL after STOP_TIMEOUT; reap; close the log."""
         try:
             if self.process.poll() is None:
-                self.process.terminate()
+                self.terminate()
                 try:
                     self.process.wait(timeout=STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
@@ -676,6 +683,9 @@ def e2e_stack(
                     _wait_registered(client, ruby, 1)
                     yield stack
                 finally:
+                    # TERM all at once (each Sidekiq takes a moment to stop), then reap.
+                    for child in stack.children:
+                        child.terminate()
                     for child in reversed(stack.children):
                         child.stop()
         finally:
