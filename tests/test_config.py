@@ -460,7 +460,7 @@ def test_payload_store_table_problems(tmp_path: Path) -> None:
     )
     lines = problems(config_file=path)
     assert [line.split(f"config file {path} ")[1] for line in lines] == [
-        "is a file store, which has no ttl",
+        "is a file store, which has no ttl, key_prefix or url",
         "is a redis store, which has no directory",
         "has unknown keys bucket",
     ]
@@ -644,3 +644,30 @@ def test_describe_is_safe_to_log() -> None:
     assert Config().describe()["encryption"] == "off"
     sentinel = Config(redis_sentinels=(("s", 1),), redis_sentinel_master="m").describe()
     assert sentinel["redis"] == "sentinel m via s:1 db 0"
+
+
+def test_redis_store_takes_the_gems_key_prefix_ttl_and_own_redis() -> None:
+    spec = "big=redis:key_prefix=app:payloads:&ttl=60&url=redis://:s3cret@other:6380/2"
+    config = load_config(env={"PATIENT_HTTP_PAYLOAD_STORES": spec})
+    assert config.payload_stores == (
+        PayloadStoreSpec(
+            "big", "redis", ttl=60.0, key_prefix="app:payloads:", url="redis://:s3cret@other:6380/2"
+        ),
+    )
+    assert config.store_urls() == ["redis://:s3cret@other:6380/2"]
+    assert "s3cret" not in repr(config.payload_stores[0])
+    with pytest.raises(ConfigurationError, match="a redis store takes ttl, key_prefix, url"):
+        load_config(env={"PATIENT_HTTP_PAYLOAD_STORES": "big=redis:prefix=x"})
+
+
+@pytest.mark.integration
+async def test_redis_store_with_its_own_url_writes_there(redis_url: str) -> None:
+    own_url = redis_url.rsplit("/", 1)[0] + "/7"
+    config = load_config(
+        env={"PATIENT_HTTP_PAYLOAD_STORES": f"big=redis:key_prefix=app:&url={own_url}"}
+    )
+    async with RedisBridge(redis_url) as bridge, RedisBridge(own_url) as own:
+        store = config.payload_settings(bridge, {own_url: own}).stores["big"]
+        await store.put("k", "[1]")
+    assert redis.Redis.from_url(own_url).get("app:k") == b"[1]"
+    assert redis.Redis.from_url(redis_url).exists("app:k") == 0

@@ -46,6 +46,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from . import keys
 from .config_options import DEFAULT_SENTINEL_PORT as DEFAULT_SENTINEL_PORT
 from .config_options import ENV_PREFIX as ENV_PREFIX
 from .config_options import InvalidValue, Option, describe_store, option_table, options_markdown
@@ -199,12 +200,21 @@ class Config:
             return self.default_payload_store
         return self.payload_stores[-1].name if self.payload_stores else None
 
-    def payload_settings(self, bridge: RedisBridge) -> PayloadSettings:
-        """Encryption and external storage; ``redis`` stores write through ``bridge``."""
+    def store_urls(self) -> list[str]:
+        """The Redis URLs of stores with a connection of their own (the gem's ``redis:``)."""
+        return sorted({spec.url for spec in self.payload_stores if spec.url})
+
+    def payload_settings(
+        self, bridge: RedisBridge, own: Mapping[str, RedisBridge] | None = None
+    ) -> PayloadSettings:
+        """Encryption and external storage; ``redis`` stores write through ``bridge``, or
+        through ``own[url]`` for a store with a Redis of its own (see :meth:`store_urls`)."""
         stores: dict[str, PayloadStore] = {}
         for spec in self.payload_stores:
             if spec.adapter == "redis":
-                stores[spec.name] = RedisPayloadStore(bridge, ttl=spec.ttl)
+                store_bridge = (own or {})[spec.url] if spec.url else bridge
+                prefix = keys.PAYLOAD_PREFIX if spec.key_prefix is None else spec.key_prefix
+                stores[spec.name] = RedisPayloadStore(store_bridge, prefix=prefix, ttl=spec.ttl)
             else:
                 assert spec.directory is not None  # checked when the config was built
                 stores[spec.name] = FilePayloadStore(spec.directory)

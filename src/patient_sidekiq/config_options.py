@@ -18,12 +18,12 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from .redis_target import REDIS_SCHEMES
+from .redis_target import REDIS_SCHEMES, hide_password
 
 __all__ = [
     "DEFAULT_SENTINEL_PORT",
@@ -45,21 +45,32 @@ DEFAULT_SENTINEL_PORT: Final = 26379
 class PayloadStoreSpec:
     """One external payload store to register, as the gem's ``register_payload_store``.
 
-    ``redis`` stores use the worker's Redis (``ttl`` seconds, or no expiry); ``file`` stores
-    write ``<directory>/<key>.json`` (the directory must be shared with the Ruby side).
+    ``redis`` stores use the worker's Redis, or their own ``url`` (the gem's ``redis:``
+    option), with keys ``<key_prefix><uuid>`` (the gem's ``key_prefix:``, default
+    ``patient_http:payloads:``) and ``ttl`` seconds or no expiry; ``file`` stores write
+    ``<directory>/<key>.json`` (the directory must be shared with the Ruby side).
     """
 
     name: str
     adapter: Literal["redis", "file"]
     directory: str | None = None
     ttl: float | None = None
+    key_prefix: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold a password
 
 
 def describe_store(spec: PayloadStoreSpec) -> str:
     """One store as logs and error messages show it: ``big (redis, ttl 60.0 s)``."""
     if spec.adapter == "file":
         return f"{spec.name} (file: {spec.directory})"
-    return f"{spec.name} (redis, ttl {spec.ttl} s)" if spec.ttl else f"{spec.name} (redis)"
+    details = ["redis"]
+    if spec.url:
+        details.append(f"url {hide_password(spec.url)}")
+    if spec.key_prefix is not None:
+        details.append(f"key_prefix {spec.key_prefix!r}")
+    if spec.ttl:
+        details.append(f"ttl {spec.ttl} s")
+    return f"{spec.name} ({', '.join(details)})"
 
 
 # --- option metadata (for the CLI, the README and error messages) ---
@@ -248,7 +259,11 @@ def _sentinel(value: Any) -> tuple[str, int]:
     )
 
 
-_STORE_FORMS: Final = "a payload store NAME=redis[:TTL_SECONDS] or NAME=file:DIRECTORY"
+_STORE_FORMS: Final = (
+    "a payload store NAME=redis[:TTL_SECONDS], "
+    "NAME=redis:ttl=S&key_prefix=P&url=redis://… or NAME=file:DIRECTORY"
+)
+_REDIS_STORE_KEYS: Final = ("ttl", "key_prefix", "url")
 
 
 def _store(value: Any) -> PayloadStoreSpec:
@@ -258,14 +273,24 @@ def _store(value: Any) -> PayloadStoreSpec:
         if not equals:
             raise InvalidValue(f"is not {_STORE_FORMS}")
         spec: dict[str, Any] = {"name": given_name, "adapter": kind.strip()}
-        if argument:
+        if argument and kind.strip() == "redis" and "=" in argument:
+            # ttl=60&key_prefix=app:payloads:&url=redis://… (the gem's option names; "&"
+            # because the environment's lists are comma-separated)
+            for item in argument.split("&"):
+                key, has_value, text = item.partition("=")
+                if not has_value or key.strip() not in _REDIS_STORE_KEYS:
+                    raise InvalidValue(
+                        f"has {item!r}: a redis store takes {', '.join(_REDIS_STORE_KEYS)}"
+                    )
+                spec[key.strip()] = text
+        elif argument:
             spec["directory" if kind.strip() == "file" else "ttl"] = argument
         value = spec
     if isinstance(value, PayloadStoreSpec):
         value = dataclasses.asdict(value)
     if not isinstance(value, Mapping):
         raise InvalidValue(f"is not {_STORE_FORMS}")
-    unknown = set(value) - {"name", "adapter", "directory", "ttl"}
+    unknown = set(value) - {"name", "adapter", "directory", "ttl", "key_prefix", "url"}
     if unknown:
         raise InvalidValue(f"has unknown keys {', '.join(sorted(map(str, unknown)))}")
     try:
@@ -273,9 +298,10 @@ def _store(value: Any) -> PayloadStoreSpec:
     except InvalidValue:
         raise InvalidValue(f"is not {_STORE_FORMS} (the name is empty)") from None
     adapter, directory, ttl = value.get("adapter"), value.get("directory"), value.get("ttl")
+    key_prefix, url = value.get("key_prefix"), value.get("url")
     if adapter == "file":
-        if ttl is not None:
-            raise InvalidValue("is a file store, which has no ttl")
+        if ttl is not None or key_prefix is not None or url is not None:
+            raise InvalidValue("is a file store, which has no ttl, key_prefix or url")
         if not isinstance(directory, str) or not directory:
             raise InvalidValue("is a file store without a directory (NAME=file:DIRECTORY)")
         return PayloadStoreSpec(name, "file", directory)
@@ -288,7 +314,16 @@ def _store(value: Any) -> PayloadStoreSpec:
             raise InvalidValue("has a ttl that is not a number of seconds > 0") from None
         if seconds is not None and seconds < 0.0005:  # Redis refuses PX 0
             raise InvalidValue("has a ttl under 0.0005 s (Redis expiries are whole milliseconds)")
-        return PayloadStoreSpec(name, "redis", ttl=seconds)
+        if key_prefix is not None and not isinstance(key_prefix, str):
+            raise InvalidValue("has a key_prefix that is not a string")
+        if url is not None:
+            try:
+                url = _redis_url(url)
+            except InvalidValue:
+                raise InvalidValue(
+                    "has a url that is not a redis://, rediss:// or unix:// URL"
+                ) from None
+        return PayloadStoreSpec(name, "redis", ttl=seconds, key_prefix=key_prefix, url=url)
     raise InvalidValue(f"is not {_STORE_FORMS} (adapter must be redis or file)")
 
 
@@ -412,10 +447,11 @@ def option_table(defaults: Mapping[str, object]) -> dict[str, Option]:
                "payload encryption keys: the first encrypts, all decrypt (repeatable)",
                metavar="KEY", separator=",", strip=False, secret=True,
                toml='encryption_key = ["new-key", "old-key"]'),
-        option("payload_stores", _store, "NAME=redis[:TTL] or NAME=file:DIRECTORY items",
+        option("payload_stores", _store,
+               "NAME=redis[:TTL], NAME=redis:ttl=S&key_prefix=P&url=URL or NAME=file:DIR items",
                "external payload stores (repeatable; the last is the default)",
                flags=("--payload-store",), metavar="SPEC", separator=",",
-               toml='payload_stores.big = { adapter = "redis", ttl = 86400 }'),
+               toml='payload_stores.big = { adapter = "redis", ttl = 86400, key_prefix = "app:" }'),
         option("default_payload_store", _optional(_name), "a configured store's name",
                "store for new large payloads (default: the last configured)",
                metavar="NAME", toml='default_payload_store = "big"'),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import redis
 
-from . import testing
+from . import keys, testing
 from .callbacks import CallbackRegistry
 from .callbacks import registry as default_registry
 from .encryption import MessageEncryptor
@@ -158,7 +158,8 @@ class Client:
         spec = next((s for s in config.payload_stores if s.name == config.default_store_name), None)
         store: RedisStore | FileStore | None = None
         if spec is not None and spec.adapter == "redis":
-            store = RedisStore(name=spec.name, ttl=spec.ttl)
+            prefix = keys.PAYLOAD_PREFIX if spec.key_prefix is None else spec.key_prefix
+            store = RedisStore(name=spec.name, ttl=spec.ttl, prefix=prefix, url=spec.url)
         elif spec is not None and spec.directory is not None:
             store = FileStore(spec.directory, name=spec.name)
         return cls(
@@ -213,7 +214,23 @@ class Client:
         commands = enqueued.push_commands
         sealed = enqueued.sealed
         if sealed.reference is not None and sealed.stored_text is not None:
-            if isinstance(self._store, RedisStore):
+            if isinstance(self._store, RedisStore) and self._store.url:
+                # A store on a Redis of its own: written first, then the job is pushed.
+                own = redis.Redis.from_url(self._store.url)
+                try:
+                    own.execute_command(  # type: ignore[no-untyped-call]
+                        *redis_set_command(
+                            sealed.reference.key,
+                            sealed.stored_text,
+                            prefix=self._store.prefix,
+                            ttl_ms=ttl_millis(self._store.ttl),
+                        )
+                    )
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    raise RedisUnavailableError(f"could not store the payload: {exc}") from exc
+                finally:
+                    own.close()
+            elif isinstance(self._store, RedisStore):
                 # The payload must exist before a worker can pop the job: one MULTI.
                 set_command = redis_set_command(
                     sealed.reference.key,

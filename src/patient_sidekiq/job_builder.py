@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict
 
 from . import keys
@@ -91,6 +91,8 @@ class RedisStore:
     name: str = "redis"
     prefix: str = keys.PAYLOAD_PREFIX
     ttl: float | None = None
+    url: str | None = field(default=None, repr=False)
+    """A Redis of the store's own (the gem's ``redis:`` option); None: the jobs' Redis."""
 
     def __post_init__(self) -> None:
         ttl_millis(self.ttl)  # refuse an unusable TTL when configuring, not at first enqueue

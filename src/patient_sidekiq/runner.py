@@ -22,6 +22,7 @@ must stay readable until the last in-flight request is delivered.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -144,11 +145,18 @@ class Runner:
         """Run until stopped; ``task_status.started()`` once every launcher is in the cluster."""
         config = self.config
         log.info("%s", self.banner())
-        async with RedisBridge(
-            config.redis_target(), name="patient-sidekiq-payloads"
-        ) as payloads_bridge:
+        async with (
+            contextlib.AsyncExitStack() as stack,
+            RedisBridge(config.redis_target(), name="patient-sidekiq-payloads") as payloads_bridge,
+        ):
             await self._check_redis(payloads_bridge)
-            payloads = config.payload_settings(payloads_bridge)
+            own_store_bridges: dict[str, RedisBridge] = {}
+            for url in config.store_urls():
+                # a payload store on a Redis of its own (the gem's `redis:` store option)
+                own_store_bridges[url] = await stack.enter_async_context(
+                    RedisBridge(url, name="patient-sidekiq-payload-store")
+                )
+            payloads = config.payload_settings(payloads_bridge, own_store_bridges)
             routing = CallbackRouting(
                 callback_queue=config.callback_queue,
                 python_callback_queue=config.python_callback_queue,

@@ -262,6 +262,20 @@ def groups(urls: dict[str, str]) -> list[Group]:
             oracle_env=payload_env,
         ),
         Group(
+            "redis_payload_store_prefix_ttl",
+            _fill(PAYLOADS, urls),
+            ours=(
+                "--payload-store=big=redis:key_prefix=app:payloads:&ttl=600",
+                "--payload-store-threshold=2000",
+            ),
+            oracle_env={
+                **payload_env,
+                "ORACLE_PAYLOAD_STORE_NAME": "big",
+                "ORACLE_PAYLOAD_KEY_PREFIX": "app:payloads:",
+                "ORACLE_PAYLOAD_TTL": "600",
+            },
+        ),
+        Group(
             "redis_payload_store_encrypted",
             _fill(PAYLOADS, urls),
             ours=(*PAYLOAD_STORE_OURS, "--encryption-key", ENCRYPTION_KEYS[0]),
