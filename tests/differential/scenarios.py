@@ -133,6 +133,14 @@ REDIRECTS: list[dict[str, Any]] = [
 ]
 
 FAILURES: list[dict[str, Any]] = [
+    # registered on neither side: both fail as the gem fails (registries: issue 14)
+    {
+        "name": "unknown_secret_header",
+        "url": "{base}/echo",
+        "headers": {"Authorization": {"$secret": "nope"}},
+    },
+    {"name": "unknown_secret_param", "url": "{base}/echo", "params": {"key": {"$secret": "nope"}}},
+    {"name": "unknown_preprocessor", "url": "{base}/echo", "preprocessors": ["nope"]},
     {"name": "request_timeout", "url": "{base}/sleep?seconds=3", "timeout": 1},
     {"name": "connection_refused", "url": "http://127.0.0.1:1/json"},
     {"name": "dns_failure", "url": "http://nonexistent-host.invalid/json"},
