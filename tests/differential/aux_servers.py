@@ -50,6 +50,10 @@ _RAW: dict[str, bytes] = {
     "/non_ascii_no_charset": (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nh\xc3\xa9llo"
     ),
+    "/invalid_utf8": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: 4\r\n\r\nok\xff\xfe"
+    ),
     "/json_upper_charset": (
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json; Charset=UTF-8\r\n"
         b'content-length: 11\r\n\r\n{"k":"\xc3\xa9"}'

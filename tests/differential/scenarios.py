@@ -163,6 +163,12 @@ DEVIATIONS: list[dict[str, Any]] = [
         "deviation": "the gem keeps the deflate bytes as a UTF-8 body, cannot generate the "
         "callback's JSON and drops the result (logs JSON::GeneratorError); we inflate it",
     },
+    {
+        "name": "invalid_utf8_labelled_utf8",
+        "url": "{redirector}/invalid_utf8",
+        "deviation": "the gem cannot generate the callback's JSON for bytes invalid in the "
+        "declared charset and drops the result; we deliver the body as binary",
+    },
 ]
 
 BATCH: list[dict[str, Any]] = [
