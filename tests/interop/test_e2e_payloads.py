@@ -1,9 +1,10 @@
 """Encryption with key rotation and external payload storage, Ruby <-> Python, end to end.
 
 The Python worker runs with ``--encryption-key new --encryption-key old`` and a Redis
-payload store with a 1000-byte threshold; the Ruby Sidekiq's CallbackWorker stand-in has
-the keys ``new,old``. Ruby requests are encrypted (and stored when large) by the Ruby
-enqueuer; results are encrypted (and stored when large) by Python and read by Ruby.
+payload store with a 1000-byte threshold; the Ruby side's CallbackWorker (the gem's, or the
+stand-in's) has the keys ``new,old`` and the ``redis`` payload store. Ruby requests are
+encrypted (and stored when large) by the Ruby enqueuer; results are encrypted (and stored
+when large) by Python and read by Ruby.
 """
 
 from __future__ import annotations

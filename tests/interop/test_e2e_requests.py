@@ -1,9 +1,10 @@
 """Ruby enqueues, Python runs the request, a real Ruby Sidekiq runs the Ruby callback.
 
-One stack per module (see ``e2e_harness``): the Ruby stand-in pushes RequestWorker jobs,
-``patient-sidekiq run`` executes them against the local HTTP app and pushes
-CallbackWorker jobs to the Ruby callback queue, and ``Interop::Recorder`` (run by the
-``sidekiq`` process) records what the Ruby callback received.
+One stack per module (see ``e2e_harness``): the gem's ``PatientHttp::Sidekiq.execute`` (the
+stand-in's without the gem) pushes RequestWorker jobs, ``patient-sidekiq run`` executes them
+against the local HTTP app and pushes CallbackWorker jobs to the Ruby callback queue, and
+``Interop::Recorder`` (called by the gem's CallbackWorker in the Ruby Sidekiq) records what
+the Ruby callback received.
 """
 
 from __future__ import annotations

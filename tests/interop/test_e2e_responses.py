@@ -1,7 +1,8 @@
 """Response bodies, statuses, redirects and failures, Ruby-enqueued, end to end.
 
-Ruby (``ruby_interop/enqueue.rb``) pushes RequestWorker jobs, ``patient-sidekiq run``
-executes them and a real Ruby Sidekiq runs ``Interop::Recorder`` on the result; each test
+Ruby (the gem's ``execute``, ``ruby_interop/gem_enqueue.rb``) pushes RequestWorker jobs,
+``patient-sidekiq run`` executes them and the gem's CallbackWorker runs
+``Interop::Recorder`` on the result in a Ruby Sidekiq; each test
 compares what the Ruby callback recorded. Bodies the shared test app cannot serve (random
 binary, Shift_JIS, a large multi-byte text) come from a small stdlib HTTP server started
 by this module. The worker runs with ``--max-response-size`` so an oversized body fails.

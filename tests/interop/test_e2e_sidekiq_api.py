@@ -162,7 +162,7 @@ def test_retries_and_dead_jobs_filed_by_python_read_in_ruby(stack: E2E) -> None:
     assert first["error_message"] == "wrong number of arguments (given 2, expected 5..6)"
     assert first["retry_count"] == 0
     assert first["retried_at"] is None
-    # Sidekiq 6's first backoff: 15 s plus up to 9 s of jitter.
+    # Sidekiq's first backoff (6 and 7 alike): 15 s plus up to 9 s of jitter.
     assert first["failed_at"] + 15 <= first["at"] <= first["failed_at"] + 25
     assert first["enqueued_at"] <= first["failed_at"]
 
@@ -175,7 +175,7 @@ def test_retries_and_dead_jobs_filed_by_python_read_in_ruby(stack: E2E) -> None:
     assert buried["retry_count"] == 0
     assert abs(buried["at"] - buried["failed_at"]) < 1  # Dead is scored by the time of death
 
-    # "Retry now" from Ruby: Sidekiq 6 lowers retry_count by one and pushes the job; the
+    # "Retry now" from Ruby: Sidekiq (6 and 7) lowers retry_count by one and pushes the job; the
     # Python failure then raises it again and stamps retried_at, as Ruby would.
     stack.ruby(FAILED_JOBS, {"retry_now": retried})
 
