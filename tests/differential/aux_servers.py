@@ -10,6 +10,7 @@ Both answer deterministically, like the oracle's server.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ssl
 import tempfile
 import threading
@@ -69,16 +70,24 @@ class _Redirector(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         path = urlsplit(self.path).path
+        if path == "/noise":
+            # bytes that do not compress, so a payload stays over the store threshold
+            size = int(parse_qs(urlsplit(self.path).query).get("size", ["4096"])[0])
+            self._send(200, "application/octet-stream", noise(size))
+            return
         if path in _RAW:
             # Written byte for byte: odd framing and repeated headers http.server would not.
             self.close_connection = path == "/close_delimited_empty"
             self.wfile.write(_RAW[path])
             return
         target = parse_qs(urlsplit(self.path).query).get("url", ["/"])[0]
-        body = b"redirecting\n"
-        self.send_response(302)
-        self.send_header("location", target)
-        self.send_header("content-type", "text/plain; charset=utf-8")
+        self._send(302, "text/plain; charset=utf-8", b"redirecting\n", location=target)
+
+    def _send(self, status: int, content_type: str, body: bytes, location: str = "") -> None:
+        self.send_response(status)
+        if location:
+            self.send_header("location", location)
+        self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -93,6 +102,16 @@ class _Redirector(BaseHTTPRequestHandler):
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         return "Thu, 01 Jan 2026 00:00:00 GMT"
+
+
+def noise(size: int) -> bytes:
+    """``size`` deterministic bytes that gzip cannot shrink (a SHA-256 chain)."""
+    out = bytearray()
+    block = b"differential"
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:size])
 
 
 @dataclass(frozen=True)

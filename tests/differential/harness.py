@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,10 @@ class Group:
     ours: tuple[str, ...] = ()
     oracle_env: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
+    file_store: bool = False
+    """Register the gem's :file payload store (``file_store_boot.rb``); each side gets its
+    own copy of the directory the enqueuer wrote to, and ours ``--payload-store
+    files=file:<its copy>``."""
 
 
 @dataclass
@@ -144,6 +149,10 @@ class DifferentialRun:
         self.group = group
         self.server = RedisServer(directory)
         self.children: list[Child] = []
+        self.boot = (
+            HERE / "file_store_boot.rb" if group.file_store else (oracle / "lib" / "oracle_boot.rb")
+        )
+        self.files = {GEM_DB: directory / "files-gem", OURS_DB: directory / "files-ours"}
 
     def url(self, db: int) -> str:
         """The Redis URL of database ``db``."""
@@ -164,6 +173,7 @@ class DifferentialRun:
             ORACLE_REQUEST_QUEUE=REQUEST_QUEUE,
             ORACLE_CALLBACK_QUEUE=CALLBACK_QUEUE,
             ORACLE_CONFIG_JSON=json.dumps(self.group.gem_config),
+            DIFFERENTIAL_FILE_STORE=str(self.files[db]),
             **self.group.oracle_env,
             **extra,
         )
@@ -173,7 +183,7 @@ class DifferentialRun:
         argv = [
             require_binary("ruby"),
             str(self.oracle / "vendor" / "sidekiq-7.3.10" / "bin" / "sidekiq"),
-            "-r", str(self.oracle / "lib" / "oracle_boot.rb"),
+            "-r", str(self.boot),
             "-c", "5", "-t", "5",
         ]  # fmt: skip
         for queue in queues:
@@ -192,6 +202,11 @@ class DifferentialRun:
             "--shutdown-timeout", "5",
             *self.group.ours,
         ]  # fmt: skip
+        if self.group.file_store:
+            argv += [
+                f"--payload-store=files=file:{self.files[OURS_DB]}",
+                "--payload-store-threshold=1000",
+            ]
         child = Child("patient-sidekiq", argv, env)
         self.children.append(child)
         return child
@@ -202,7 +217,7 @@ class DifferentialRun:
             [
                 require_binary("ruby"),
                 "-r",
-                str(self.oracle / "lib" / "oracle_boot.rb"),
+                str(self.boot),
                 str(ENQUEUE),
             ],
             input=json.dumps(list(self.group.requests)),
@@ -221,11 +236,15 @@ class DifferentialRun:
                 source.copy(key, key, destination_db=OURS_DB)
         finally:
             source.close()
+        if self.group.file_store:
+            shutil.copytree(self.files[GEM_DB], self.files[OURS_DB], dirs_exist_ok=True)
         return enqueued
 
     def run(self) -> tuple[list[dict[str, str]], SideState, SideState]:
         """Enqueue, run both processors until done, collect both sides."""
         self.server.start()
+        for files in self.files.values():
+            files.mkdir()
         try:
             enqueued = self.enqueue()
             self._sidekiq("gem-processor", GEM_DB, [REQUEST_QUEUE, CALLBACK_QUEUE])
@@ -322,7 +341,8 @@ class DifferentialRun:
                     keys.INFLIGHT_JOBS: client.hlen(keys.INFLIGHT_JOBS),
                     keys.INFLIGHT_INDEX: client.zcard(keys.INFLIGHT_INDEX),
                 },
-                leftover_keys=leftovers,
+                leftover_keys=leftovers
+                + sorted(f"file:{path.name}" for path in self.files[db].iterdir()),
             )
         finally:
             client.close()

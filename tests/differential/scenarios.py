@@ -11,6 +11,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from tests.differential.aux_servers import noise
 from tests.differential.harness import Group
 
 ENCRYPTION_KEYS = ["differential-new-key-0123456789abcdef", "differential-old-key-0123456789abcdef"]
@@ -211,18 +212,18 @@ OPTIONS: list[dict[str, Any]] = [
 
 PAYLOADS: list[dict[str, Any]] = [
     {"name": "small", "url": "{base}/json", "callback_args": {"k": "v"}},
-    {"name": "large_response", "url": "{base}/text?size=9000"},
-    {
-        "name": "large_error",
-        "url": "{base}/text?size=9000",
-        "raise_error_responses": True,
-        "headers": {"X-Ignored": "x"},
-    },
-    {"name": "large_request", "method": "post", "url": "{base}/echo", "json": {"blob": "x" * 9000}},
-]
+    # noise does not compress: these stay over the 1000-byte store threshold once gzipped
+    {"name": "large_response", "url": "{redirector}/noise?size=3000"},
+    {"name": "large_error", "url": "{redirector}/noise?size=3000", "raise_error_responses": True,
+     "headers": {"X-Ignored": "x"}},
+    {"name": "large_request", "method": "post", "url": "{base}/echo",
+     "json": {"blob": noise(1500).hex()}},
+    {"name": "large_callback_args", "url": "{base}/json",
+     "callback_args": {"blob": noise(1500).hex()}},
+]  # fmt: skip
 
 
-PAYLOAD_STORE_OURS = ("--payload-store", "redis=redis", "--payload-store-threshold", "2000")
+PAYLOAD_STORE_OURS = ("--payload-store", "redis=redis", "--payload-store-threshold", "1000")
 
 
 def _fill(requests: list[dict[str, Any]], urls: dict[str, str]) -> tuple[dict[str, Any], ...]:
@@ -240,7 +241,7 @@ def _fill(requests: list[dict[str, Any]], urls: dict[str, str]) -> tuple[dict[st
 
 def groups(urls: dict[str, str]) -> list[Group]:
     """Every group, with the servers' base URLs filled in."""
-    payload_env = {"ORACLE_PAYLOAD_STORE": "redis", "ORACLE_PAYLOAD_THRESHOLD": "2000"}
+    payload_env = {"ORACLE_PAYLOAD_STORE": "redis", "ORACLE_PAYLOAD_THRESHOLD": "1000"}
     return [
         Group("bodies", _fill(BODIES, urls)),
         Group(
@@ -280,7 +281,7 @@ def groups(urls: dict[str, str]) -> list[Group]:
             _fill(PAYLOADS, urls),
             ours=(
                 "--payload-store=big=redis:key_prefix=app:payloads:&ttl=600",
-                "--payload-store-threshold=2000",
+                "--payload-store-threshold=1000",
             ),
             oracle_env={
                 **payload_env,
@@ -289,6 +290,7 @@ def groups(urls: dict[str, str]) -> list[Group]:
                 "ORACLE_PAYLOAD_TTL": "600",
             },
         ),
+        Group("file_payload_store", _fill(PAYLOADS, urls), file_store=True),
         Group(
             "redis_payload_store_encrypted",
             _fill(PAYLOADS, urls),
