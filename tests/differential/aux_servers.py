@@ -70,6 +70,9 @@ class _Redirector(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         path = urlsplit(self.path).path
+        if path == "/close_no_answer":
+            self.close_connection = True  # the client sees EOF before any status line
+            return
         if path == "/noise":
             # bytes that do not compress, so a payload stays over the store threshold
             size = int(parse_qs(urlsplit(self.path).query).get("size", ["4096"])[0])

@@ -44,7 +44,11 @@ EDGES: list[dict[str, Any]] = [
     for path in (
         "odd_headers", "not_modified", "empty_chunked", "content_length_0",
         "close_delimited_empty", "brotli_label", "non_ascii_no_charset", "json_upper_charset",
+        "close_no_answer",
     )
+] + [
+    {"name": "edge_post_close_no_answer", "method": "post", "url": "{redirector}/close_no_answer",
+     "json": {"a": 1}},
 ]  # fmt: skip
 
 REQUESTS: list[dict[str, Any]] = [
