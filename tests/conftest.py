@@ -22,6 +22,17 @@ import redis
 GOLDEN_PATH = Path(__file__).resolve().parent / "golden" / "golden.json"
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say up front whether the real gem takes part (interop and differential tests)."""
+    from tests.oracle import oracle_root
+
+    root = oracle_root()
+    if root is not None:
+        return f"real gem: patient_http-sidekiq 1.0.1 in Sidekiq 7.3.10 from {root}"
+    ci = " (CI: those tests fail)" if os.environ.get("CI") else ""
+    return f"real gem: NOT BUILT, the tests that need it skip{ci}; scripts/test builds it"
+
+
 def load_golden() -> dict[str, Any]:
     """A fresh copy of the golden vectors (for module-level parametrisation; tests take the
     ``golden`` fixture)."""
