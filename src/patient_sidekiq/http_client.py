@@ -275,19 +275,31 @@ async def _send(
                 timeouts,
             )
         else:
+            headers = list(outgoing.headers.items())
+            if outgoing.body is not None and "content-length" not in outgoing.headers:
+                # async-http's HTTP/2 client sends the length before every other header
+                # (this path is HTTP/2 whenever the server offers it)
+                headers.insert(0, ("content-length", str(len(outgoing.body))))
             http_request = httpx.Request(
                 outgoing.method.upper(),
                 outgoing.url,
-                headers=list(outgoing.headers.items()),
+                headers=headers,
                 content=outgoing.body,
                 extensions={"timeout": timeouts},
             )
             response = await transport.handle_async_request(http_request)
         status = response.status_code
-        framed = status >= 200 and status not in (204, 304) and outgoing.method.lower() != "head"
+        # HTTP/1 (protocol-http1) has no body for 1xx/204/304/HEAD and keeps their framing
+        # headers; async-http's HTTP/2 always makes a body (maybe "") and drops them.
+        http2 = response.extensions.get("http_version") == b"HTTP/2"
+        framed = http2 or (
+            status >= 200 and status not in (204, 304) and outgoing.method.lower() != "head"
+        )
         try:
             headers = joined_headers(response.headers)
-            body = await read_body(response, headers, settings.max_response_size, framed=framed)
+            body = await read_body(
+                response, headers, settings.max_response_size, framed=framed, http2=http2
+            )
         finally:
             await response.aclose()
     if framed:

@@ -257,14 +257,20 @@ _DROPPED_HEADERS: Final = frozenset({"upgrade"})
 
 
 async def read_body(
-    response: httpx.Response, headers: dict[str, str], limit: int, *, framed: bool = True
+    response: httpx.Response,
+    headers: dict[str, str],
+    limit: int,
+    *,
+    framed: bool = True,
+    http2: bool = False,
 ) -> bytes | None:
     """Read the body, decoding gzip/deflate, failing as soon as it exceeds ``limit``.
 
     None where the gem's client yields no body: a response without one (``framed`` false:
     1xx, 204, 304, HEAD) or with ``content-length: 0``; an empty chunked or close-delimited
-    body is ``b""``. Once a body has bytes, ``content-encoding`` goes from ``headers``
-    whatever the coding, as the gem's AcceptEncoding wrapper removes it.
+    body is ``b""``, and so is every empty HTTP/2 body (``http2``). Once a body has bytes,
+    ``content-encoding`` goes from ``headers`` whatever the coding, as the gem's
+    AcceptEncoding wrapper removes it.
     """
     if not framed:
         return None
@@ -282,7 +288,7 @@ async def read_body(
         raise
     if body and "content-encoding" in headers:
         del headers["content-encoding"]
-    if not body and declared is not None:
+    if not body and declared is not None and not http2:
         return None
     return body
 

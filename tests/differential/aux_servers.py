@@ -18,9 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.http_servers import generate_certs
+import trio
+
+from tests.http_servers import TlsCerts, generate_certs, start_hypercorn
 
 _RAW: dict[str, bytes] = {
     "/odd_headers": (
@@ -119,16 +122,57 @@ def noise(size: int) -> bytes:
 
 @dataclass(frozen=True)
 class AuxServers:
-    """Base URLs of the redirector and of the untrusted TLS server."""
+    """Base URLs of the redirector, of the untrusted TLS server and of the HTTP/2 server.
+
+    ``ca_file`` signed both TLS servers' certificates: a group that trusts it (the gem
+    through ``SSL_CERT_FILE``, ours through ``--ca-bundle``) reaches ``h2`` over TLS with
+    ALPN ``h2``; nobody trusts it otherwise.
+    """
 
     redirector: str
     untrusted_tls: str
+    h2: str
+    ca_file: str
 
 
 def _serve(server: ThreadingHTTPServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return thread
+
+
+@contextlib.contextmanager
+def _hypercorn_tls(certs: TlsCerts) -> Iterator[str]:
+    """The test app (``tests/http_servers.py``) over TLS, HTTP/2 by ALPN, in a thread."""
+    ready: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await start_hypercorn(nursery, certs)
+            ready.update(
+                url=server.url(""),
+                token=trio.lowlevel.current_trio_token(),
+                cancel=nursery.cancel_scope.cancel,
+            )
+            started.set()
+
+    def run() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as exc:  # reported by the waiting thread
+            ready["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=run, name="differential-h2", daemon=True)
+    thread.start()
+    if not started.wait(30) or "error" in ready:
+        raise AssertionError(f"the HTTP/2 test server did not start: {ready.get('error')!r}")
+    try:
+        yield str(ready["url"])
+    finally:
+        ready["token"].run_sync_soon(ready["cancel"])
+        thread.join(15)
 
 
 @contextlib.contextmanager
@@ -143,10 +187,13 @@ def aux_servers() -> Iterator[AuxServers]:
         tls.socket = context.wrap_socket(tls.socket, server_side=True)
         threads = [_serve(plain), _serve(tls)]
         try:
-            yield AuxServers(
-                redirector=f"http://localhost:{plain.server_address[1]}",
-                untrusted_tls=f"https://127.0.0.1:{tls.server_address[1]}",
-            )
+            with _hypercorn_tls(certs) as h2:
+                yield AuxServers(
+                    redirector=f"http://localhost:{plain.server_address[1]}",
+                    untrusted_tls=f"https://127.0.0.1:{tls.server_address[1]}",
+                    h2=h2,
+                    ca_file=str(certs.ca_file),
+                )
         finally:
             for server in (plain, tls):
                 server.shutdown()

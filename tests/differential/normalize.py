@@ -30,6 +30,9 @@ def scrub(value: Any, request_id: str = "") -> Any:
         for key, item in value.items():
             if key in TIMED:
                 continue
+            if key == "date" and isinstance(item, str):
+                out[key] = "<http date>"  # a server's date header, in recorded headers
+                continue
             if key == "backtrace" or key == "error_backtrace":
                 out[key] = "<backtrace>" if item else item
                 continue

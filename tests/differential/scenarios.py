@@ -176,6 +176,22 @@ DEVIATIONS: list[dict[str, Any]] = [
     },
 ]
 
+# TLS with ALPN h2 (hypercorn, a CA both sides trust in this group only).
+HTTP2: list[dict[str, Any]] = [
+    {"name": "h2_get_echo", "url": "{h2}/echo?x=1", "headers": {"X-Trace": "abc"}},
+    {"name": "h2_post_json", "method": "post", "url": "{h2}/echo", "json": {"k": "v"}},
+    {"name": "h2_status_404", "url": "{h2}/status/404"},
+    {"name": "h2_status_500_raise", "url": "{h2}/status/500", "raise_error_responses": True},
+    {"name": "h2_status_204", "url": "{h2}/status/204"},
+    {"name": "h2_gzip", "url": "{h2}/gzip"},
+    {"name": "h2_multi_headers", "url": "{h2}/multi"},
+    {"name": "h2_redirects", "url": "{h2}/redirect/2"},
+    {"name": "h2_latin1", "url": "{h2}/charset"},
+    {"name": "h2_big_with_length", "url": "{h2}/big?bytes=3000&length=1"},
+    {"name": "h2_big_streamed", "url": "{h2}/big?bytes=3000&length=0"},
+    {"name": "h2_slow_timeout", "url": "{h2}/slow?seconds=3", "timeout": 1},
+]  # fmt: skip
+
 BATCH: list[dict[str, Any]] = [
     {
         "name": f"batch_{n:02d}",
@@ -261,6 +277,12 @@ def groups(urls: dict[str, str]) -> list[Group]:
         Group("stale_connection", _fill(STALE_CONNECTION, urls)),
         Group("deviations", _fill(DEVIATIONS, urls)),
         Group("batch", _fill(BATCH, urls)),
+        Group(
+            "tls_http2",
+            _fill(HTTP2, urls),
+            ours=("--ca-bundle", urls.get("ca_file", "")),
+            oracle_env={"SSL_CERT_FILE": urls.get("ca_file", "")},
+        ),
         Group("options", _fill(OPTIONS, urls), gem_config=OPTIONS_GEM, ours=OPTIONS_OURS),
         Group(
             "encryption_one_key",

@@ -33,7 +33,13 @@ def urls() -> Iterator[dict[str, str]]:
     """Base URLs of the oracle's HTTP test server and of the auxiliary servers."""
     oracle = require_oracle()
     with http_test_server(oracle) as base, aux_servers() as aux:
-        yield {"base": base, "redirector": aux.redirector, "tls": aux.untrusted_tls}
+        yield {
+            "base": base,
+            "redirector": aux.redirector,
+            "tls": aux.untrusted_tls,
+            "h2": aux.h2,
+            "ca_file": aux.ca_file,
+        }
 
 
 GROUP_NAMES = [group.name for group in scenarios.groups({})]
