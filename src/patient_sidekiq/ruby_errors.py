@@ -92,7 +92,7 @@ def ruby_error(exc: BaseException, url: str) -> tuple[str, str]:
         name = errno.errorcode.get(number, "")
         text = os.strerror(number)
         if any(isinstance(link, httpx.ConnectError) for link in chain):
-            text = f"{text} - connect(2) for {_peer(url)}"
+            text = f"{text} - connect(2) for {_connected_address(chain) or _peer(url)}"
         return (f"Errno::{name}" if name in _ERRNO_NAMES else IO_ERROR), text
     for link in chain:
         if isinstance(link, zlib.error):
@@ -167,6 +167,21 @@ def _system_errno(chain: list[BaseException]) -> int | None:
         if isinstance(leaf, OSError) and not isinstance(leaf, ssl.SSLError) and leaf.errno
     }
     return found.pop() if len(found) == 1 else None
+
+
+_SOCKADDR: Final = re.compile(r"Error connecting to \('([^']+)', (\d+)")
+
+
+def _connected_address(chain: list[BaseException]) -> str | None:
+    """The address of the last connect attempt (trio names each one), as Ruby prints it:
+    the resolved address, ``127.0.0.1:1`` for ``localhost:1``, ``[::1]:1`` for IPv6."""
+    found = None
+    for leaf in _leaves(chain):
+        match = _SOCKADDR.search(str(leaf))
+        if match:
+            host, port = match.groups()
+            found = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return found
 
 
 def _gai_text(exc: socket.gaierror) -> str:
