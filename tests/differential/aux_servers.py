@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import socket
 import ssl
 import tempfile
 import threading
@@ -133,6 +134,8 @@ class AuxServers:
     untrusted_tls: str
     h2: str
     ca_file: str
+    blackhole: str
+    """A port whose accept queue is full: connecting hangs until the client gives up."""
 
 
 def _serve(server: ThreadingHTTPServer) -> threading.Thread:
@@ -176,6 +179,22 @@ def _hypercorn_tls(certs: TlsCerts) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def _blackhole() -> Iterator[str]:
+    """Listen with a backlog of 0 and never accept; fill the queue, so SYNs are dropped."""
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(socket.socket())
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        for _ in range(3):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
 def aux_servers() -> Iterator[AuxServers]:
     """Start both servers on free loopback ports; stop them on exit."""
     with tempfile.TemporaryDirectory(prefix="differential-tls-") as directory:
@@ -187,12 +206,13 @@ def aux_servers() -> Iterator[AuxServers]:
         tls.socket = context.wrap_socket(tls.socket, server_side=True)
         threads = [_serve(plain), _serve(tls)]
         try:
-            with _hypercorn_tls(certs) as h2:
+            with _hypercorn_tls(certs) as h2, _blackhole() as blackhole:
                 yield AuxServers(
                     redirector=f"http://localhost:{plain.server_address[1]}",
                     untrusted_tls=f"https://127.0.0.1:{tls.server_address[1]}",
                     h2=h2,
                     ca_file=str(certs.ca_file),
+                    blackhole=blackhole,
                 )
         finally:
             for server in (plain, tls):

@@ -149,6 +149,7 @@ FAILURES: list[dict[str, Any]] = [
     {"name": "request_timeout", "url": "{base}/sleep?seconds=3", "timeout": 1},
     {"name": "connection_refused", "url": "http://127.0.0.1:1/json"},
     {"name": "connection_refused_by_name", "url": "http://localhost:1/json"},
+    {"name": "connect_timeout", "url": "{blackhole}/json", "timeout": 1},
     {"name": "dns_failure", "url": "http://nonexistent-host.invalid/json"},
     {"name": "tls_verify_failure", "url": "{tls}/x"},
 ]

@@ -39,6 +39,7 @@ def urls() -> Iterator[dict[str, str]]:
             "tls": aux.untrusted_tls,
             "h2": aux.h2,
             "ca_file": aux.ca_file,
+            "blackhole": aux.blackhole,
         }
 
 
