@@ -141,6 +141,17 @@ async def test_post_sends_body(http_server: Server, transport: ShardedTransport)
     assert echo["headers"]["content-type"] == "application/json; charset=utf-8"
 
 
+async def test_non_ascii_header_values_go_out_as_utf8_with_a_lowercase_host_first(
+    http_server: Server, transport: ShardedTransport
+) -> None:
+    # Ruby writes a UTF-8 header value's bytes; httpx alone would refuse the str.
+    request = Request.build("get", http_server.url("/echo"), headers={"X-Name": "héllo ☃"})
+    echo = await ok(transport, request)
+    sent = echo.json()["headers"]
+    assert sent[0] == ["host", f"127.0.0.1:{http_server.port}"]
+    assert dict(sent)["x-name"].encode("latin-1").decode() == "héllo ☃"
+
+
 @pytest.mark.parametrize("status", [201, 404, 500])
 async def test_every_status_is_a_response_by_default(
     http_server: Server, transport: ShardedTransport, status: int

@@ -275,15 +275,23 @@ async def _send(
                 timeouts,
             )
         else:
-            headers = list(outgoing.headers.items())
+            # Values go out as their UTF-8 bytes, as Ruby writes a UTF-8 String (httpx would
+            # refuse a str that is not ASCII).
+            url = httpx.URL(outgoing.url)
+            request_headers = [
+                (name.encode("latin-1", "replace"), value.encode("utf-8", "surrogateescape"))
+                for name, value in outgoing.headers.items()
+            ]
             if outgoing.body is not None and "content-length" not in outgoing.headers:
                 # async-http's HTTP/2 client sends the length before every other header
                 # (this path is HTTP/2 whenever the server offers it)
-                headers.insert(0, ("content-length", str(len(outgoing.body))))
+                request_headers.insert(0, (b"content-length", str(len(outgoing.body)).encode()))
+            if "host" not in outgoing.headers:
+                request_headers.insert(0, (b"host", url.netloc))  # lowercase, first: the gem's
             http_request = httpx.Request(
                 outgoing.method.upper(),
-                outgoing.url,
-                headers=headers,
+                url,
+                headers=request_headers,
                 content=outgoing.body,
                 extensions={"timeout": timeouts},
             )

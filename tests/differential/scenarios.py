@@ -53,6 +53,34 @@ EDGES: list[dict[str, Any]] = [
 
 REQUESTS: list[dict[str, Any]] = [
     {
+        "name": "header_case_and_unicode",
+        "url": "{base}/echo",
+        "headers": {"X-Mixed-Case": "v", "x-unicode": "h\u00e9llo \u2603", "X-Empty": ""},
+    },
+    {"name": "percent_encoded_path_and_query", "url": "{base}/echo/a%20b/c%2Fd?x=%2F&y=a+b&z"},
+    {
+        "name": "float_and_big_callback_args",
+        "url": "{base}/json",
+        "callback_args": {
+            "f": 1e20,
+            "g": 0.1,
+            "h": 1.0,
+            "i": 1.5e-7,
+            "big": 12345678901234567890,
+            "neg": -0.0,
+            "empty": {},
+            "list": [],
+            "s": "\u2603\ud83d\ude80",
+        },
+    },
+    {"name": "no_callback_args", "url": "{base}/json", "callback_args": None},
+    {"name": "put_without_body", "method": "put", "url": "{base}/echo"},
+    {"name": "patch_empty_body", "method": "patch", "url": "{base}/echo", "body": ""},
+    {
+        "name": "redirect_with_fragment",
+        "url": "{redirector}/to?url=" + quote("{base}/echo?q=1#frag", safe="{}"),
+    },
+    {
         "name": "get_params_headers",
         "url": "{base}/echo?x=1",
         "params": {"a": "1", "b": "two words", "c": "é"},
