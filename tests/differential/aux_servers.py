@@ -55,6 +55,9 @@ _RAW: dict[str, bytes] = {
     "/non_ascii_no_charset": (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nh\xc3\xa9llo"
     ),
+    "/bad_json": (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{not json"
+    ),
     "/invalid_utf8": (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\n"
         b"content-length: 4\r\n\r\nok\xff\xfe"

@@ -35,6 +35,10 @@ BODIES: list[dict[str, Any]] = [
     {"name": "no_content_204", "url": "{base}/empty"},
     {"name": "status_304", "url": "{base}/status/304"},
     {"name": "multi_value_headers", "url": "{base}/headers"},
+    {"name": "text_4095_bytes", "url": "{base}/text?size=4095"},
+    {"name": "text_4096_bytes", "url": "{base}/text?size=4096"},
+    {"name": "binary_4096_bytes", "url": "{base}/binary?size=4096"},
+    {"name": "invalid_json_labelled_json", "url": "{redirector}/bad_json"},
     {"name": "close_connection", "url": "{base}/close"},
 ]
 
@@ -156,6 +160,10 @@ REDIRECTS: list[dict[str, Any]] = [
         "headers": {"Authorization": "Bearer secret", "Cookie": "a=b", "X-Keep": "kept"},
     },
     {"name": "too_many_redirects", "url": "{base}/redirect/10", "max_redirects": 2},
+    {"name": "redirect_303_put", "method": "put", "url": "{base}/redirect303/1", "json": [1]},
+    {"name": "redirect_302_delete", "method": "delete", "url": "{base}/redirect302/1"},
+    # 308, not 307: the test server's /redirect307 leaves the body unread on a shared connection
+    {"name": "redirect_308_put", "method": "put", "url": "{base}/redirect308/1", "body": "kept"},
     {"name": "redirect_loop", "url": "{base}/loop"},
     {"name": "max_redirects_zero", "url": "{base}/redirect/1", "max_redirects": 0},
     {
@@ -220,6 +228,9 @@ HTTP2: list[dict[str, Any]] = [
     {"name": "h2_big_with_length", "url": "{h2}/big?bytes=3000&length=1"},
     {"name": "h2_big_streamed", "url": "{h2}/big?bytes=3000&length=0"},
     {"name": "h2_slow_timeout", "url": "{h2}/slow?seconds=3", "timeout": 1},
+    {"name": "h2_slow_body_timeout", "url": "{h2}/slow-body?seconds=3", "timeout": 1},
+    {"name": "http_to_https_strips_credentials", "url": "{redirector}/to?url="
+     + quote("{h2}/echo", safe="{}"), "headers": {"Authorization": "Bearer x", "X-Keep": "1"}},
 ]  # fmt: skip
 
 BATCH: list[dict[str, Any]] = [
