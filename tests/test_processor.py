@@ -1,10 +1,11 @@
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 import trio
 
-from patient_sidekiq import keys
+from patient_sidekiq import keys, rubyjson
 from patient_sidekiq.fetch import QueueOrder, ReliableFetch
 from patient_sidekiq.job import Job
 from patient_sidekiq.processor import Dispatcher, Processor, Work
@@ -78,7 +79,10 @@ async def test_every_unit_ends_exactly_one_way(
     assert missing["error_class"] == "NameError"
     assert "Missing::Worker" in missing["error_message"]
     assert "queue q" in missing["error_message"]
-    assert redis_client.zrange("dead", 0, -1) == [b"{not json"]
+    # Text that is not JSON is wrapped (poison.py): a Ruby error and the original text.
+    [dead] = [json.loads(raw) for raw in redis_client.zrange("dead", 0, -1)]
+    assert dead["error_class"] == "JSON::ParserError"
+    assert dead["patient_sidekiq_raw"] == "{not json"
     assert redis_client.llen(keys.inprogress(IDENTITY, "q")) == 0
     assert sorted(counts) == [(1, 0), (1, 1), (1, 1)]
 
@@ -177,3 +181,70 @@ async def test_registering_again_without_on_exhausted_removes_it() -> None:
     dispatcher.register("A", handler)
     assert dispatcher.exhausted_callback("A") is None
     assert dispatcher.exhausted_callback("B") is None
+
+
+# --- issue 13: hostile job text never ends the worker; it is filed with a Ruby error ---
+
+HOSTILE_JID = "0123456789abcdef01234567"
+
+
+def hostile(extra: str, class_name: str = "Nope::Job", args: str = "[]") -> bytes:
+    return (
+        f'{{"class":"{class_name}","args":{args},"jid":"{HOSTILE_JID}","retry":true,'
+        f'"queue":"q",{extra}}}'
+    ).encode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error_class", "kept"),
+    [
+        # 1e400 parses to infinity, which no JSON writer accepts: spliced, bytes kept.
+        (hostile('"x":1e400'), "NameError", True),
+        # A lone surrogate escape, and a byte that is not UTF-8 (kept by surrogateescape).
+        (hostile('"x":"\\ud800"'), "NameError", True),
+        (
+            hostile('"x":"\xff"'.encode("latin-1").decode("utf-8", "surrogateescape")),
+            "NameError",
+            True,
+        ),
+        # Deeper than Ruby's JSON max_nesting: wrapped, the text kept in a field.
+        (hostile('"x":' + "[" * 1000 + "]" * 1000), "JSON::NestingError", False),
+        # A handler that fails on the content (it re-encodes the args).
+        (hostile('"x":1', "Encodes", '["\\ud800"]'), "JSON::GeneratorError", True),
+        (b'{"args":[],"queue":"q"}', "NameError", False),
+        (b'{"class":"Ok","args":{},"queue":"q"}', "ArgumentError", False),
+        (b"[1,2]", "TypeError", False),
+    ],
+)
+async def test_hostile_job_text_goes_to_dead_with_a_ruby_error(
+    parts: tuple[RedisBridge, ReliableFetch],
+    redis_client: redis.Redis,
+    raw: bytes,
+    error_class: str,
+    kept: bool,
+) -> None:
+    bridge, fetch = parts
+
+    async def ok(job: Job, work: Work) -> None:
+        pass
+
+    async def encodes(job: Job, work: Work) -> None:
+        rubyjson.dumps(job.args)
+
+    dispatcher = Dispatcher({"Ok": ok, "Encodes": encodes})
+    processor = Processor(
+        bridge, fetch, dispatcher, concurrency=2, policy=RetryPolicy(clock=lambda: NOW)
+    )
+    redis_client.lpush("queue:q", raw, job_text("Ok"))
+    await run_until_drained(processor, redis_client)  # used to raise out of the processor
+    assert redis_client.llen(keys.inprogress(IDENTITY, "q")) == 0
+    [entry] = redis_client.zrange("dead", 0, -1)
+    assert redis_client.zcard("retry") == 0
+    if kept:
+        # The original bytes, then the spliced error fields.
+        assert entry.startswith(raw[:-1])
+    data = json.loads(entry.decode("utf-8", "surrogateescape"))
+    assert data["error_class"] == error_class
+    assert data["error_message"]
+    if not kept:
+        assert data.get("patient_sidekiq_raw", raw.decode()) == raw.decode()

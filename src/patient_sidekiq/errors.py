@@ -66,6 +66,8 @@ class WireFormatError(PatientSidekiqError, ValueError):
 class InvalidJsonError(WireFormatError):
     """Raised when text is not JSON that Ruby's ``JSON.parse`` would accept."""
 
+    ruby_class_name = "JSON::ParserError"
+
 
 class NotJsonNativeError(WireFormatError):
     """Raised when a value cannot be written as JSON without changing it.
@@ -75,13 +77,19 @@ class NotJsonNativeError(WireFormatError):
     would reach the Ruby side altered or not at all.
     """
 
+    ruby_class_name = "JSON::GeneratorError"
+
 
 class InvalidRequestError(WireFormatError):
     """Raised when a request would be refused by the gem's ``PatientHttp::Request``."""
 
+    ruby_class_name = "ArgumentError"  # PatientHttp::Request.new raises it
+
 
 class InvalidResultError(WireFormatError):
     """Raised when a response or error payload cannot be loaded."""
+
+    ruby_class_name = "ArgumentError"
 
 
 class EncryptionError(PatientSidekiqError):
@@ -91,9 +99,13 @@ class EncryptionError(PatientSidekiqError):
 class EncryptionNotConfiguredError(EncryptionError):
     """Raised when an encrypted envelope arrives but no encryption key is configured."""
 
+    ruby_class_name = "ArgumentError"  # as the gem's encryption configuration raises
+
 
 class MalformedMessageError(EncryptionError):
     """Raised when an envelope is not base64, not three ``--`` parts, or truncated."""
+
+    ruby_class_name = "ArgumentError"  # ActiveSupport may not be loaded where Ruby reads it
 
 
 class MessageAuthenticationError(EncryptionError):
@@ -102,9 +114,13 @@ class MessageAuthenticationError(EncryptionError):
     AES-GCM cannot tell a wrong key from tampered bytes: both fail the same tag check.
     """
 
+    ruby_class_name = "ArgumentError"  # ActiveSupport may not be loaded where Ruby reads it
+
 
 class PlaintextFormatError(EncryptionError):
     """Raised when a verified plaintext is neither a Marshal string nor a JSON string."""
+
+    ruby_class_name = "ArgumentError"  # ActiveSupport may not be loaded where Ruby reads it
 
 
 class PayloadStoreError(PatientSidekiqError):
@@ -114,9 +130,13 @@ class PayloadStoreError(PatientSidekiqError):
 class UnknownPayloadStoreError(PayloadStoreError):
     """Raised when a ``$ref`` names a store that is not configured here."""
 
+    ruby_class_name = "PatientHttp::ExternalStorage::PayloadStoreNotFoundError"
+
 
 class PayloadNotFoundError(PayloadStoreError):
     """Raised when a ``$ref`` points at a payload that is no longer stored."""
+
+    ruby_class_name = "PatientHttp::ExternalStorage::PayloadNotFoundError"
 
 
 class RedisUnavailableError(PatientSidekiqError):

@@ -37,7 +37,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import redis
 import trio
@@ -45,8 +45,10 @@ import trio
 from . import keys
 from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
 from .lua import LuaScript
+from .poison import dead_entry_commands
 from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .redis_target import RedisTarget, as_target
+from .retry import RetryPolicy
 
 MAX_BLOCK_SECONDS: Final = 1.0
 """Longest single blocking wait: bounds shutdown latency and the latency of non-first queues."""
@@ -95,11 +97,39 @@ class QueueOrder:
 
 @dataclass(frozen=True, slots=True)
 class UnitOfWork:
-    """One fetched job: its queue, its exact JSON text, and the list it is recorded in."""
+    """One fetched job: its queue, its exact JSON text, and the list it is recorded in.
+
+    The unit ends itself: every command that removes or moves the job (acknowledge,
+    requeue, file into ``dead``) is built here from ONE byte form, the bytes the fetch
+    read (``raw`` is their ``surrogateescape`` decoding, so even bytes that are not UTF-8
+    match again). The processor, the callback worker, the RequestWorker hand-off and the
+    poller all end jobs through these commands.
+    """
 
     queue: str
     raw: str
     inprogress_key: str
+
+    @property
+    def raw_bytes(self) -> bytes:
+        """The job's exact bytes, as fetched."""
+        return _encode(self.raw)
+
+    def acknowledge_command(self) -> tuple[Arg, ...]:
+        """LREM of this job from its in-progress list (-1: the oldest, at the right, first)."""
+        return ("LREM", self.inprogress_key, -1, self.raw_bytes)
+
+    def requeue_commands(self) -> list[tuple[Arg, ...]]:
+        """Back to its queue's right end (the next job popped), out of the in-progress list."""
+        raw = self.raw_bytes
+        return [("LREM", self.inprogress_key, 1, raw), ("RPUSH", keys.queue(self.queue), raw)]
+
+    def dead_commands(
+        self, error_class: str, message: str, policy: RetryPolicy
+    ) -> list[tuple[Any, ...]]:
+        """File this job into ``dead`` whatever its content (:mod:`.poison`), acknowledged."""
+        entry = dead_entry_commands(self.raw, error_class, message, queue=self.queue, policy=policy)
+        return [*entry, self.acknowledge_command()]
 
 
 class ReliableFetch:
@@ -199,7 +229,7 @@ class ReliableFetch:
     async def acknowledge(self, work: UnitOfWork) -> bool:
         """Forget a finished job; False if it was no longer in progress (already recovered)."""
         # -1: scan from the right, where the oldest jobs (usually finished first) are.
-        removed = await self._bridge.execute("LREM", work.inprogress_key, -1, _encode(work.raw))
+        removed = await self._bridge.execute(*work.acknowledge_command())
         return int(removed) > 0
 
     async def requeue(self, works: Sequence[UnitOfWork]) -> None:
@@ -208,11 +238,9 @@ class ReliableFetch:
         One MULTI (atomic, one round trip) for all of them. ``works`` is taken oldest first:
         the first one becomes the next job popped from its queue.
         """
-        commands: list[list[Arg]] = []
+        commands: list[tuple[Arg, ...]] = []
         for work in reversed(works):
-            raw = _encode(work.raw)
-            commands.append(["LREM", work.inprogress_key, 1, raw])
-            commands.append(["RPUSH", keys.queue(work.queue), raw])
+            commands += work.requeue_commands()
         raise_first_error(await self._bridge.transaction(commands))
 
     async def recover(self, is_alive: Callable[[str], Awaitable[bool]] | None = None) -> int:

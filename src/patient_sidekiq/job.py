@@ -26,7 +26,15 @@ DEFAULT_QUEUE: Final = "default"
 
 
 class InvalidJobError(WireFormatError):
-    """Raised when text is not a Sidekiq job: not JSON, not an object, or no valid class/args."""
+    """Raised when text is not a Sidekiq job: not JSON, not an object, or no valid class/args.
+
+    ``ruby_error_class`` is what a Ruby Sidekiq process raises for the same text; the
+    processor files the job under that name (never a Python class name on the wire).
+    """
+
+    def __init__(self, message: str, ruby_error_class: str = "JSON::ParserError") -> None:
+        super().__init__(message)
+        self.ruby_error_class = ruby_error_class
 
 
 class TimestampDialect(enum.Enum):
@@ -74,12 +82,16 @@ def new_jid() -> str:
 
 def _validate(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise InvalidJobError(f"job must be a JSON object, not {type(data).__name__}")
+        raise InvalidJobError(f"job must be a JSON object, not {type(data).__name__}", "TypeError")
     class_name = data.get("class")
     if not isinstance(class_name, str) or not class_name:
-        raise InvalidJobError("job must have a non-empty string 'class'")
+        # Ruby: constantize of nil/"" (or a non-string) fails to name a class.
+        raise InvalidJobError(
+            f"uninitialized constant {class_name!r} (job must have a non-empty string 'class')",
+            "NameError",
+        )
     if not isinstance(data.get("args"), list):
-        raise InvalidJobError("job must have an array 'args'")
+        raise InvalidJobError("job must have an array 'args'", "ArgumentError")
     return data
 
 
@@ -110,6 +122,11 @@ class Job:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InvalidJobError(f"job is not UTF-8: {exc}") from exc
+        if rubyjson.nesting_exceeds(raw):
+            # Ruby's JSON.parse stops at the same depth; so does every re-encoding here.
+            raise InvalidJobError(
+                f"nesting of {rubyjson.MAX_NESTING + 1} is too deep", "JSON::NestingError"
+            )
         try:
             data = rubyjson.loads(raw)
         except InvalidJsonError as exc:

@@ -39,8 +39,9 @@ from .errors import PatientSidekiqError
 from .fetch import ReliableFetch, UnitOfWork
 from .heartbeat import WorkEntry
 from .job import InvalidJobError, Job
+from .poison import dead_entry_commands, filing_commands
 from .redis_bridge import Arg, RedisBridge, raise_first_error
-from .retry import RetryPolicy, bury_commands, failure_commands, prepare_failure
+from .retry import RetryPolicy
 
 __all__ = ["Dispatcher", "ExhaustedCallback", "Handler", "Processor", "Work"]
 
@@ -54,7 +55,7 @@ class Work:
 
     def acknowledge_command(self) -> tuple[Arg, ...]:
         """The command removing this job from its in-progress list (for the handler's MULTI)."""
-        return ("LREM", self.unit.inprogress_key, -1, self.unit.raw)
+        return self.unit.acknowledge_command()
 
     def hand_off(self) -> None:
         """Record that the handler's own MULTI ran :meth:`acknowledge_command`.
@@ -236,7 +237,10 @@ class Processor:
             job = Job.parse(unit.raw)
         except InvalidJobError as exc:
             log.error("job in queue %s is not valid (%s); moved to the dead set", unit.queue, exc)  # noqa: TRY400
-            return bury_commands(unit.raw, self._policy)
+            # With the Ruby error as Sidekiq names it; the original text is kept (poison.py).
+            return dead_entry_commands(
+                unit.raw, exc.ruby_error_class, str(exc), queue=unit.queue, policy=self._policy
+            )
         running.job = job
         handler = self._dispatcher.get(job.class_name)
         error: BaseException | tuple[str, str, list[str]]
@@ -263,20 +267,29 @@ class Processor:
             else:
                 self._on_done(1, 0)
                 return []
-        outcome = prepare_failure(job, error, queue=unit.queue, policy=self._policy)
+        # A job whose content cannot be written back goes to dead by the poison rule instead
+        # of raising here (which used to end the whole worker).
+        outcome, commands = filing_commands(
+            job, error, raw=unit.raw, queue=unit.queue, policy=self._policy
+        )
         self._on_done(1, 1)
         # Sidekiq calls retries_exhausted for a death and for a ``dead: false`` discard, but a
         # ``retry: false`` job (filed unchanged) never reaches the retry bookkeeping.
-        if isinstance(error, BaseException) and (
-            outcome.kind == "dead" or (outcome.kind == "discard" and outcome.job.retry is not False)
+        if (
+            outcome is not None
+            and isinstance(error, BaseException)
+            and (
+                outcome.kind == "dead"
+                or (outcome.kind == "discard" and outcome.job.retry is not False)
+            )
         ):
             callback = self._dispatcher.exhausted_callback(job.class_name)
             if callback is not None:
                 running.exhausted = (callback, outcome.job, error)
-        return failure_commands(outcome, self._policy)
+        return commands
 
     async def _acknowledge(self, unit: UnitOfWork, commands: list[tuple[Any, ...]]) -> bool:
-        ack = ("LREM", unit.inprogress_key, -1, unit.raw)
+        ack = unit.acknowledge_command()  # the fetched bytes, whatever they hold
         try:
             if commands:
                 raise_first_error(await self._bridge.transaction([*commands, ack]))

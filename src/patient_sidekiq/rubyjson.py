@@ -14,12 +14,18 @@ could contain such a float, and only then re-encodes with Ruby's float format.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidJsonError, NotJsonNativeError
 
-__all__ = ["dumps", "loads", "ruby_float_repr"]
+__all__ = ["MAX_NESTING", "dumps", "loads", "nesting_exceeds", "ruby_float_repr"]
+
+MAX_NESTING = 100
+"""Ruby ``JSON.parse``'s default ``max_nesting``: deeper text raises ``JSON::NestingError``."""
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKET = re.compile(r"[\[\]{}]")
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _encode_string = json.encoder.encode_basestring
@@ -74,10 +80,13 @@ def dumps(value: Any) -> str:
     """
     try:
         text = _encoder.encode(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: too deep to write
         raise NotJsonNativeError(f"cannot write as JSON: {exc}") from exc
     if _may_need_ruby_floats(text):
-        text = "".join(_encode_exact(value))
+        try:
+            text = "".join(_encode_exact(value))
+        except RecursionError as exc:
+            raise NotJsonNativeError(f"cannot write as JSON: {exc}") from exc
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -123,6 +132,25 @@ def _write(value: Any, out: list[str]) -> None:
                 out.append(",")
             _write(item, out)
         out.append("]")
+
+
+def nesting_exceeds(text: str, limit: int = MAX_NESTING) -> bool:
+    """Whether JSON ``text`` nests arrays/objects deeper than ``limit``.
+
+    Cheap for ordinary jobs: fewer than ``limit`` opening brackets cannot nest deeper, and
+    that count runs at C speed. Only then are strings blanked and brackets followed.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub('""', text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _refuse_constant(name: str) -> Any:
