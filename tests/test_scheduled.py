@@ -1,3 +1,4 @@
+import json
 import random
 from collections.abc import AsyncIterator
 
@@ -64,7 +65,12 @@ async def test_members_that_are_not_jobs_are_buried(
 ) -> None:
     redis_client.zadd("schedule", {"not json": NOW - 5, '{"queue":"q","args":"x"}': NOW - 4})
     assert await make_poller(bridge).enqueue_due() == 0
-    assert sorted(redis_client.zrange("dead", 0, -1)) == [b"not json", b'{"queue":"q","args":"x"}']
+    # Each with a Ruby error and its original text (poison.py: wrapped, or error fields set).
+    dead = {
+        entry.get("patient_sidekiq_raw") or entry["args"]: entry["error_class"]
+        for entry in map(json.loads, redis_client.zrange("dead", 0, -1))
+    }
+    assert dead == {"not json": "JSON::ParserError", "x": "NameError"}
     assert redis_client.zcard("schedule") == 0
     assert redis_client.llen(keys.inprogress(IDENTITY, "q")) == 0
 
@@ -107,3 +113,28 @@ async def test_interval_scales_with_the_number_of_processes(
 
 def test_score_is_rubys_float_text() -> None:
     assert rubyjson.ruby_float_repr(NOW) == "1795615729.25"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '"x":1e400',  # infinity: cannot be written back with a fresh enqueued_at
+        '"x":"\\ud800"',  # a lone surrogate escape
+        '"x":"\udcff"',  # the byte 0xff (not UTF-8), as the pop decodes it
+        '"x":' + "[" * 1000 + "]" * 1000,  # deeper than Ruby's JSON max_nesting
+    ],
+)
+async def test_a_due_job_that_cannot_be_re_pushed_goes_to_dead_and_the_poll_goes_on(
+    bridge: RedisBridge, redis_client: redis.Redis, extra: str
+) -> None:
+    hostile = DUE.replace('"zzz":[]', extra).encode("utf-8", "surrogateescape")
+    redis_client.zadd("retry", {hostile: NOW - 2, DUE: NOW - 1})
+    assert await make_poller(bridge).enqueue_due() == 1  # used to raise, every poll
+    assert redis_client.llen("queue:patient_http") == 1
+    assert redis_client.zcard("retry") == 0
+    [entry] = redis_client.zrange("dead", 0, -1)
+    data = json.loads(entry.decode("utf-8", "surrogateescape"))
+    # Redis cjson (the pop script) refuses some of them: then JSON::ParserError.
+    assert data["error_class"] in ("JSON::GeneratorError", "ArgumentError", "JSON::ParserError")
+    assert data["error_message"]
+    assert redis_client.llen(keys.inprogress(IDENTITY, "patient_http")) == 0

@@ -56,6 +56,7 @@ from .retry import (
 from .rubyjson import MAX_NESTING, nesting_exceeds
 
 __all__ = [
+    "CONTENT_ERRORS",
     "INVALID_JOB_CLASS",
     "MAX_NESTING",
     "content_error",

@@ -27,10 +27,12 @@ import trio
 from . import keys
 from .client import SidekiqClient
 from .errors import PatientSidekiqError
-from .job import InvalidJobError, Job
+from .fetch import UnitOfWork
+from .job import DEFAULT_QUEUE, InvalidJobError, Job
 from .lua import LuaScript
+from .poison import CONTENT_ERRORS, content_error, dead_entry_commands
 from .redis_bridge import RedisBridge, raise_first_error
-from .retry import RetryPolicy, bury_raw
+from .retry import RetryPolicy
 from .rubyjson import ruby_float_repr
 
 __all__ = ["AVERAGE_POLL_INTERVAL", "Poller"]
@@ -87,24 +89,40 @@ class Poller:
                     break
                 raw = reply[0].decode("utf-8", "surrogateescape")
                 if reply[1] is None:
-                    await bury_raw(self._bridge, raw, self._policy)
+                    # Not a JSON object (the pop script parked nothing): straight to dead.
+                    log.error("burying a scheduled member that is not a job: %.200s", raw)
+                    commands = dead_entry_commands(
+                        raw,
+                        "JSON::ParserError",
+                        "scheduled member is not a JSON object",
+                        queue=DEFAULT_QUEUE,
+                        policy=self._policy,
+                    )
+                    raise_first_error(await self._bridge.transaction(commands))
                     continue
                 moved += await self._push(raw, reply[1].decode("utf-8", "surrogateescape"))
         return moved
 
     async def _push(self, raw: str, queue: str) -> int:
-        inprogress = keys.inprogress(self._identity, queue)
+        # The parked job ends through its unit (the exact bytes popped), pushed or buried:
+        # a member that cannot be re-pushed goes to dead instead of stopping every later poll.
+        unit = UnitOfWork(queue, raw, keys.inprogress(self._identity, queue))
         try:
             job = Job.parse(raw)
-        except InvalidJobError:
-            log.error("burying a scheduled member that is not a valid job: %.200s", raw)  # noqa: TRY400
-            await bury_raw(self._bridge, raw, self._policy)
-            await self._bridge.execute("LREM", inprogress, 1, raw)
+            if job.queue is None:
+                job = job.with_fields(queue=queue)
+            _stored, commands = self._client.push_commands(job)
+        except InvalidJobError as exc:
+            log.error("burying a scheduled member that is not a valid job (%s): %.200s", exc, raw)  # noqa: TRY400
+            dead = unit.dead_commands(exc.ruby_error_class, str(exc), self._policy)
+            raise_first_error(await self._bridge.transaction(dead))
             return 0
-        if job.queue is None:
-            job = job.with_fields(queue=queue)
-        _stored, commands = self._client.push_commands(job)
-        raise_first_error(await self._bridge.transaction([*commands, ("LREM", inprogress, 1, raw)]))
+        except CONTENT_ERRORS as exc:
+            log.error("burying a scheduled job that cannot be re-pushed (%s): %.200s", exc, raw)  # noqa: TRY400
+            dead = unit.dead_commands(*content_error(exc), self._policy)
+            raise_first_error(await self._bridge.transaction(dead))
+            return 0
+        raise_first_error(await self._bridge.transaction([*commands, unit.acknowledge_command()]))
         return 1
 
     async def random_interval(self) -> float:
