@@ -388,7 +388,9 @@ async def test_sweep_buries_unparseable_job(bridge: RedisBridge, redis_client: r
     plant(redis_client, DEAD, "req-1", "{not json", NOW_MS - 400_000)
     plant(redis_client, DEAD, "req-2", job_raw(2), NOW_MS - 400_000)
     assert await monitor(bridge, Clock()).sweep() == 1
-    assert [text(raw) for raw in redis_client.zrange(keys.DEAD, 0, -1)] == ["{not json"]
+    # Wrapped with a Ruby error, the original text kept (poison.py).
+    [dead] = [json.loads(raw) for raw in redis_client.zrange(keys.DEAD, 0, -1)]
+    assert (dead["error_class"], dead["patient_sidekiq_raw"]) == ("JSON::ParserError", "{not json")
     assert len(queued(redis_client)) == 1
     assert not redis_client.exists(keys.INFLIGHT_INDEX)
     assert not redis_client.exists(keys.INFLIGHT_JOBS)
@@ -472,3 +474,44 @@ async def test_prune_never_removes_self(bridge: RedisBridge, redis_client: redis
 def test_job_raw_helper_is_json() -> None:
     assert json.loads(job_raw(3))["jid"] == f"{3:024x}"
     assert "queue" not in json.loads(job_raw(3, queue=None))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        job_raw(7).replace('"args":[{"n":7}]', '"args":[{"timeout":1e400}]'),  # infinity
+        job_raw(7).replace('"n":7', '"n":"\\ud800"'),  # a lone surrogate escape
+        job_raw(7).replace('"n":7', '"n":"\udcff"'),  # the byte 0xff, not UTF-8
+        job_raw(7).replace('"n":7', '"n":' + "[" * 200 + "]" * 200),  # too deep
+    ],
+)
+async def test_sweep_buries_an_unpushable_orphan_and_goes_on(
+    bridge: RedisBridge, redis_client: redis.Redis, hostile: str
+) -> None:
+    """One orphan that cannot be re-pushed used to raise out of every sweep, forever."""
+    raw = hostile.encode("utf-8", "surrogateescape")
+    member = task_id(DEAD, "req-1")
+    redis_client.zadd(keys.INFLIGHT_INDEX, {member: NOW_MS - 400_000})
+    redis_client.hset(keys.INFLIGHT_JOBS, member, raw)
+    plant(redis_client, DEAD, "req-2", job_raw(2), NOW_MS - 400_000)
+    assert await monitor(bridge, Clock()).sweep() == 1
+    assert len(queued(redis_client)) == 1
+    [entry] = redis_client.zrange(keys.DEAD, 0, -1)
+    data = json.loads(entry.decode("utf-8", "surrogateescape"))
+    assert data["error_class"] in ("JSON::GeneratorError", "JSON::NestingError")
+    assert data["error_message"]
+    assert not redis_client.exists(keys.INFLIGHT_INDEX)
+    assert not redis_client.exists(keys.INFLIGHT_JOBS)
+
+
+@pytest.mark.integration
+async def test_sweep_reclaims_an_orphan_whose_member_is_not_utf8(
+    bridge: RedisBridge, redis_client: redis.Redis
+) -> None:
+    member = task_id(DEAD, "req-\xff").encode("latin-1")
+    redis_client.zadd(keys.INFLIGHT_INDEX, {member: NOW_MS - 400_000})
+    redis_client.hset(keys.INFLIGHT_JOBS, member, job_raw(3))
+    assert await monitor(bridge, Clock()).sweep() == 1
+    assert len(queued(redis_client)) == 1
+    assert not redis_client.exists(keys.INFLIGHT_INDEX)

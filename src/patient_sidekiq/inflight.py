@@ -47,8 +47,9 @@ from .client import SidekiqClient
 from .errors import RedisCommandError
 from .job import DEFAULT_QUEUE, InvalidJobError, Job
 from .lua import LuaScript
+from .poison import CONTENT_ERRORS, content_error, dead_entry_commands, encode_raw
 from .redis_bridge import Arg, RedisBridge, raise_first_error
-from .retry import RetryPolicy, bury_raw
+from .retry import RetryPolicy
 
 __all__ = [
     "InflightMonitor",
@@ -100,9 +101,9 @@ def inflight_ttl(orphan_threshold: float) -> int:
 
 
 def _text(value: Any) -> str:
-    # Members and jobs are written as UTF-8 by both sides; anything else cannot be matched
-    # again anyway (the Lua re-check then finds nothing and leaves it).
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    # surrogateescape, as the fetch does: a member or job that is not UTF-8 must still be
+    # matched (ZSCORE, HGET) and removed by its exact bytes, or it is scanned forever.
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 class InflightMonitor:
@@ -291,81 +292,95 @@ class InflightMonitor:
         if not others:
             return []
         values = await self._bridge.execute(
-            "MGET", *(keys.gem_process_max_connections(m) for m in others)
+            "MGET", *(encode_raw(keys.gem_process_max_connections(m)) for m in others)
         )
         stale = [m for m, value in zip(others, values, strict=True) if value is None]
         if stale:
-            await self._bridge.execute("SREM", keys.GEM_PROCESSES, *stale)
+            await self._bridge.execute("SREM", keys.GEM_PROCESSES, *map(encode_raw, stale))
             log.info("pruned gone patient_http processes: %s", ", ".join(stale))
         return stale
 
     async def _reclaim_orphans(self, now_ms: int) -> int:
         threshold_ms = now_ms - round(self.orphan_threshold * 1000)
-        candidates = [
-            _text(m)
-            for m in await self._bridge.execute(
-                "ZRANGE", keys.INFLIGHT_INDEX, "-inf", threshold_ms, "BYSCORE"
-            )
-        ]
+        candidates: list[bytes] = await self._bridge.execute(
+            "ZRANGE", keys.INFLIGHT_INDEX, "-inf", threshold_ms, "BYSCORE"
+        )
         if not candidates:
             return 0
         alive = {_text(m) for m in await self._bridge.execute("SMEMBERS", keys.GEM_PROCESSES)}
         alive.add(self.process_id)
-        orphans = [m for m in candidates if process_of_task(m) not in alive]
+        orphans = [m for m in candidates if process_of_task(_text(m)) not in alive]
         if not orphans:
             return 0
         payloads = await self._bridge.execute("HMGET", keys.INFLIGHT_JOBS, *orphans)
         count = 0
         for member, payload in zip(orphans, payloads, strict=True):
+            # One orphan that fails must not block the others (nor every later sweep): a job
+            # that cannot be pushed goes to dead inside _reclaim_one; a Redis error reply is
+            # logged and the sweep goes on.
             try:
                 if await self._reclaim_one(member, payload, threshold_ms):
                     count += 1
-            except (RedisCommandError, InvalidJobError):
-                log.exception("failed to re-enqueue orphaned request %s", member)
+            except RedisCommandError:
+                log.exception("failed to re-enqueue orphaned request %s", _text(member))
         return count
 
-    async def _reclaim_one(self, member: str, payload: bytes | None, threshold_ms: int) -> bool:
-        process = process_of_task(member)
+    async def _reclaim_one(self, member: bytes, payload: bytes | None, threshold_ms: int) -> bool:
+        """Push one orphan's job back (same jid), or move it to dead if it cannot be pushed.
+
+        Every argument is the exact bytes read, so a member or job that is not UTF-8 is still
+        found and removed (``surrogateescape`` throughout, as in the fetch).
+        """
+        name = _text(member)
+        process = encode_raw(process_of_task(name))
         base_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.GEM_PROCESSES]
         base_args: list[Arg] = [member, threshold_ms, process]
-        job: Job | None = None
+        error = ("JSON::ParserError", "the in-flight record holds no job")
         if payload is not None:
             try:
-                job = Job.parse(payload)
+                job = Job.parse(_text(payload))
+                if job.queue is None:
+                    job = job.with_fields(queue=DEFAULT_QUEUE)  # Sidekiq's client default
+                pushed, _ = self._client.push_commands(job)
             except InvalidJobError as exc:
-                log.warning("orphaned request %s holds no valid job (%s): burying it", member, exc)
-        if job is not None:
-            stored = job.raw  # what the Lua step compares with the hash
-            if job.queue is None:
-                job = job.with_fields(queue=DEFAULT_QUEUE)  # Sidekiq's client default
-            pushed, _ = self._client.push_commands(job)
-            queue = pushed.queue
-            assert queue is not None
-            result = await _RECLAIM.run(
-                self._bridge,
-                [*base_keys, keys.QUEUES, keys.queue(queue)],
-                [*base_args, stored, queue, pushed.raw],
-            )
-            if result == 1:
-                log.info(
-                    "re-enqueued orphaned request %s (%s jid %s) to queue %s",
-                    member,
-                    job.class_name,
-                    job.jid,
-                    queue,
+                error = (exc.ruby_error_class, str(exc))
+            except CONTENT_ERRORS as exc:  # e.g. a timeout of 1e400: infinity cannot be written
+                error = content_error(exc)
+            else:
+                queue = pushed.queue
+                assert queue is not None
+                result = await _RECLAIM.run(
+                    self._bridge,
+                    [*base_keys, keys.QUEUES, keys.queue(queue)],
+                    # payload: what the Lua step compares with the hash, byte for byte
+                    [*base_args, payload, queue, pushed.raw],
                 )
-                return True
-            if result == -1:
-                log.warning("orphaned request %s changed while reclaiming; left", member)
-            return False
-        # No parseable job: take the task out anyway so it is not scanned forever, and keep
-        # whatever text there was in the dead set rather than dropping it.
+                if result == 1:
+                    log.info(
+                        "re-enqueued orphaned request %s (%s jid %s) to queue %s",
+                        name,
+                        job.class_name,
+                        job.jid,
+                        queue,
+                    )
+                    return True
+                if result == -1:
+                    log.warning("orphaned request %s changed while reclaiming; left", name)
+                return False
+            log.warning(
+                "orphaned request %s cannot be re-enqueued (%s): burying it", name, error[1]
+            )
+        # Not pushable: take the task out so it is not scanned forever, and keep its text in
+        # the dead set with the error (poison.py) rather than dropping it.
         reply = await _RECLAIM.run(self._bridge, base_keys, base_args)
         if not reply or reply[0] != 1:
             return False
         raw = reply[1] if len(reply) > 1 else None
         if raw is None:
-            log.warning("orphaned request %s had no stored job; removed", member)
+            log.warning("orphaned request %s had no stored job; removed", name)
             return False
-        await bury_raw(self._bridge, _text(raw), self._dead_policy)
+        commands = dead_entry_commands(
+            _text(raw), *error, queue=DEFAULT_QUEUE, policy=self._dead_policy
+        )
+        raise_first_error(await self._bridge.transaction(commands))
         return False
