@@ -1137,3 +1137,26 @@ async def test_requests_of_a_dead_process_are_recovered_and_run(
     assert redis_client.zscore(keys.INFLIGHT_INDEX, live_member) == stale_ms
     assert redis_client.llen(keys.queue(QUEUE)) == 0
     assert redis_client.zcard(keys.RETRY) == 0
+
+
+async def test_a_lone_surrogate_in_callback_args_goes_to_dead_instead_of_stranding_the_request(
+    redis_url: str, redis_client: redis.Redis, http_server: Server
+) -> None:
+    """Issue 13: building the callback job raised, and so did filing the original job, so
+    the task stayed in the in-flight keys of a live worker (its own sweep never takes it)."""
+    url = http_server.url("/echo")
+    hostile = request_job(
+        url, callback_args={"a": "X"}, jid="e" * 24, request_id="r-13"
+    ).raw.replace('"a":"X"', '"a":"\\ud800"')
+    good = numbered_job(url, 1)
+    async with running_worker(redis_url):
+        redis_client.lpush(keys.queue(QUEUE), hostile, good.raw)
+        await eventually(lambda: redis_client.llen(keys.queue(CALLBACKS)) == 1)
+        await eventually(lambda: redis_client.zcard(keys.DEAD) == 1)
+        await eventually(lambda: redis_client.hlen(keys.INFLIGHT_JOBS) == 0)
+    [entry] = redis_client.zrange(keys.DEAD, 0, -1)
+    assert entry.startswith(hostile.encode()[:-1])  # the original bytes, error fields spliced
+    dead = json.loads(entry)
+    assert dead["error_class"] == "JSON::GeneratorError"
+    assert dead["error_message"]
+    assert redis_client.zcard(keys.INFLIGHT_INDEX) == 0

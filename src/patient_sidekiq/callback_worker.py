@@ -222,7 +222,8 @@ class CallbackWorker:
                 f"(use @patient_sidekiq.callback), and its Ruby queue {queue!r} is polled by "
                 "this worker, so no Ruby process gets to run it"
             )
-        commands = [*push_raw_commands(queue, work.unit.raw), work.acknowledge_command()]
+        # The fetched bytes, moved byte for byte (even ones that are not UTF-8).
+        commands = [*push_raw_commands(queue, work.unit.raw_bytes), work.acknowledge_command()]
         try:
             with trio.CancelScope(shield=True):
                 replies = await self._bridge.transaction(commands)

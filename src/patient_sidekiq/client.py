@@ -22,7 +22,7 @@ from .rubyjson import ruby_float_repr
 __all__ = ["SidekiqClient", "push_raw_commands"]
 
 
-def push_raw_commands(queue: str, raw: str) -> list[tuple[Arg, ...]]:
+def push_raw_commands(queue: str, raw: str | bytes) -> list[tuple[Arg, ...]]:
     """The commands of a Sidekiq push of ``raw`` (a job's exact text) onto ``queue``.
 
     For callers that push inside a larger MULTI or pipeline (a job moved unchanged, an

@@ -188,7 +188,7 @@ class InflightMonitor:
             ("EXPIRE", keys.INFLIGHT_JOBS, ttl),
         ]
 
-    async def hand_off(self, inprogress_key: str, request_id: str, job_raw: str) -> None:
+    async def hand_off(self, inprogress_key: str, request_id: str, job_raw: str | bytes) -> None:
         """Move a fetched job from its in-progress list into the in-flight keys (one step)."""
         await _HAND_OFF.run(
             self._bridge,

@@ -67,11 +67,11 @@ from .launcher import Runtime
 from .lua import LuaScript
 from .packing import PayloadSettings, delete_stored, pack, unpack
 from .payload_store import PayloadReference, is_reference
+from .poison import CONTENT_ERRORS, filing_commands
 from .processor import Work
 from .redis_bridge import Arg, RedisBridge
 from .request import Request
 from .response import Response
-from .retry import failure_commands, prepare_failure
 from .stats import Stats
 
 __all__ = [
@@ -419,7 +419,8 @@ class RequestWorker:
     async def _hand_off(self, monitor: InflightMonitor, task: _Task, unit: UnitOfWork) -> None:
         # Shielded so that we always know which record holds the job.
         with trio.CancelScope(shield=True):
-            await monitor.hand_off(unit.inprogress_key, task.request_id, task.job.raw)
+            # The fetched bytes: the same form the unit's LREM and the sweep compare with.
+            await monitor.hand_off(unit.inprogress_key, task.request_id, unit.raw_bytes)
 
     async def _run(
         self,
@@ -521,16 +522,30 @@ class RequestWorker:
         return reply in (1, 2)
 
     async def _requeue_original(self, runtime: Runtime, task: _Task) -> None:
-        """Push the original job back (same jid) unless its result was already claimed."""
-        job = task.job if task.job.queue is not None else task.job.with_fields(queue=task.queue)
-        _, push = runtime.client.push_commands(job)
+        """Push the original job back (same jid) unless its result was already claimed.
+
+        A job that cannot be written again (the push stamps ``enqueued_at``) goes to dead
+        instead (poison.py): raising here would strand the task in the in-flight keys.
+        """
+        try:
+            job = task.job if task.job.queue is not None else task.job.with_fields(queue=task.queue)
+            _, push = runtime.client.push_commands(job)
+        except CONTENT_ERRORS as exc:
+            await self._file_original(runtime, task, exc)
+            return
         await self._claim_instead(runtime, task, push, f"re-enqueued (jid {job.jid})")
 
     async def _file_original(self, runtime: Runtime, task: _Task, error: Exception) -> None:
-        """File the original job into ``retry``/``dead`` as Sidekiq would, via the claim."""
-        outcome = prepare_failure(task.job, error, queue=task.queue, policy=runtime.policy)
-        commands = failure_commands(outcome, runtime.policy)
-        await self._claim_instead(runtime, task, commands, f"filed into {outcome.kind}")
+        """File the original job into ``retry``/``dead`` as Sidekiq would, via the claim.
+
+        Never raises for the job's content: a job whose filing cannot be written goes to
+        dead with its original bytes (poison.py), so the task always leaves the in-flight keys.
+        """
+        outcome, commands = filing_commands(
+            task.job, error, raw=task.job.raw, queue=task.queue, policy=runtime.policy
+        )
+        kind = outcome.kind if outcome is not None else "dead"
+        await self._claim_instead(runtime, task, commands, f"filed into {kind}")
 
     async def _claim_instead(
         self, runtime: Runtime, task: _Task, commands: Sequence[Sequence[Arg]], done: str
