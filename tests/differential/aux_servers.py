@@ -80,6 +80,11 @@ class _Redirector(BaseHTTPRequestHandler):
         if path == "/close_no_answer":
             self.close_connection = True  # the client sees EOF before any status line
             return
+        if path == "/typed":
+            # /typed?type=<content-type>: a small non-ASCII UTF-8 body under any label
+            content_type = parse_qs(urlsplit(self.path).query).get("type", [""])[0]
+            self._send(200, content_type, "h\u00e9llo \u2603\n".encode())
+            return
         if path == "/noise":
             # bytes that do not compress, so a payload stays over the store threshold
             size = int(parse_qs(urlsplit(self.path).query).get("size", ["4096"])[0])

@@ -55,6 +55,22 @@ EDGES: list[dict[str, Any]] = [
      "json": {"a": 1}},
 ]  # fmt: skip
 
+# How the gem labels a body: its text/binary and charset rules, label by label.
+CONTENT_TYPES: list[dict[str, Any]] = [
+    {"name": f"type_{n:02d}", "url": "{redirector}/typed?type=" + quote(label, safe="")}
+    for n, label in enumerate(
+        (
+            'text/plain; charset="utf-8"', "text/plain; Charset=UTF-8",
+            "text/plain; charset = utf-8",
+            "TEXT/PLAIN; charset=utf-8", "application/vnd.api+json", "image/svg+xml",
+            "application/xhtml+xml; charset=utf-8", "application/javascript",
+            "application/json; charset=UTF-8", "text/csv", "text/html; charset=iso-8859-1",
+            "text/plain; charset=windows-1252", "text/plain; charset=us-ascii",
+            "text/plain; charset=utf-16", "application/x-www-form-urlencoded", "",
+        )
+    )
+]  # fmt: skip
+
 REQUESTS: list[dict[str, Any]] = [
     {
         "name": "header_case_and_unicode",
@@ -305,6 +321,7 @@ def groups(urls: dict[str, str]) -> list[Group]:
     payload_env = {"ORACLE_PAYLOAD_STORE": "redis", "ORACLE_PAYLOAD_THRESHOLD": "1000"}
     return [
         Group("bodies", _fill(BODIES, urls)),
+        Group("content_types", _fill(CONTENT_TYPES, urls)),
         Group(
             "edges",
             _fill(EDGES, urls),
