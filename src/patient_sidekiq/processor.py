@@ -236,7 +236,8 @@ class Processor:
         try:
             job = Job.parse(unit.raw)
         except InvalidJobError as exc:
-            log.error("job in queue %s is not valid (%s); moved to the dead set", unit.queue, exc)  # noqa: TRY400
+            # %.200s: hostile text must not turn into megabyte log lines.
+            log.error("job in queue %s is not valid (%.200s); moved to dead", unit.queue, exc)  # noqa: TRY400
             # With the Ruby error as Sidekiq names it; the original text is kept (poison.py).
             return dead_entry_commands(
                 unit.raw, exc.ruby_error_class, str(exc), queue=unit.queue, policy=self._policy
@@ -252,17 +253,21 @@ class Processor:
                 f"(no handler for it in patient-sidekiq; fetched from queue {unit.queue})",
                 [],
             )
-            log.error("no handler for %s (queue %s, jid %s)", job.class_name, unit.queue, job.jid)
+            log.error(
+                "no handler for %.200s (queue %s, jid %.40s)", job.class_name, unit.queue, job.jid
+            )
         else:
             try:
                 await handler(job, running.work)
             except Exception as exc:  # the handler's failure is the job's failure
                 if running.work.handed_off:
                     # Another record owns the job now; filing it too would run it twice.
-                    log.exception("%s jid=%s failed after its hand-off", job.class_name, job.jid)
+                    log.exception(
+                        "%.200s jid=%.40s failed after its hand-off", job.class_name, job.jid
+                    )
                     self._on_done(1, 1)
                     return []
-                log.warning("%s jid=%s failed: %r", job.class_name, job.jid, exc)
+                log.warning("%.200s jid=%.40s failed: %.300r", job.class_name, job.jid, exc)
                 error = exc
             else:
                 self._on_done(1, 0)

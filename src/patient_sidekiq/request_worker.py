@@ -383,13 +383,20 @@ class RequestWorker:
                 f"Cannot enqueue request: already at max capacity ({max_connections} connections)"
             )
         request_id = call.request_id or str(uuid.uuid4())
+        if request_id in self._tasks:
+            # The in-flight keys hold one task per request id and process: a second job
+            # with the same id would overwrite the first's record and one of the two would
+            # be dropped at its claim. Retried instead, it runs once the first has ended.
+            raise JobArgumentError(
+                f"request_id {request_id[:100]!r} is already running in this process"
+            )
         queue = job.queue or work.unit.queue or DEFAULT_QUEUE
         task = _Task(request_id, monitor.task_id(request_id), job, queue)
         self._reserved += 1
+        self._tasks[request_id] = task  # taken before any await: the check above holds
         try:
             await self._hand_off(monitor, task, work.unit)
             work.hand_off()
-            self._tasks[request_id] = task
             try:
                 await self._run(runtime, transport, task, call, request)
             except trio.Cancelled:
