@@ -670,6 +670,20 @@ async def test_unregistered_callback_moves_unchanged_to_the_ruby_queue(
     assert redis_client.zcard(keys.RETRY) == 0
 
 
+async def test_unregistered_callback_with_bytes_that_are_not_utf8_moves_byte_for_byte(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Issue 13: the move encoded the text strictly and raised; filing it raised again."""
+    raw = (
+        b'{"retry":true,"queue":"patient_http_callbacks","args":[{"status":200,"x":"\xff"},'
+        b'"response","RubyApp::InvoiceCallback"],"class":"PatientHttp::Sidekiq::CallbackWorker",'
+        b'"jid":"eeeeeeeeeeeeeeeeeeeeeeee"}'
+    )
+    await run_one(redis_url, redis_client, registry_with(recording([])), raw)  # type: ignore[arg-type]
+    assert redis_client.lrange(keys.queue(RUBY), 0, -1) == [raw]
+    assert redis_client.zcard(keys.RETRY) == 0
+
+
 async def test_unregistered_callback_is_retried_when_the_ruby_queue_is_polled_here(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
