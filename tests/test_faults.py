@@ -170,6 +170,8 @@ def fixed_corpus(api: Api, redis_client: redis.Redis) -> tuple[list[bytes], set[
     add('{"class":"' + "A" * BIG + '","args":[]}')
     add('{"class":"' + "A" * BIG)
     add(request_job(None, "k" * 24, args=[data, "C" * BIG, "yes", None, "r"]))
+    # A valid request carrying 10 MB of callback_args: answered, its result in the store.
+    add(request_job(data, "w" * 24, callback_args={"big": "B" * BIG}), must_file=False)
     # Payloads: undecryptable, tampered, missing from the store, an unknown store.
     add(request_job(MessageEncryptor("another-key").encrypt(data), "l" * 24))
     envelope = ENCRYPTOR.encrypt(data)
@@ -337,7 +339,9 @@ def test_a_hostile_corpus_never_stops_the_worker_and_every_job_ends_once(
         redis_client.lpush(keys.queue(QUEUE), raw)
     settle(redis_client, pushed, running)
     assert running.process.poll() is None, running.tail()
-    assert set(valid) <= set(answered_ids(redis_client))
+    answered = answered_ids(redis_client)
+    assert set(valid) <= set(answered)
+    assert any(rid.startswith("wwww-") for rid in answered)  # the 10 MB callback_args
     entries = filed_entries(redis_client)
     assert_filed_well(entries)
     # Every job that had to be filed is (the others may have been answered instead).
