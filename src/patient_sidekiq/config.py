@@ -186,6 +186,8 @@ class Config:
             dialect=TimestampDialect.MILLIS if eight else TimestampDialect.SECONDS,
             backoff="8" if eight else "7",
             max_retries=self.max_retries,
+            # Sidekiq 7's Metrics tab; 6 has none, 8 was not checked against a real 8.
+            execution_metrics=self.sidekiq_version == "7",
         )
         return settings if identity is None else dataclasses.replace(settings, identity=identity)
 

@@ -7,7 +7,8 @@ Every beat flushes the processed/failed counters, rewrites the ``<identity>:work
 ``<identity>-signals`` (``TSTP``, ``TERM``, ``TTIN``), which it returns to the caller.
 
 Keys: ``processes``, ``<identity>``, ``<identity>:work`` and ``:workers``, ``<identity>-signals``,
-``stat:processed``, ``stat:failed`` and their daily ``stat:*:YYYY-MM-DD`` keys.
+``stat:processed``, ``stat:failed`` and their daily ``stat:*:YYYY-MM-DD`` keys, and (with
+:class:`~patient_sidekiq.metrics.ExecutionMetrics`) Sidekiq 7's metrics keys.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from . import __version__, keys, rubyjson
+from .metrics import ExecutionMetrics
 from .redis_bridge import RedisBridge
 
 __all__ = ["BEAT_INTERVAL", "Heartbeat", "ProcessInfo", "WorkEntry", "make_identity"]
@@ -127,6 +129,7 @@ class Heartbeat:
         running: Callable[[], Mapping[str, WorkEntry]],
         quiet: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        metrics: ExecutionMetrics | None = None,
     ) -> None:
         self._bridge = bridge
         self._info = info
@@ -137,6 +140,8 @@ class Heartbeat:
         self._processed = 0
         self._failed = 0
         self._left = False
+        self.metrics = metrics
+        """Sidekiq 7's execution metrics, flushed with the counters (None: not written)."""
 
     @property
     def identity(self) -> str:
@@ -199,7 +204,8 @@ class Heartbeat:
         if not processed and not failed:
             return
         self._processed = self._failed = 0
-        day = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%d")
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        day = now.strftime("%Y-%m-%d")
         commands: list[tuple[Any, ...]] = []
         for counter, amount in ((keys.STAT_PROCESSED, processed), (keys.STAT_FAILED, failed)):
             daily = keys.daily_stat(counter, day)
@@ -208,11 +214,14 @@ class Heartbeat:
                 ("INCRBY", daily, amount),
                 ("EXPIRE", daily, STATS_TTL),
             ]
+        metrics = self.metrics.take_commands(now) if self.metrics is not None else []
         try:
-            await self._bridge.transaction(commands)
+            await self._bridge.transaction([*commands, *metrics])
         except BaseException:
             # Keep the counts for the next beat rather than lose them.
             self.count(processed=processed, failed=failed)
+            if self.metrics is not None:
+                self.metrics.restore(metrics)
             raise
 
     async def clear(self) -> None:

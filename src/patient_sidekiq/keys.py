@@ -68,6 +68,16 @@ def daily_stat(counter: str, day: str) -> str:
     return f"{counter}:{day}"
 
 
+def metrics_minute(bucket: str) -> str:
+    """Return Sidekiq 7's per-minute metrics hash; ``bucket`` is ``YYYYMMDD|H:M`` (UTC)."""
+    return f"j|{bucket}"
+
+
+def metrics_histogram(class_name: str, window: str) -> str:
+    """Return one job class's duration histogram (a BITFIELD); ``window`` is ``DD-HH:M``."""
+    return f"{class_name}-{window}"
+
+
 # --- patient-sidekiq's own keys: reliable fetch (no Ruby process reads these) ---
 INPROGRESS_REGISTRY: Final = "patient_sidekiq:inprogress"
 """Hash: in-progress list key -> JSON {"identity": …, "queue": …}, for the recovery pass."""

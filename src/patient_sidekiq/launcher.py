@@ -32,6 +32,7 @@ from .errors import PatientSidekiqError
 from .fetch import QueueOrder, ReliableFetch
 from .heartbeat import BEAT_INTERVAL, Heartbeat, ProcessInfo, make_identity
 from .job import TimestampDialect
+from .metrics import ExecutionMetrics
 from .processor import Dispatcher, Processor
 from .redis_bridge import RedisBridge
 from .redis_target import RedisTarget
@@ -61,6 +62,8 @@ class WorkerSettings:
     recovery_interval: float = 30.0
     handle_os_signals: bool = True
     identity: str = field(default_factory=make_identity)
+    execution_metrics: bool = True
+    """Write Sidekiq 7's per-minute execution metrics (the Web UI's Metrics tab)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +167,14 @@ class Launcher:
             tag=settings.tag,
             labels=list(settings.labels),
         )
-        heartbeat = Heartbeat(bridge, info, running=self._work_entries, quiet=lambda: self.quieting)
+        metrics = ExecutionMetrics() if settings.execution_metrics else None
+        heartbeat = Heartbeat(
+            bridge,
+            info,
+            running=self._work_entries,
+            quiet=lambda: self.quieting,
+            metrics=metrics,
+        )
         processor = Processor(
             bridge,
             fetch,
@@ -172,6 +182,7 @@ class Launcher:
             concurrency=settings.concurrency,
             policy=policy,
             on_done=lambda processed, failed: heartbeat.count(processed=processed, failed=failed),
+            on_executed=metrics.track if metrics is not None else None,
             clock=self._clock,
         )
         self._processor = processor

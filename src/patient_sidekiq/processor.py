@@ -132,7 +132,8 @@ class _Running:
 class Processor:
     """Fetches up to free capacity and runs each job in its own task.
 
-    ``on_done(processed, failed)`` is told of every finished job (the heartbeat counts them).
+    ``on_done(processed, failed)`` is told of every finished job (the heartbeat counts them);
+    ``on_executed(class_name, elapsed_ms, failed=…)`` of every job a handler ran (metrics).
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class Processor:
         concurrency: int,
         policy: RetryPolicy,
         on_done: Callable[[int, int], None] = lambda processed, failed: None,
+        on_executed: Callable[..., None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._bridge = bridge
@@ -152,6 +154,7 @@ class Processor:
         self._concurrency = concurrency
         self._policy = policy
         self._on_done = on_done
+        self._on_executed = on_executed
         self._clock = clock
         self._running: dict[str, _Running] = {}
         self._slot_freed = trio.Event()
@@ -230,6 +233,14 @@ class Processor:
             if not self._running:
                 self._idle.set()
 
+    def _executed(self, job: Job, started: float, *, failed: bool) -> None:
+        """Tell ``on_executed`` (Sidekiq 7's metrics) of a job its handler ran."""
+        if self._on_executed is not None:
+            wrapped = job.get("wrapped")  # ActiveJob: the class the job wraps, as Sidekiq
+            name = wrapped if isinstance(wrapped, str) else job.class_name
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            self._on_executed(name, elapsed_ms, failed=failed)
+
     async def _run(self, running: _Running) -> list[tuple[Any, ...]]:
         """Run the job; return the commands to send with its acknowledgement."""
         unit = running.unit
@@ -257,9 +268,11 @@ class Processor:
                 "no handler for %.200s (queue %s, jid %.40s)", job.class_name, unit.queue, job.jid
             )
         else:
+            started = time.monotonic()
             try:
                 await handler(job, running.work)
             except Exception as exc:  # the handler's failure is the job's failure
+                self._executed(job, started, failed=True)
                 if running.work.handed_off:
                     # Another record owns the job now; filing it too would run it twice.
                     log.exception(
@@ -270,6 +283,7 @@ class Processor:
                 log.warning("%.200s jid=%.40s failed: %.300r", job.class_name, job.jid, exc)
                 error = exc
             else:
+                self._executed(job, started, failed=False)
                 self._on_done(1, 0)
                 return []
         # A job whose content cannot be written back goes to dead by the poison rule instead

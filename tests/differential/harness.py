@@ -81,6 +81,8 @@ class SideState:
     totals: dict[str, str]
     inflight: dict[str, int]
     leftover_keys: list[str]
+    metrics: dict[str, int] = field(default_factory=dict)
+    """Sidekiq 7's execution metrics summed over every minute (``Class|p`` …)."""
 
 
 class Child:
@@ -343,6 +345,7 @@ class DifferentialRun:
                 },
                 leftover_keys=leftovers
                 + sorted(f"file:{path.name}" for path in self.files[db].iterdir()),
+                metrics=_summed_metrics(client),
             )
         finally:
             client.close()
@@ -368,3 +371,11 @@ def _is_sidekiq_metrics_key(key: str) -> bool:
     worker does not write them (ARCHITECTURE.md, deviations).
     """
     return key.startswith("j|") or bool(re.fullmatch(r".+-\d\d-\d\d:\d\d?", key))
+
+
+def _summed_metrics(client: redis.Redis) -> dict[str, int]:
+    summed: dict[str, int] = {}
+    for key in client.scan_iter("j|*"):
+        for name, value in client.hgetall(key).items():
+            summed[name] = summed.get(name, 0) + int(value)
+    return summed

@@ -97,6 +97,12 @@ def test_same_results_as_the_real_gem(group_name: str, urls: dict[str, str]) -> 
     else:
         found += [f"redis state: {line}" for line in differences(state(gem), state(ours))]
 
+    # Sidekiq 7's Metrics tab: we flush at every beat and when stopping, so every job we ran
+    # is there (the gem's side flushes on its beat only, so it may not have them yet).
+    processed = ours.metrics.get("PatientHttp::Sidekiq::RequestWorker|p", 0)
+    if processed != len(enqueued):
+        found.append(f"metrics: {processed} RequestWorker executions for {len(enqueued)} jobs")
+
     target = os.environ.get("DIFFERENTIAL_DUMP")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
