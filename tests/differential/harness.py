@@ -24,17 +24,17 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import redis
 
 from patient_sidekiq import keys
 from tests.conftest import RedisServer, free_port, require_binary
+from tests.interop.e2e_harness import Child
 from tests.oracle import ROOT, oracle_env
 
 HERE = Path(__file__).resolve().parent
@@ -85,37 +85,6 @@ class SideState:
     """Sidekiq 7's execution metrics summed over every minute (``Class|p`` …)."""
 
 
-class Child:
-    """A subprocess with its output in a temporary file; always terminated and reaped."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
-        self.name = name
-        self._log: IO[bytes] = tempfile.TemporaryFile(prefix=f"differential-{name}-")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=env, cwd=ROOT,
-        )  # fmt: skip
-
-    def output(self) -> str:
-        """The tail of the process's output (for failure messages)."""
-        self._log.flush()
-        self._log.seek(0)
-        return f"--- {self.name} ---\n" + self._log.read().decode("utf-8", "replace")[-5000:]
-
-    def stop(self) -> None:
-        """TERM, KILL after 15 s, reap, close the log."""
-        try:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=15)
-        finally:
-            self._log.close()
-
-
 @contextlib.contextmanager
 def http_test_server(oracle: Path) -> Iterator[str]:
     """The oracle's deterministic HTTP/1.1 test server; yields its base URL (no slash)."""
@@ -124,6 +93,7 @@ def http_test_server(oracle: Path) -> Iterator[str]:
         "http_test_server",
         [require_binary("ruby"), str(oracle / "bin" / "http_test_server.rb"), str(port)],
         oracle_env(oracle),
+        ROOT,
     )
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -190,7 +160,7 @@ class DifferentialRun:
         ]  # fmt: skip
         for queue in queues:
             argv += ["-q", queue]
-        child = Child(name, argv, self._ruby_env(db, **extra))
+        child = Child(name, argv, self._ruby_env(db, **extra), ROOT)
         self.children.append(child)
         return child
 
@@ -209,7 +179,7 @@ class DifferentialRun:
                 f"--payload-store=files=file:{self.files[OURS_DB]}",
                 "--payload-store-threshold=1000",
             ]
-        child = Child("patient-sidekiq", argv, env)
+        child = Child("patient-sidekiq", argv, env, ROOT)
         self.children.append(child)
         return child
 
@@ -266,6 +236,8 @@ class DifferentialRun:
             self.server.stop()
 
     def _stop_children(self) -> None:
+        for child in self.children:
+            child.terminate()  # all at once: each Sidekiq takes a moment to stop
         while self.children:
             self.children.pop().stop()
 
