@@ -335,8 +335,8 @@ class InflightMonitor:
         process = encode_raw(process_of_task(name))
         base_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.GEM_PROCESSES]
         base_args: list[Arg] = [member, threshold_ms, process]
-        error = ("JSON::ParserError", "the in-flight record holds no job")
         if payload is not None:
+            error: tuple[str, str]
             try:
                 job = Job.parse(_text(payload))
                 if job.queue is None:
@@ -370,8 +370,20 @@ class InflightMonitor:
             log.warning(
                 "orphaned request %s cannot be re-enqueued (%s): burying it", name, error[1]
             )
-        # Not pushable: take the task out so it is not scanned forever, and keep its text in
-        # the dead set with the error (poison.py) rather than dropping it.
+            # Into dead in the same Lua step that takes the task out (never lost between),
+            # with the error and the original bytes (poison.py); the trims follow.
+            [add, *trims] = dead_entry_commands(
+                _text(payload), *error, queue=DEFAULT_QUEUE, policy=self._dead_policy
+            )
+            result = await _RECLAIM.run(
+                self._bridge, [*base_keys, keys.DEAD], [*base_args, payload, add[2], add[3]]
+            )
+            if result == 1:
+                raise_first_error(await self._bridge.transaction(trims))
+            elif result == -1:
+                log.warning("orphaned request %s changed while burying; left", name)
+            return False
+        # No stored job: take the task out so it is not scanned forever.
         reply = await _RECLAIM.run(self._bridge, base_keys, base_args)
         if not reply or reply[0] != 1:
             return False
@@ -379,8 +391,13 @@ class InflightMonitor:
         if raw is None:
             log.warning("orphaned request %s had no stored job; removed", name)
             return False
+        # A job stored since our read (rare): kept in dead rather than dropped.
         commands = dead_entry_commands(
-            _text(raw), *error, queue=DEFAULT_QUEUE, policy=self._dead_policy
+            _text(raw),
+            "JSON::ParserError",
+            "the in-flight record had no job when the sweep read it",
+            queue=DEFAULT_QUEUE,
+            policy=self._dead_policy,
         )
         raise_first_error(await self._bridge.transaction(commands))
         return False
