@@ -28,9 +28,9 @@ from . import keys
 from .client import SidekiqClient
 from .errors import PatientSidekiqError
 from .fetch import UnitOfWork
-from .job import DEFAULT_QUEUE, InvalidJobError, Job
+from .job import InvalidJobError, Job
 from .lua import LuaScript
-from .poison import CONTENT_ERRORS, content_error, dead_entry_commands
+from .poison import CONTENT_ERRORS, content_error
 from .redis_bridge import RedisBridge, raise_first_error
 from .retry import RetryPolicy
 from .rubyjson import ruby_float_repr
@@ -88,18 +88,6 @@ class Poller:
                 if reply is None:
                     break
                 raw = reply[0].decode("utf-8", "surrogateescape")
-                if reply[1] is None:
-                    # Not a JSON object (the pop script parked nothing): straight to dead.
-                    log.error("burying a scheduled member that is not a job: %.200s", raw)
-                    commands = dead_entry_commands(
-                        raw,
-                        "JSON::ParserError",
-                        "scheduled member is not a JSON object",
-                        queue=DEFAULT_QUEUE,
-                        policy=self._policy,
-                    )
-                    raise_first_error(await self._bridge.transaction(commands))
-                    continue
                 moved += await self._push(raw, reply[1].decode("utf-8", "surrogateescape"))
         return moved
 

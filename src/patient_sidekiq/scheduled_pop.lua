@@ -8,8 +8,9 @@
 -- ARGV[2]  this process's identity
 -- ARGV[3]  this process's in-progress key prefix (the queue name follows it)
 --
--- Returns false when nothing is due, {job, queue} otherwise; queue is false when the member
--- is not a JSON object (the caller buries it in the dead set, as Sidekiq does with bad JSON).
+-- Returns false when nothing is due, {job, queue} otherwise. Every member is parked, even
+-- one cjson cannot read (not JSON, lone surrogate escapes, deep nesting): under "default",
+-- so the caller files or re-pushes it from there and a crash in between loses nothing.
 local job = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 1)[1]
 if not job then
   return false
@@ -17,10 +18,7 @@ end
 redis.call('ZREM', KEYS[1], job)
 -- cjson only READS the queue name; the job text itself is never re-encoded here.
 local ok, decoded = pcall(cjson.decode, job)
-if not ok or type(decoded) ~= 'table' then
-  return {job, false}
-end
-local queue = decoded['queue']
+local queue = ok and type(decoded) == 'table' and decoded['queue']
 if type(queue) ~= 'string' or queue == '' then
   queue = 'default'  -- what Sidekiq::Client fills in for a job without a queue
 end
