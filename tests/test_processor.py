@@ -248,3 +248,32 @@ async def test_hostile_job_text_goes_to_dead_with_a_ruby_error(
     assert data["error_message"]
     if not kept:
         assert data.get("patient_sidekiq_raw", raw.decode()) == raw.decode()
+
+
+async def test_on_exhausted_runs_for_a_job_sent_to_dead_by_the_poison_rule(
+    parts: tuple[RedisBridge, ReliableFetch], redis_client: redis.Redis
+) -> None:
+    """A job whose filing cannot be written still died: Sidekiq's retries_exhausted runs
+    (e.g. the callback worker's hooks and the cleanup of a stored payload)."""
+    bridge, fetch = parts
+    calls: list[str | None] = []
+
+    async def boom(job: Job, work: Work) -> None:
+        raise ValueError("boom")
+
+    async def exhausted(job: Job, error: BaseException) -> None:
+        calls.append(job.jid)
+
+    dispatcher = Dispatcher()
+    dispatcher.register("Boom", boom, on_exhausted=exhausted)
+    processor = Processor(
+        bridge, fetch, dispatcher, concurrency=2, policy=RetryPolicy(clock=lambda: NOW)
+    )
+    redis_client.lpush(
+        "queue:q",
+        hostile('"x":1e400', "Boom"),
+        hostile('"x":1e400', "Boom").replace(b'"retry":true', b'"retry":false'),
+    )
+    await run_until_drained(processor, redis_client)
+    assert calls == [HOSTILE_JID]  # once, and not for retry: false (Sidekiq never calls it)
+    assert redis_client.zcard("dead") == 1  # retry: false is discarded, as in Sidekiq

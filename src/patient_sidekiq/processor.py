@@ -294,17 +294,18 @@ class Processor:
         self._on_done(1, 1)
         # Sidekiq calls retries_exhausted for a death and for a ``dead: false`` discard, but a
         # ``retry: false`` job (filed unchanged) never reaches the retry bookkeeping.
-        if (
-            outcome is not None
-            and isinstance(error, BaseException)
-            and (
-                outcome.kind == "dead"
-                or (outcome.kind == "discard" and outcome.job.retry is not False)
-            )
-        ):
+        # A job sent to dead by the poison rule (outcome None) died too: its callback gets
+        # the job as parsed (the filed text could not be written as a job).
+        died = (
+            job.retry is not False
+            if outcome is None
+            else outcome.kind == "dead"
+            or (outcome.kind == "discard" and outcome.job.retry is not False)
+        )
+        if isinstance(error, BaseException) and died:
             callback = self._dispatcher.exhausted_callback(job.class_name)
             if callback is not None:
-                running.exhausted = (callback, outcome.job, error)
+                running.exhausted = (callback, outcome.job if outcome else job, error)
         return commands
 
     async def _acknowledge(self, unit: UnitOfWork, commands: list[tuple[Any, ...]]) -> bool:
