@@ -5,8 +5,11 @@ write: a Python name there raises ``NameError`` in the Ruby app. So every failur
 here as the real gem (patient_http 1.3.0 on async-http 0.59 / Ruby 3.1) names it, with
 Ruby's wording for the message, and only with constants that exist wherever the gem is
 loaded: Ruby core (``Errno::*``, ``SocketError``, ``EOFError``, ``IOError``,
-``StandardError``), ``OpenSSL::SSL::SSLError``, ``Async::TimeoutError`` and
-``PatientHttp::*``; our own exceptions name theirs in ``ruby_class_name``.
+``ArgumentError``, ``RuntimeError`` …), ``OpenSSL::SSL::SSLError``, ``Zlib::DataError``,
+``Protocol::HTTP1::BadResponse``, ``Async::TimeoutError`` and ``PatientHttp::*``; our own
+exceptions name theirs in ``ruby_class_name``. An exception raised by Python code (a
+preprocessor) gets the Ruby class of the same meaning (``KeyError``, ``ValueError`` →
+``ArgumentError`` …), else ``RuntimeError``.
 :data:`RUBY_CLASS_NAMES` lists every name this module can produce; a
 test resolves each one with ``const_get`` in real Ruby, and ``tests/differential`` compares
 the messages with the real gem's.
