@@ -63,11 +63,14 @@ class RedisServer:
     """A private redis-server on a free loopback port (and a unix socket), no persistence.
 
     Tests that need to kill and restart Redis use their own (``private_redis``); ``start``
-    after ``kill`` brings it back on the same port.
+    after ``kill`` brings it back on the same port. ``persistent``: append-only file with
+    ``appendfsync always`` in ``directory``, so a restart (after SIGTERM or SIGKILL) keeps
+    every write Redis acknowledged (``persistent_redis``).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
+        self.persistent = persistent
         self.directory = directory
         self.unix_socket = directory / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
@@ -86,7 +89,11 @@ class RedisServer:
                 "--unixsocket", str(self.unix_socket),
                 "--dir", str(self.directory),
                 "--save", "",
-                "--appendonly", "no",
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "always")
+                    if self.persistent
+                    else ("--appendonly", "no")
+                ),
                 "--daemonize", "no",
                 "--loglevel", "warning",
             ],
@@ -108,6 +115,10 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+    def terminate(self) -> None:
+        """SIGTERM the server (a persistent one writes its data and exits)."""
+        self.stop()
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
@@ -132,6 +143,17 @@ def redis_server() -> Iterator[RedisServer]:
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, free to be killed and restarted."""
     server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private append-only redis-server (``appendfsync always``), to stop and restart."""
+    server = RedisServer(tmp_path, persistent=True)
     server.start()
     try:
         yield server

@@ -32,10 +32,12 @@ most 1 s, and a job moved after the cancellation is requeued, not dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -132,6 +134,45 @@ class UnitOfWork:
         return [*entry, self.acknowledge_command()]
 
 
+Holdings = Counter[tuple[str, bytes]]
+"""(in-progress list key, exact job bytes) -> how many copies the process holds in memory."""
+
+
+class InTransit:
+    """The steps that record jobs in this process's in-progress lists before it holds them.
+
+    A fetch (the pop script or BLMOVE, then the processor starting the jobs) and a poller
+    round (park, then re-push) each run inside :meth:`step`. Between Redis recording a job
+    and the process holding it there is a reply in flight; :meth:`settle` waits for every
+    step open at the time it is called, so a reconcile that read the lists before that
+    moment compares them with holdings that include what those steps brought in.
+    """
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._open: set[int] = set()
+        self._closed = trio.Event()
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """Mark one pop-to-hold step; it ends when the jobs are held (or the step failed)."""
+        number = self._next
+        self._next += 1
+        self._open.add(number)
+        try:
+            yield
+        finally:
+            self._open.discard(number)
+            self._closed.set()
+            self._closed = trio.Event()
+
+    async def settle(self) -> None:
+        """Return once every step open now has ended (each is bounded by a reply or 1 s wait)."""
+        waiting = set(self._open)
+        while waiting & self._open:
+            await self._closed.wait()
+
+
 class ReliableFetch:
     """Fetches jobs for one process ``identity`` with an in-progress record in Redis."""
 
@@ -161,6 +202,13 @@ class ReliableFetch:
         }
         self._pop = LuaScript("fetch_pop.lua")
         self._recover = LuaScript("fetch_recover.lua")
+        self._reclaim_own = LuaScript("fetch_reclaim_own.lua")
+        # Blocking moves that failed with their outcome unknown (the waiter thread writes it;
+        # the bridge counts its own): the launcher reconciles when either changes.
+        self.lost_moves = 0
+        # Seconds until the heartbeat of the first other process whose lists the last
+        # recover() left (it was alive) expires; None when there was none.
+        self.next_expiry: float | None = None
         # The blocking wait's own connection (the bridge refuses blocking commands). The socket
         # timeout must outlast a BLMOVE, or a move could happen with nobody reading its reply.
         self._waiter = as_target(redis_url).client(
@@ -255,12 +303,17 @@ class ReliableFetch:
         for list_key, owner in (await self._scanned_lists()).items():
             candidates.setdefault(list_key, owner)
         others = {k: v for k, v in candidates.items() if v[0] != self.identity}
+        self.next_expiry = None
         if not others:
             return 0
         identities = sorted({identity for identity, _ in others.values()})
         if is_alive is None:
-            replies = await self._bridge.pipeline([["EXISTS", i] for i in identities])
-            alive = {i for i, n in zip(identities, replies, strict=True) if n == 1}
+            # PTTL rather than EXISTS: -2 is gone; otherwise it also says when the first live
+            # owner's heartbeat runs out, so the next pass can come right then (next_expiry).
+            replies = await self._bridge.pipeline([["PTTL", i] for i in identities])
+            alive = {i for i, ms in zip(identities, replies, strict=True) if ms != -2}
+            expiring = [int(ms) for ms in replies if isinstance(ms, int) and ms >= 0]
+            self.next_expiry = min(expiring) / 1000 if expiring else None
         else:
             alive = {i for i in identities if await is_alive(i)}
         moved = 0
@@ -270,6 +323,43 @@ class ReliableFetch:
             script_keys = [identity, list_key, keys.queue(queue_name), keys.INPROGRESS_REGISTRY]
             count = int(await self._recover.run(self._bridge, script_keys, ("dead",)))
             moved += max(count, 0)
+        return moved
+
+    async def reconcile_own(self, held: Callable[[], Holdings], transit: InTransit) -> int:
+        """Give back what THIS live process's in-progress lists hold and it does not.
+
+        A lost reply leaves such jobs behind: a pop or BLMOVE that ran although the caller saw
+        a connection error, an acknowledgement that did not run, a hand-off whose outcome was
+        unknown. Nobody else recovers them (the process is alive), so they would wait for
+        its restart. The lists are read first; then the steps open at that moment are waited
+        for (:class:`InTransit`), so everything they popped is held by then; then ``held()``
+        is compared with the snapshot by exact bytes, copies counted. Each job left over goes
+        back to its queue only if it is still in the list (``fetch_reclaim_own.lua``): one
+        acknowledged in between is not run again. Returns how many jobs were moved.
+        """
+        candidates = await self._registered_lists()
+        for list_key, owner in (await self._scanned_lists()).items():
+            candidates.setdefault(list_key, owner)
+        own = sorted((k, q) for k, (identity, q) in candidates.items() if identity == self.identity)
+        if not own:
+            return 0
+        snapshots = raise_first_error(
+            await self._bridge.pipeline([("LRANGE", key, 0, -1) for key, _ in own])
+        )
+        await transit.settle()
+        holdings = held()
+        moved = 0
+        for (list_key, queue_name), jobs in zip(own, snapshots, strict=True):
+            kept = Counter({raw: n for (key, raw), n in holdings.items() if key == list_key})
+            extra: list[Arg] = []
+            for raw in jobs:  # newest first, as in the list
+                if kept[raw] > 0:
+                    kept[raw] -= 1
+                else:
+                    extra.append(raw)
+            if extra:
+                script_keys = [list_key, keys.queue(queue_name)]
+                moved += int(await self._reclaim_own.run(self._bridge, script_keys, extra))
         return moved
 
     async def release_own(self) -> int:
@@ -316,8 +406,9 @@ class ReliableFetch:
         except redis.ResponseError as exc:
             raise RedisCommandError(str(exc)) from exc
         except redis.RedisError as exc:
-            # Outcome unknown: a moved job stays in our in-progress list until this process's
-            # heartbeat expires and another process recovers it.
+            # Outcome unknown: a moved job stays in our in-progress list, unheld, until this
+            # process's next reconcile (reconcile_own) gives it back.
+            self.lost_moves += 1
             raise RedisUnavailableError(f"blocking fetch failed: {exc}") from exc
         return reply
 

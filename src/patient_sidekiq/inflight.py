@@ -37,7 +37,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final
 
 import trio
@@ -66,6 +66,7 @@ Command = tuple[Arg, ...]
 HEARTBEAT_CHUNK: Final = 1000
 """Tasks per ``ZADD … XX`` command of a heartbeat (score/member pairs in one command)."""
 
+_ANY_SCORE: Final = 2**53  # beyond every epoch-ms score: "whatever its last heartbeat"
 _RECLAIM: Final = LuaScript("inflight_reclaim.lua")
 _UNLOCK: Final = LuaScript("inflight_unlock.lua")
 _HAND_OFF: Final = LuaScript("inflight_hand_off.lua")
@@ -325,14 +326,53 @@ class InflightMonitor:
                 log.exception("failed to re-enqueue orphaned request %s", _text(member))
         return count
 
-    async def _reclaim_one(self, member: bytes, payload: bytes | None, threshold_ms: int) -> bool:
+    async def reclaim_own(self, held: Callable[[], Collection[str]]) -> int:
+        """Re-enqueue this LIVE process's tasks that it no longer runs; return how many.
+
+        The sweep never looks at a live process's tasks, so a task left behind by a lost
+        reply (a hand-off that ran although its caller saw a connection error, a shutdown
+        re-enqueue or filing whose claim did not reach Redis) would stay until this process
+        is gone. The keys are read first and ``held()`` (the task ids running now) after:
+        a task runs from before its hand-off until after its claim, so one not held then
+        has ended, and its record is a leftover. Each goes through the sweep's own Lua step
+        (push, or dead when it cannot be pushed), which removes it only if its stored job is
+        still the bytes read here; so a claim landing in between wins, and nothing is pushed
+        twice.
+        """
+        prefix = f"{self.process_id}/"
+        index, stored = raise_first_error(
+            await self._bridge.pipeline(
+                [("ZRANGE", keys.INFLIGHT_INDEX, 0, -1), ("HKEYS", keys.INFLIGHT_JOBS)]
+            )
+        )
+        mine = {m for m in [*index, *stored] if _text(m).startswith(prefix)}
+        if not mine:
+            return 0
+        running = set(held())
+        left = sorted(m for m in mine if _text(m) not in running)
+        if not left:
+            return 0
+        payloads = await self._bridge.execute("HMGET", keys.INFLIGHT_JOBS, *left)
+        count = 0
+        for member, payload in zip(left, payloads, strict=True):
+            try:
+                # Any score will do and no liveness check ("" process): it is our own task.
+                if await self._reclaim_one(member, payload, _ANY_SCORE, own=True):
+                    count += 1
+            except RedisCommandError:
+                log.exception("failed to re-enqueue left-over request %s", _text(member))
+        return count
+
+    async def _reclaim_one(
+        self, member: bytes, payload: bytes | None, threshold_ms: int, *, own: bool = False
+    ) -> bool:
         """Push one orphan's job back (same jid), or move it to dead if it cannot be pushed.
 
         Every argument is the exact bytes read, so a member or job that is not UTF-8 is still
         found and removed (``surrogateescape`` throughout, as in the fetch).
         """
         name = _text(member)
-        process = encode_raw(process_of_task(name))
+        process = b"" if own else encode_raw(process_of_task(name))
         base_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.GEM_PROCESSES]
         base_args: list[Arg] = [member, threshold_ms, process]
         if payload is not None:

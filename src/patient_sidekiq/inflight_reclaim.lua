@@ -7,7 +7,8 @@
 -- KEYS[5]  the job's "queue:<name>" list     (push mode only)
 -- ARGV[1]  the task id
 -- ARGV[2]  the threshold, epoch ms: the task is orphaned if its score is at or below it
--- ARGV[3]  the process id owning the task
+-- ARGV[3]  the process id owning the task, which must be gone from KEYS[3]; "" when a live
+--          process reclaims a task of its own that it no longer runs (its reconcile)
 -- ARGV[4]  the job text the caller read and parsed     (push mode only)
 -- ARGV[5]  the queue name                              (push mode only)
 -- ARGV[6]  the job text to push (stamped enqueued_at)  (push mode only)
@@ -27,7 +28,7 @@
 -- removing the task from both keys (an index entry whose job the caller found missing).
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local orphaned = score and tonumber(score) <= tonumber(ARGV[2])
-  and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0
+  and (ARGV[3] == '' or redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0)
 if #KEYS >= 4 then
   if not orphaned then
     return 0

@@ -29,7 +29,7 @@ import trio
 
 from .client import SidekiqClient
 from .errors import PatientSidekiqError
-from .fetch import QueueOrder, ReliableFetch
+from .fetch import InTransit, QueueOrder, ReliableFetch
 from .heartbeat import BEAT_INTERVAL, Heartbeat, ProcessInfo, make_identity
 from .job import TimestampDialect
 from .metrics import ExecutionMetrics
@@ -42,6 +42,11 @@ from .scheduled import Poller
 __all__ = ["Launcher", "Runtime", "Service", "WorkerSettings"]
 
 log = logging.getLogger(__name__)
+
+RECOVERY_SLACK_SECONDS = 0.1
+"""Past a heartbeat's expiry before the recovery pass that follows it."""
+RECONCILE_POLL_SECONDS = 0.5
+"""How often the reconcile loop looks for a lost reply, and asks a silent Redis again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,9 @@ class WorkerSettings:
     poll_interval_average: float | None = None
     heartbeat_interval: float = BEAT_INTERVAL
     recovery_interval: float = 30.0
+    reconcile_interval: float = 30.0
+    """Seconds between reconciles of this process's own records (besides the one after every
+    Redis outage)."""
     handle_os_signals: bool = True
     identity: str = field(default_factory=make_identity)
     execution_metrics: bool = True
@@ -79,7 +87,12 @@ class Runtime:
 
 
 class Service(Protocol):
-    """Something that runs beside the processor for the whole life of a worker process."""
+    """Something that runs beside the processor for the whole life of a worker process.
+
+    A service may also have ``async def reconcile(self) -> int``: the launcher's reconcile
+    pass calls it (after a lost reply, and periodically) to give back what the service's own
+    records hold and it no longer runs (the RequestWorker's in-flight tasks).
+    """
 
     async def serve(self, runtime: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Register handlers, call ``task_status.started()``, then run until cancelled.
@@ -175,6 +188,7 @@ class Launcher:
             quiet=lambda: self.quieting,
             metrics=metrics,
         )
+        transit = InTransit()
         processor = Processor(
             bridge,
             fetch,
@@ -184,6 +198,7 @@ class Launcher:
             on_done=lambda processed, failed: heartbeat.count(processed=processed, failed=failed),
             on_executed=metrics.track if metrics is not None else None,
             clock=self._clock,
+            transit=transit,
         )
         self._processor = processor
         client = SidekiqClient(bridge, dialect=settings.dialect, clock=self._clock)
@@ -194,6 +209,7 @@ class Launcher:
             policy=policy,
             poll_interval_average=settings.poll_interval_average,
             clock=self._clock,
+            transit=transit,
         )
         async with trio.open_nursery() as system:
             if settings.handle_os_signals:
@@ -217,6 +233,7 @@ class Launcher:
             )
             for service in self.services:
                 await system.start(service.serve, runtime)
+            system.start_soon(self._reconcile_loop, bridge, fetch, processor, transit)
             task_status.started()
             async with trio.open_nursery() as jobs:
                 await self._until_quiet(processor.fetch_loop, jobs)
@@ -284,8 +301,64 @@ class Launcher:
 
     async def _recovery_loop(self, fetch: ReliableFetch) -> None:
         while True:
-            await trio.sleep(self.settings.recovery_interval)
+            # A pass right after the first other owner's heartbeat hash expires (a killed
+            # process's lists come back ~60 s after its last beat, not up to 30 s later).
+            wait = self.settings.recovery_interval
+            if fetch.next_expiry is not None:
+                wait = min(wait, fetch.next_expiry + RECOVERY_SLACK_SECONDS)
+            await trio.sleep(wait)
             await self._recover(fetch)
+
+    async def _reconcile_loop(
+        self, bridge: RedisBridge, fetch: ReliableFetch, processor: Processor, transit: InTransit
+    ) -> None:
+        """Reconcile this process's own records every ``reconcile_interval`` and, above all,
+        as soon as Redis answers again after a lost reply (the bridge or the blocking fetch
+        failed with the outcome unknown).
+
+        Nobody else recovers what a LIVE process left behind, so without this a job whose
+        pop, acknowledgement or hand-off reply was lost would wait for this process's restart.
+        """
+
+        def lost() -> int:
+            return bridge.failures + fetch.lost_moves
+
+        seen = 0  # a reply lost while the process started counts too
+        while True:
+            with trio.move_on_after(self.settings.reconcile_interval):
+                while lost() == seen:  # a counter read, no Redis traffic
+                    await trio.sleep(RECONCILE_POLL_SECONDS)
+            if lost() != seen:
+                await self._until_redis_answers(bridge)
+            # Read before the pass: a failure during it triggers another pass.
+            seen = lost()
+            await self._reconcile(fetch, processor, transit)
+
+    async def _until_redis_answers(self, bridge: RedisBridge) -> None:
+        while True:
+            try:
+                await bridge.execute("PING")
+                return
+            except PatientSidekiqError:
+                await trio.sleep(RECONCILE_POLL_SECONDS)
+
+    async def _reconcile(
+        self, fetch: ReliableFetch, processor: Processor, transit: InTransit
+    ) -> None:
+        try:
+            moved = await fetch.reconcile_own(processor.held, transit)
+            if moved:
+                log.warning("reconcile: put %d jobs this process no longer held back", moved)
+            for service in self.services:
+                reconcile = getattr(service, "reconcile", None)
+                if reconcile is not None:
+                    requeued = await reconcile()
+                    if requeued:
+                        log.warning("reconcile: re-enqueued %d requests no longer run", requeued)
+        except PatientSidekiqError as exc:
+            log.warning(
+                "reconcile pass failed (retried after the next outage or interval): %s", exc
+            )
 
     async def _os_signals(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         names = {

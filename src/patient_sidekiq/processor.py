@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,7 @@ from typing import Any
 import trio
 
 from .errors import PatientSidekiqError
-from .fetch import ReliableFetch, UnitOfWork
+from .fetch import Holdings, InTransit, ReliableFetch, UnitOfWork
 from .heartbeat import WorkEntry
 from .job import InvalidJobError, Job
 from .poison import dead_entry_commands, filing_commands
@@ -147,8 +148,10 @@ class Processor:
         on_done: Callable[[int, int], None] = lambda processed, failed: None,
         on_executed: Callable[..., None] | None = None,
         clock: Callable[[], float] = time.time,
+        transit: InTransit | None = None,
     ) -> None:
         self._bridge = bridge
+        self._transit = transit if transit is not None else InTransit()
         self._fetch = fetch
         self._dispatcher = dispatcher
         self._concurrency = concurrency
@@ -166,6 +169,18 @@ class Processor:
     def busy(self) -> int:
         """Jobs running now."""
         return len(self._running)
+
+    def held(self) -> Holdings:
+        """The jobs this processor holds in its in-progress lists, by list and exact bytes.
+
+        A unit counts from its start until its acknowledgement's reply has come back (it
+        leaves ``_running`` only then), unless handed off (another record owns it now).
+        """
+        return Counter(
+            (r.unit.inprogress_key, r.unit.raw_bytes)
+            for r in self._running.values()
+            if not r.work.handed_off
+        )
 
     def work_entries(self) -> dict[str, WorkEntry]:
         """The running jobs as the heartbeat lists them for the Busy page."""
@@ -196,17 +211,22 @@ class Processor:
                 self._slot_freed = trio.Event()
                 await self._slot_freed.wait()
                 continue
-            try:
-                units = await self._fetch.fetch(free)
-                if not units:
-                    unit = await self._fetch.wait_for_work(WAIT_SECONDS)
-                    units = [unit] if unit is not None else []
-            except PatientSidekiqError as exc:
-                log.warning("fetch failed, retrying in 1 s: %s", exc)
+            # One in-transit step from the pop to the jobs being held (InTransit): a reconcile
+            # must not give back what a pop in flight is about to start.
+            with self._transit.step():
+                try:
+                    units = await self._fetch.fetch(free)
+                    if not units:
+                        unit = await self._fetch.wait_for_work(WAIT_SECONDS)
+                        units = [unit] if unit is not None else []
+                except PatientSidekiqError as exc:
+                    log.warning("fetch failed, retrying in 1 s: %s", exc)
+                    units = None
+                else:
+                    for unit in units:
+                        self._start(jobs, unit)
+            if units is None:
                 await trio.sleep(1)
-                continue
-            for unit in units:
-                self._start(jobs, unit)
 
     def _start(self, jobs: trio.Nursery, unit: UnitOfWork) -> None:
         self._next_id += 1

@@ -148,6 +148,9 @@ class RedisBridge:
         self._thread: threading.Thread | None = None
         self._stopped = trio.Event()
         self._closed = False
+        # Batches failed with "outcome unknown"; written by the thread only (an int store is
+        # atomic), read by the launcher's reconcile loop to notice lost replies.
+        self._failures = 0
 
     async def __aenter__(self) -> RedisBridge:
         if self._thread is not None or self._closed:
@@ -176,6 +179,15 @@ class RedisBridge:
             await self._stopped.wait()
         self._thread.join()  # the thread has signalled its very last step; this returns at once
         self._pool.disconnect()
+
+    @property
+    def failures(self) -> int:
+        """How many batches failed with :class:`RedisUnavailableError` since the start.
+
+        Each is a set of commands whose outcome is unknown; a change tells the worker to
+        reconcile its own records once Redis answers again.
+        """
+        return self._failures
 
     def statistics(self) -> BridgeStatistics:
         """Return a snapshot of the counters (replaced whole by the thread, so consistent)."""
@@ -275,6 +287,7 @@ class RedisBridge:
             submission.failure = failure
         if failure is not None:
             connection.disconnect()  # never resent; the next batch starts on a fresh socket
+            self._failures += 1
         self._wake(self._answer, batch)
 
     @staticmethod

@@ -354,6 +354,17 @@ class RequestWorker:
             if recovered:
                 log.warning("re-enqueued %d requests of gone processes", recovered)
 
+    async def reconcile(self) -> int:
+        """Re-enqueue this process's in-flight records of requests it no longer runs.
+
+        Called by the launcher's reconcile pass (periodically and once Redis answers after
+        an outage): see :meth:`InflightMonitor.reclaim_own`.
+        """
+        monitor = self._monitor
+        if monitor is None:
+            return 0
+        return await monitor.reclaim_own(lambda: {task.member for task in self._tasks.values()})
+
     async def _leave(self) -> None:
         if self._given_transport is None and self._transport is not None:
             await self._transport.aclose()
@@ -395,7 +406,16 @@ class RequestWorker:
         self._reserved += 1
         self._tasks[request_id] = task  # taken before any await: the check above holds
         try:
-            await self._hand_off(monitor, task, work.unit)
+            try:
+                await self._hand_off(monitor, task, work.unit)
+            except RedisUnavailableError as exc:
+                # Outcome unknown: the job is in the in-progress list or in the in-flight
+                # keys, never both. Filing it for retry too could run it twice, so neither
+                # the processor nor we end it: this process's reconcile finds it in
+                # whichever record holds it, once Redis answers, and puts it back.
+                work.hand_off()
+                log.warning("request %s: hand-off outcome unknown (%s)", request_id, exc)
+                return
             work.hand_off()
             try:
                 await self._run(runtime, transport, task, call, request)

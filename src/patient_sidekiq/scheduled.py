@@ -27,7 +27,7 @@ import trio
 from . import keys
 from .client import SidekiqClient
 from .errors import PatientSidekiqError
-from .fetch import UnitOfWork
+from .fetch import InTransit, UnitOfWork
 from .job import InvalidJobError, Job
 from .lua import LuaScript
 from .poison import CONTENT_ERRORS, content_error
@@ -61,8 +61,12 @@ class Poller:
         poll_interval_average: float | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        transit: InTransit | None = None,
     ) -> None:
         self._bridge = bridge
+        # Each park-then-push is one in-transit step: a reconcile of our in-progress lists
+        # must not give back a job parked a moment ago that this round is about to push.
+        self._transit = transit if transit is not None else InTransit()
         self._client = client
         self._identity = identity
         self._policy = policy
@@ -76,19 +80,20 @@ class Poller:
         moved = 0
         for sorted_set in (keys.RETRY, keys.SCHEDULE):
             while True:
-                reply = await self._pop.run(
-                    self._bridge,
-                    [sorted_set, keys.INPROGRESS_REGISTRY],
-                    [
-                        ruby_float_repr(self._clock()),
-                        self._identity,
-                        keys.inprogress(self._identity, ""),
-                    ],
-                )
-                if reply is None:
-                    break
-                raw = reply[0].decode("utf-8", "surrogateescape")
-                moved += await self._push(raw, reply[1].decode("utf-8", "surrogateescape"))
+                with self._transit.step():
+                    reply = await self._pop.run(
+                        self._bridge,
+                        [sorted_set, keys.INPROGRESS_REGISTRY],
+                        [
+                            ruby_float_repr(self._clock()),
+                            self._identity,
+                            keys.inprogress(self._identity, ""),
+                        ],
+                    )
+                    if reply is None:
+                        break
+                    raw = reply[0].decode("utf-8", "surrogateescape")
+                    moved += await self._push(raw, reply[1].decode("utf-8", "surrogateescape"))
         return moved
 
     async def _push(self, raw: str, queue: str) -> int:
