@@ -264,7 +264,10 @@ async def test_failing_preprocessor_is_unknown_error(
     error = await failed(transport, request, settings=settings)
     assert error.error_type == "unknown"
     assert error.class_name == "KeyError"
-    assert error.backtrace
+    # Ruby-style frames, innermost first, without the host's directories
+    assert error.backtrace[0].startswith("test_http_client.py:")
+    assert error.backtrace[0].endswith(":in `broken'")
+    assert not any(line.startswith("/") for line in error.backtrace)
 
 
 # --- redirects -----------------------------------------------------------------------------

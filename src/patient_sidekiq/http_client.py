@@ -26,6 +26,7 @@ Touches no Redis keys.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import traceback
 from collections.abc import Callable, Mapping
@@ -235,11 +236,21 @@ def classify_error(exc: BaseException, url: str = "") -> str:
     return ruby_error_type(ruby_error(exc, url)[0])
 
 
+def _package_path(filename: str) -> str:
+    """``/…/site-packages/httpx/_client.py`` -> ``httpx/_client.py`` (also for ``src/``)."""
+    for marker in ("/site-packages/", "/dist-packages/", "/src/"):
+        if marker in filename:
+            return filename.rsplit(marker, 1)[1]
+    return os.path.basename(filename)
+
+
 def _request_error(
     exc: Exception, hop: _Hop, duration: float, callback_args: Mapping[str, Any] | None
 ) -> RequestError:
+    # Ruby's frame format, innermost first; paths relative to the package root, so no
+    # host directory (home, venv, container layout) reaches the Ruby side.
     backtrace = [
-        f"{frame.filename}:{frame.lineno}:in `{frame.name}'"
+        f"{_package_path(frame.filename)}:{frame.lineno}:in `{frame.name}'"
         for frame in reversed(traceback.extract_tb(exc.__traceback__))
     ]
     class_name, message = ruby_error(exc, hop.url)
