@@ -313,17 +313,23 @@ class InflightMonitor:
         orphans = [m for m in candidates if process_of_task(_text(m)) not in alive]
         if not orphans:
             return 0
-        payloads = await self._bridge.execute("HMGET", keys.INFLIGHT_JOBS, *orphans)
+        return await self._reclaim_each(orphans, threshold_ms, own=False)
+
+    async def _reclaim_each(self, members: list[bytes], threshold_ms: int, *, own: bool) -> int:
+        """Reclaim each member through :meth:`_reclaim_one`; return how many were pushed.
+
+        One member that fails must not block the others (nor every later pass): a job that
+        cannot be pushed goes to dead inside ``_reclaim_one``; a Redis error reply is logged
+        and the pass goes on.
+        """
+        payloads = await self._bridge.execute("HMGET", keys.INFLIGHT_JOBS, *members)
         count = 0
-        for member, payload in zip(orphans, payloads, strict=True):
-            # One orphan that fails must not block the others (nor every later sweep): a job
-            # that cannot be pushed goes to dead inside _reclaim_one; a Redis error reply is
-            # logged and the sweep goes on.
+        for member, payload in zip(members, payloads, strict=True):
             try:
-                if await self._reclaim_one(member, payload, threshold_ms):
+                if await self._reclaim_one(member, payload, threshold_ms, own=own):
                     count += 1
             except RedisCommandError:
-                log.exception("failed to re-enqueue orphaned request %s", _text(member))
+                log.exception("failed to re-enqueue request %s", _text(member))
         return count
 
     async def reclaim_own(self, held: Callable[[], Collection[str]]) -> int:
@@ -352,16 +358,8 @@ class InflightMonitor:
         left = sorted(m for m in mine if _text(m) not in running)
         if not left:
             return 0
-        payloads = await self._bridge.execute("HMGET", keys.INFLIGHT_JOBS, *left)
-        count = 0
-        for member, payload in zip(left, payloads, strict=True):
-            try:
-                # Any score will do and no liveness check ("" process): it is our own task.
-                if await self._reclaim_one(member, payload, _ANY_SCORE, own=True):
-                    count += 1
-            except RedisCommandError:
-                log.exception("failed to re-enqueue left-over request %s", _text(member))
-        return count
+        # Any score will do and no liveness check ("" process): these are our own tasks.
+        return await self._reclaim_each(left, _ANY_SCORE, own=True)
 
     async def _reclaim_one(
         self, member: bytes, payload: bytes | None, threshold_ms: int, *, own: bool = False

@@ -256,10 +256,11 @@ class Processor:
     def _executed(self, job: Job, started: float, *, failed: bool) -> None:
         """Tell ``on_executed`` (Sidekiq 7's metrics) of a job its handler ran."""
         if self._on_executed is not None:
-            wrapped = job.get("wrapped")  # ActiveJob: the class the job wraps, as Sidekiq
-            name = wrapped if isinstance(wrapped, str) else job.class_name
+            # Named by the class we dispatched on, not the job's own "wrapped" (Sidekiq's
+            # ActiveJob naming): no job we handle is wrapped, and a hostile one must not name
+            # Redis keys after an arbitrary string.
             elapsed_ms = int((time.monotonic() - started) * 1000)
-            self._on_executed(name, elapsed_ms, failed=failed)
+            self._on_executed(job.class_name, elapsed_ms, failed=failed)
 
     async def _run(self, running: _Running) -> list[tuple[Any, ...]]:
         """Run the job; return the commands to send with its acknowledgement."""
