@@ -192,6 +192,26 @@ def test_large_payloads_go_to_the_redis_store_in_the_same_multi(
     assert list(golden_ref["$ref"]) == list(reference["$ref"])
 
 
+def test_a_store_with_its_own_redis_gets_the_payload_before_the_job_is_pushed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    own_url = redis_url.rsplit("/", 1)[0] + "/6"
+    store = RedisStore(prefix="app:", url=own_url)
+    with Client(redis_url, payload_store=store, payload_store_threshold=200) as client:
+        client.post("https://x.test/big", callback="OracleCallback", body=b"\x00" * 300)
+        opened = client._own_store_redis
+        assert opened is not None
+        client.post("https://x.test/big", callback="OracleCallback", body=b"\x00" * 300)
+        assert client._own_store_redis is opened  # one connection serves every payload
+    assert client._own_store_redis is None  # closed with the client
+    own = redis.Redis.from_url(own_url)
+    for raw in queued(redis_client, enqueue.DEFAULT_QUEUE):
+        key = Job.parse(raw).args[0]["$ref"]["key"]
+        assert json.loads(own.get(f"app:{key}") or b"{}")["url"] == "https://x.test/big"
+        assert redis_client.exists(f"app:{key}") == 0
+    own.close()
+
+
 def test_encrypted_payloads_are_stored_encrypted(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:

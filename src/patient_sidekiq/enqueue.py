@@ -107,6 +107,9 @@ class Client:
     Thread-safe: redis-py's connection pool serves concurrent callers.
     """
 
+    _own_store_redis: redis.Redis | None
+    """The payload store's own Redis (its ``url``), opened at its first use."""
+
     def __init__(
         self,
         redis_url: str | RedisTarget | None = None,
@@ -148,6 +151,7 @@ class Client:
             url = redis_url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
             redis = as_target(url).client()
         self._redis = redis
+        self._own_store_redis = None
 
     @classmethod
     def from_config(
@@ -172,10 +176,19 @@ class Client:
             sidekiq_version=config.sidekiq_version,
         )
 
+    def _store_redis(self, url: str) -> redis.Redis:
+        """The connection to the payload store's own Redis, opened at its first use."""
+        if self._own_store_redis is None:
+            self._own_store_redis = redis.Redis.from_url(url)
+        return self._own_store_redis
+
     def close(self) -> None:
         """Close the Redis connections this client opened (an injected client is left open)."""
         if self._owns_redis:
             self._redis.close()
+        if self._own_store_redis is not None:
+            self._own_store_redis.close()
+            self._own_store_redis = None
 
     def __enter__(self) -> Client:
         return self
@@ -214,31 +227,23 @@ class Client:
         commands = enqueued.push_commands
         sealed = enqueued.sealed
         if sealed.reference is not None and sealed.stored_text is not None:
-            if isinstance(self._store, RedisStore) and self._store.url:
-                # A store on a Redis of its own: written first, then the job is pushed.
-                own = redis.Redis.from_url(self._store.url)
-                try:
-                    own.execute_command(  # type: ignore[no-untyped-call]
-                        *redis_set_command(
-                            sealed.reference.key,
-                            sealed.stored_text,
-                            prefix=self._store.prefix,
-                            ttl_ms=ttl_millis(self._store.ttl),
-                        )
-                    )
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    raise RedisUnavailableError(f"could not store the payload: {exc}") from exc
-                finally:
-                    own.close()
-            elif isinstance(self._store, RedisStore):
-                # The payload must exist before a worker can pop the job: one MULTI.
+            if isinstance(self._store, RedisStore):
                 set_command = redis_set_command(
                     sealed.reference.key,
                     sealed.stored_text,
                     prefix=self._store.prefix,
                     ttl_ms=ttl_millis(self._store.ttl),
                 )
-                commands = [set_command, *commands]
+                if self._store.url:
+                    # A store on a Redis of its own: written first, then the job is pushed.
+                    own = self._store_redis(self._store.url)
+                    try:
+                        own.execute_command(*set_command)  # type: ignore[no-untyped-call]
+                    except (redis.ConnectionError, redis.TimeoutError) as exc:
+                        raise RedisUnavailableError(f"could not store the payload: {exc}") from exc
+                else:
+                    # The payload must exist before a worker can pop the job: one MULTI.
+                    commands = [set_command, *commands]
             elif self._files is not None:
                 self._files.put_sync(sealed.reference.key, sealed.stored_text)
         try:
