@@ -253,6 +253,64 @@ async def test_preprocessor_signs_request(http_server: Server, transport: Sharde
     assert echo["query"] == "x=1&sig=a+b"
 
 
+async def test_callable_secrets_are_called_at_each_use_sync_or_async(
+    http_server: Server, transport: ShardedTransport
+) -> None:
+    calls: list[str] = []
+
+    def rotating(name: str) -> str:
+        calls.append(name)
+        return f"token-{len(calls)}"
+
+    async def fetched(name: str) -> str:
+        await trio.lowlevel.checkpoint()
+        return f"async-{name}"
+
+    settings = dataclasses.replace(SETTINGS, secrets={"rot": rotating, "remote": fetched})
+    request = Request.build(
+        "get",
+        http_server.url("/echo"),
+        headers={"authorization": SecretRef("rot")},
+        params={"k": SecretRef("remote")},
+    )
+    first = echoed(await ok(transport, request, settings=settings))
+    second = echoed(await ok(transport, request, settings=settings))
+    assert (first["headers"]["authorization"], second["headers"]["authorization"]) == (
+        "token-1",
+        "token-2",
+    )
+    assert first["query"] == "k=async-remote"
+    assert calls == ["rot", "rot"]
+
+
+async def test_preprocessors_run_in_order_after_the_send_time_headers(
+    http_server: Server, transport: ShardedTransport
+) -> None:
+    seen: list[str] = []
+
+    def first(request: OutgoingRequest) -> None:
+        # secrets resolved and x-request-id set before any preprocessor runs
+        seen.append(f"{request.headers['authorization']}|{request.headers['x-request-id']}")
+        request.headers["x-order"] = "first"
+
+    async def second(request: OutgoingRequest) -> None:
+        await trio.lowlevel.checkpoint()
+        request.headers["x-order"] += ",second"
+        request.add_query_param("async", True)
+
+    settings = dataclasses.replace(SETTINGS, preprocessors={"first": first, "second": second})
+    request = Request.build(
+        "get",
+        http_server.url("/echo"),
+        headers={"authorization": SecretRef("token")},
+        preprocessors=["first", "second"],
+    )
+    echo = echoed(await ok(transport, request, settings=settings))
+    assert echo["headers"]["x-order"] == "first,second"
+    assert echo["query"] == "async=true"
+    assert seen == [f"Bearer s3cret|{RID}"]
+
+
 async def test_failing_preprocessor_is_unknown_error(
     http_server: Server, transport: ShardedTransport
 ) -> None:

@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -42,6 +42,7 @@ __all__ = [
     "ENVELOPE_FLAG",
     "Decrypted",
     "Digest",
+    "Encryptor",
     "MessageEncryptor",
     "PlaintextForm",
     "derive_key",
@@ -92,8 +93,20 @@ class Decrypted:
     """The payload's JSON text."""
     key_index: int
     """Position of the matching password among the non-empty keys (0 = the current key)."""
-    digest: Digest
-    form: PlaintextForm
+    digest: Digest | None
+    """``None`` when a registered decryption hook opened it (:mod:`patient_sidekiq.registries`)."""
+    form: PlaintextForm | None
+    """``None`` when a registered decryption hook opened it."""
+
+
+class Encryptor(Protocol):
+    """What packing needs: :class:`MessageEncryptor` (keys) or a hook-based encryptor."""
+
+    def encrypt(self, data: Mapping[str, Any], *, iv: bytes | None = None) -> dict[str, Any]:
+        """Return the envelope written in place of ``data``."""
+
+    def decrypt_text(self, envelope: Mapping[str, Any]) -> Decrypted:
+        """Return the JSON text inside ``envelope``."""
 
 
 def is_envelope(data: object) -> bool:

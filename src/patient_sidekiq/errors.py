@@ -139,6 +139,18 @@ class PayloadNotFoundError(PayloadStoreError):
     ruby_class_name = "PatientHttp::ExternalStorage::PayloadNotFoundError"
 
 
+class SecretNotFoundError(PatientSidekiqError):
+    """A request names a secret this worker has not registered (the request fails)."""
+
+    ruby_class_name = "PatientHttp::SecretManager::SecretNotFoundError"
+
+
+class PreprocessorNotFoundError(PatientSidekiqError):
+    """A request names a preprocessor this worker has not registered (the request fails)."""
+
+    ruby_class_name = "PatientHttp::RequestPreparer::PreprocessorNotFoundError"
+
+
 class RedisUnavailableError(PatientSidekiqError):
     """Raised when Redis cannot be reached or a connection breaks mid-command."""
 

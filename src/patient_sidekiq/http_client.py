@@ -25,6 +25,7 @@ Touches no Redis keys.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import ssl
@@ -37,7 +38,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import trio
 
-from .errors import PatientSidekiqError
+from .errors import PreprocessorNotFoundError, SecretNotFoundError
 from .failures import (
     HttpError,
     RecursiveRedirectError,
@@ -49,6 +50,7 @@ from .headers import Headers, SecretRef
 from .http1_transport import DirectTarget, H11Transport
 from .http_transport import ResponseTooLargeError, ShardedTransport, joined_headers, read_body
 from .payload import Payload
+from .registries import Preprocessor, SecretValue
 from .request import HeaderValue, Request, form_component, merge_query, param_text
 from .response import Response
 from .ruby_errors import ruby_error, ruby_error_type
@@ -76,18 +78,6 @@ _SSL_ERRORS: Final = (ssl.SSLError, ssl.CertificateError)
 ExecutionResult = Response | RequestError | HttpError | RedirectError
 
 
-class SecretNotFoundError(PatientSidekiqError):
-    """Raised inside :func:`execute` when a request names a secret that is not registered."""
-
-    ruby_class_name = "PatientHttp::SecretManager::SecretNotFoundError"
-
-
-class PreprocessorNotFoundError(PatientSidekiqError):
-    """Raised inside :func:`execute` when a request names an unregistered preprocessor."""
-
-    ruby_class_name = "PatientHttp::RequestPreparer::PreprocessorNotFoundError"
-
-
 @dataclass
 class OutgoingRequest:
     """The request as it is about to be sent; preprocessors may change headers and query.
@@ -113,9 +103,6 @@ class OutgoingRequest:
         return f"OutgoingRequest({self.method.upper()} {self.url.partition('?')[0]})"
 
 
-Preprocessor = Callable[[OutgoingRequest], None]
-
-
 @dataclass(frozen=True)
 class HttpSettings:
     """How requests are executed; built once from configuration and passed in."""
@@ -132,8 +119,10 @@ class HttpSettings:
     verify: bool = True
     ca_bundle: str | None = None
     max_connections: int = 256
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    secrets: Mapping[str, SecretValue] = field(default_factory=dict, repr=False)
+    """Resolved at each use: a value, or a callable given the name (maybe async)."""
     preprocessors: Mapping[str, Preprocessor] = field(default_factory=dict)
+    """Run in a request's order on every hop (maybe async)."""
 
 
 @dataclass(frozen=True)
@@ -272,7 +261,7 @@ async def _send(
 ) -> _Answer:
     """Send one hop and read its whole body, all within ``timeout`` seconds."""
     with trio.fail_after(timeout):
-        outgoing = _prepare(settings, hop)
+        outgoing = await _prepare(settings, hop)
         connect = settings.connection_timeout if settings.connection_timeout else timeout
         timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
         direct = _direct_route(transport, outgoing)
@@ -345,25 +334,25 @@ def _direct_route(
     return transport.direct(outgoing.url)
 
 
-def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:
+async def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:
     """Resolve secrets, add the send-time headers and run the preprocessors."""
-    headers: dict[str, str] = {
-        name: _secret(settings, value.name) if isinstance(value, SecretRef) else value
-        for name, value in hop.headers.items()
-    }
+    headers: dict[str, str] = {}
+    for name, value in hop.headers.items():
+        if isinstance(value, SecretRef):
+            headers[name] = await _secret(settings, value.name)
+        else:
+            headers[name] = value
     headers["x-request-id"] = hop.task_id
     if settings.user_agent and "user-agent" not in headers:
         headers["user-agent"] = settings.user_agent
     headers.setdefault("accept-encoding", _ACCEPT_ENCODING)
     url = hop.url
     if hop.secret_params:
-        url = merge_query(
-            url,
-            "&".join(
-                f"{form_component(name)}={form_component(_secret(settings, ref.name))}"
-                for name, ref in hop.secret_params.items()
-            ),
-        )
+        pairs = [
+            f"{form_component(name)}={form_component(await _secret(settings, ref.name))}"
+            for name, ref in hop.secret_params.items()
+        ]
+        url = merge_query(url, "&".join(pairs))
     outgoing = OutgoingRequest(
         method=hop.method,
         url=url,
@@ -374,15 +363,24 @@ def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:
         preprocessor = settings.preprocessors.get(name)
         if preprocessor is None:
             raise PreprocessorNotFoundError(f"No preprocessor registered for {json.dumps(name)}")
-        preprocessor(outgoing)
+        outcome = preprocessor(outgoing)
+        if inspect.isawaitable(outcome):
+            await outcome
     return outgoing
 
 
-def _secret(settings: HttpSettings, name: str) -> str:
-    value = settings.secrets.get(name)
-    if value is None:
+async def _secret(settings: HttpSettings, name: str) -> str:
+    if name not in settings.secrets:
         raise SecretNotFoundError(f"No secret registered for {json.dumps(name)}")
-    return value
+    registered = settings.secrets[name]
+    if not callable(registered):
+        return registered
+    # called at each resolution, as the gem calls a registered block
+    value: object = registered(name)
+    if inspect.isawaitable(value):
+        value = await value
+    # The gem sends `value.to_s`; a callable returning nothing sends an empty value.
+    return "" if value is None else str(value)
 
 
 def _redirected(hop: _Hop, target: str, status: int, task_id: str) -> _Hop:

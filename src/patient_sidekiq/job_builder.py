@@ -27,7 +27,7 @@ from .callback_args import validate_callback_args
 from .callbacks import CallbackRegistry, resolve_callback_name
 from .callbacks import registry as default_registry
 from .client import push_raw_commands
-from .encryption import MessageEncryptor
+from .encryption import Encryptor
 from .errors import ConfigurationError
 from .job import Job, TimestampDialect, new_jid, stamp
 from .packing import DEFAULT_STORE_THRESHOLD, Sealed, seal
@@ -106,6 +106,36 @@ class FileStore:
     name: str = "file"
 
 
+@dataclass(frozen=True)
+class S3Store:
+    """Large payloads go to S3 objects ``<key_prefix><uuid>`` (the gem's ``:s3`` store).
+
+    Credentials come from boto3's usual chain; ``endpoint_url`` for S3-compatible servers.
+    Needs ``pip install 'patient-sidekiq[s3]'``.
+    """
+
+    bucket: str
+    name: str = "s3"
+    key_prefix: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class SqlStore:
+    """Large payloads go to rows of the gem's ``:active_record`` table, in SQLite
+    (``sqlite:///path.db``) or PostgreSQL (``postgresql://…``, needs
+    ``pip install 'patient-sidekiq[postgresql]'``)."""
+
+    url: str = field(repr=False)  # may hold a password
+    name: str = "active_record"
+    table: str = "patient_http_payloads"
+
+
+PayloadStoreChoice = RedisStore | FileStore | S3Store | SqlStore
+"""What a client may be given as its ``payload_store``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     """One request made ready to enqueue: its job and what the job refers to.
@@ -140,7 +170,7 @@ class JobBuilder:
         self,
         *,
         queue: str = DEFAULT_QUEUE,
-        encryptor: MessageEncryptor | None = None,
+        encryptor: Encryptor | None = None,
         store: str | None = None,
         store_threshold: int = DEFAULT_STORE_THRESHOLD,
         registry: CallbackRegistry = default_registry,

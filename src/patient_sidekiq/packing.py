@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from . import rubyjson
-from .encryption import Decrypted, MessageEncryptor, is_envelope
+from .encryption import Decrypted, Encryptor, is_envelope
 from .errors import (
     ConfigurationError,
     EncryptionNotConfiguredError,
@@ -53,7 +53,7 @@ class PayloadSettings:
     Without a ``default_store`` nothing is stored externally.
     """
 
-    encryptor: MessageEncryptor | None = None
+    encryptor: Encryptor | None = None
     stores: Mapping[str, PayloadStore] = field(default_factory=dict)
     default_store: str | None = None
     store_threshold: int = DEFAULT_STORE_THRESHOLD
@@ -100,7 +100,7 @@ class Sealed:
 def seal(
     data: Mapping[str, Any],
     *,
-    encryptor: MessageEncryptor | None,
+    encryptor: Encryptor | None,
     store: str | None,
     threshold: int = DEFAULT_STORE_THRESHOLD,
 ) -> Sealed:
