@@ -22,7 +22,7 @@ from patient_sidekiq import __version__
 from patient_sidekiq import runner as runner_module
 from patient_sidekiq.cli import app
 from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.config import FIELDS, Config, PayloadStoreSpec
+from patient_sidekiq.config import FIELDS, Config, PayloadStoreSpec, PreprocessorSpec, SecretSpec
 from patient_sidekiq.demo import run_demo
 from patient_sidekiq.enqueue import Client
 from patient_sidekiq.heartbeat import Heartbeat, ProcessInfo
@@ -132,6 +132,14 @@ def valid_flag_values(tmp_path: Path) -> dict[str, tuple[list[str], object]]:
                 PayloadStoreSpec("big", "redis", ttl=60.0),
                 PayloadStoreSpec("files", "file", str(tmp_path)),
             ),
+        ),
+        "secrets": (
+            ["a=env:A", "b=file:/run/b"],
+            (SecretSpec("a", "env", "A"), SecretSpec("b", "file", "/run/b")),
+        ),
+        "preprocessors": (
+            ["sign=aws_sigv4:service=s3"],
+            (PreprocessorSpec("sign", "aws_sigv4", (("service", "s3"),)),),
         ),
         "default_payload_store": (["big"], "big"),
         "callback_concurrency": (["3"], 3),

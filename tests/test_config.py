@@ -15,6 +15,8 @@ from patient_sidekiq.config import (
     FIELDS,
     Config,
     PayloadStoreSpec,
+    PreprocessorSpec,
+    SecretSpec,
     load_config,
     options_table_markdown,
 )
@@ -105,6 +107,8 @@ def test_repeatable_flags() -> None:
         "encryption_key",
         "payload_stores",
         "redis_sentinels",
+        "secrets",
+        "preprocessors",
     }
 
 
@@ -439,7 +443,13 @@ def test_rules_between_options(tmp_path: Path) -> None:
         ("f=file", "without a directory"),
         ("nameless", "is not a payload store"),
         ("=redis", "the name is empty"),
-        ("s=s3:bucket", "adapter must be redis or file"),
+        ("s=mongo:x", "adapter must be redis, file, s3, active_record"),
+        ("s=s3:bucket", "'bucket': the s3 adapter takes bucket, key_prefix"),
+        ("s=s3:key_prefix=p/", "an s3 store without a bucket"),
+        ("s=s3:bucket=b&endpoint_url=ftp://x", "endpoint_url that is not an http(s):// URL"),
+        ("s=active_record:url=mysql://x/y", "url is not sqlite:///FILE or postgresql://"),
+        ("s=active_record:url=sqlite:///x.db&table=a;b", "table 'a;b' that is not an SQL"),
+        ("s=redis:bucket=b", "the redis adapter takes ttl, key_prefix, url"),
         ("s=redis:0", "ttl that is not a number of seconds > 0"),
         ("s=redis:0.0001", "under 0.0005 s"),
         ("s=redis:soon", "ttl that is not a number"),
@@ -460,10 +470,113 @@ def test_payload_store_table_problems(tmp_path: Path) -> None:
     )
     lines = problems(config_file=path)
     assert [line.split(f"config file {path} ")[1] for line in lines] == [
-        "is a file store, which has no ttl, key_prefix or url",
-        "is a redis store, which has no directory",
-        "has unknown keys bucket",
+        "is a file store, which takes directory, not ttl",
+        "is a redis store, which takes ttl, key_prefix, url, not directory",
+        "is a redis store, which takes ttl, key_prefix, url, not bucket",
     ]
+
+
+def test_s3_and_active_record_stores(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[payload_stores.objects]
+adapter = "s3"
+bucket = "payloads"
+key_prefix = "app/"
+endpoint_url = "http://127.0.0.1:9000"
+region = "eu-west-1"
+
+[payload_stores.rows]
+adapter = "active_record"
+url = "postgresql://app:pw@db/app"
+""",
+    )
+    config = load_config(config_file=path, env={})
+    objects, rows = config.payload_stores
+    assert objects == PayloadStoreSpec(
+        "objects", "s3", key_prefix="app/", bucket="payloads",
+        endpoint_url="http://127.0.0.1:9000", region="eu-west-1",
+    )  # fmt: skip
+    assert rows == PayloadStoreSpec(
+        "rows", "active_record", url="postgresql://app:pw@db/app", table="patient_http_payloads"
+    )
+    assert config.store_urls() == []  # a database URL is no Redis of a store's own
+    described = config.describe()["payload_stores"]
+    assert described == [
+        "objects (s3://payloads/app/, endpoint http://127.0.0.1:9000)",
+        "rows (active_record: postgresql://app:***@db/app table patient_http_payloads)",
+    ]
+    flagged = load_config(
+        env={
+            "PATIENT_HTTP_PAYLOAD_STORES": "o=s3:bucket=b,r=active_record:url=sqlite:///x.db&table=t"
+        }
+    )
+    assert flagged.payload_stores == (
+        PayloadStoreSpec("o", "s3", bucket="b"),
+        PayloadStoreSpec("r", "active_record", url="sqlite:///x.db", table="t"),
+    )
+
+
+# --- secrets and preprocessors ---
+
+
+def test_secrets_from_every_source(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[secrets]
+openai = { env = "OPENAI_API_KEY" }
+mounted = { file = "/run/secrets/token" }
+inline = { value = "s3cr3t value" }
+short = "env:SHORT_KEY"
+""",
+    )
+    config = load_config(config_file=path, env={})
+    assert config.secrets == (
+        SecretSpec("openai", "env", "OPENAI_API_KEY"),
+        SecretSpec("mounted", "file", "/run/secrets/token"),
+        SecretSpec("inline", "value", "s3cr3t value"),
+        SecretSpec("short", "env", "SHORT_KEY"),
+    )
+    shown = repr(config) + repr(config.describe())
+    assert "s3cr3t" not in shown
+    assert "inline (value)" in shown
+    assert "openai (env OPENAI_API_KEY)" in shown
+    from_env = load_config(env={"PATIENT_HTTP_SECRETS": "a=env:A, b=file:/x"})
+    assert from_env.secrets == (SecretSpec("a", "env", "A"), SecretSpec("b", "file", "/x"))
+    from_flags = load_config(env={}, flags={"secrets": ["a=env:A"]})
+    assert from_flags.secrets == (SecretSpec("a", "env", "A"),)
+
+
+def test_a_literal_secret_is_refused_outside_toml_and_never_echoed() -> None:
+    (line,) = problems(flags={"secrets": ["token=value:hunter2"]})
+    assert "hunter2" not in line
+    assert line.startswith("secrets: (the secret 'token') from flag --secret is not a secret")
+    lines = problems(flags={"secrets": ["a=env:A", "a=file:/f"]})
+    assert lines == ["secrets: 'a' is configured twice (secrets from flag --secret)"]
+
+
+def test_preprocessors_from_toml_and_flags(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[preprocessors.sign]\nbuiltin = "aws_sigv4"\nservice = "s3"\nunsigned_payload = true\n',
+    )
+    config = load_config(config_file=path, env={})
+    assert config.preprocessors == (
+        PreprocessorSpec("sign", "aws_sigv4", (("service", "s3"), ("unsigned_payload", "true"))),
+    )
+    assert config.describe()["preprocessors"] == [
+        "sign (aws_sigv4 service=s3 unsigned_payload=true)"
+    ]
+    flagged = load_config(
+        env={}, flags={"preprocessors": ["p=aws_sigv4:service=execute-api&region=eu-west-1"]}
+    )
+    assert flagged.preprocessors == (
+        PreprocessorSpec("p", "aws_sigv4", (("region", "eu-west-1"), ("service", "execute-api"))),
+    )
+    (line,) = problems(flags={"preprocessors": ["nameless"]})
+    assert "is not a preprocessor NAME=BUILTIN" in line
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
@@ -631,11 +744,11 @@ def test_describe_is_safe_to_log() -> None:
     assert described["proxy_url"] == "http://user:***@proxy:3128"
     assert described["payload_stores"] == ["big (redis, ttl 60.0 s)"]
     assert described["default_payload_store"] == "big"
-    assert "secret" not in text
+    assert "key-one-secret" not in text
     assert "hunter2" not in text
     assert "proxypass" not in text
     shown = repr(config)  # a traceback shows no secret either
-    assert "secret" not in shown
+    assert "key-one-secret" not in shown
     assert "hunter2" not in shown
     assert "proxypass" not in shown
     assert "encryption_key=<2 keys>" in shown
@@ -656,7 +769,7 @@ def test_redis_store_takes_the_gems_key_prefix_ttl_and_own_redis() -> None:
     )
     assert config.store_urls() == ["redis://:s3cret@other:6380/2"]
     assert "s3cret" not in repr(config.payload_stores[0])
-    with pytest.raises(ConfigurationError, match="a redis store takes ttl, key_prefix, url"):
+    with pytest.raises(ConfigurationError, match="the redis adapter takes ttl, key_prefix, url"):
         load_config(env={"PATIENT_HTTP_PAYLOAD_STORES": "big=redis:prefix=x"})
 
 

@@ -38,6 +38,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,21 +47,23 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from . import keys
 from .config_options import DEFAULT_SENTINEL_PORT as DEFAULT_SENTINEL_PORT
 from .config_options import ENV_PREFIX as ENV_PREFIX
 from .config_options import InvalidValue, Option, describe_store, option_table, options_markdown
 from .config_options import OptionInfo as OptionInfo
 from .config_options import PayloadStoreSpec as PayloadStoreSpec
-from .encryption import MessageEncryptor
+from .config_options import PreprocessorSpec as PreprocessorSpec
+from .config_options import SecretSpec as SecretSpec
+from .encryption import Encryptor, MessageEncryptor
 from .errors import ConfigurationError
 from .http_client import HttpSettings
 from .job import TimestampDialect
 from .launcher import WorkerSettings
 from .packing import PayloadSettings
-from .payload_store import FilePayloadStore, PayloadStore, RedisPayloadStore
+from .payload_store import PayloadStore, open_store
 from .redis_bridge import RedisBridge
 from .redis_target import RedisTarget, hide_password
+from .registries import CustomEncryptor, EncryptionHooks, Preprocessor, SecretValue
 from .request_worker import CallbackRouting, RequestWorkerSettings
 
 __all__ = [
@@ -68,6 +71,8 @@ __all__ = [
     "Config",
     "OptionInfo",
     "PayloadStoreSpec",
+    "PreprocessorSpec",
+    "SecretSpec",
     "load_config",
     "options_table_markdown",
 ]
@@ -110,6 +115,8 @@ class Config:
     payload_store_threshold: int = 65_536
     encryption_key: tuple[str, ...] = ()
     payload_stores: tuple[PayloadStoreSpec, ...] = ()
+    secrets: tuple[SecretSpec, ...] = ()
+    preprocessors: tuple[PreprocessorSpec, ...] = ()
     default_payload_store: str | None = None
     callback_concurrency: int = 10
     max_retries: int = 25
@@ -134,6 +141,8 @@ class Config:
             value = getattr(self, name)
             if name == "encryption_key":
                 shown.append(f"{name}=<{len(value)} keys>")
+            elif name == "secrets":
+                shown.append(f"{name}={[spec.describe() for spec in value]!r}")
             elif name in ("redis_url", "proxy_url") and value:
                 shown.append(f"{name}={hide_password(value)!r}")
             else:
@@ -157,9 +166,17 @@ class Config:
         """Where Redis is (Sentinel-managed when sentinels are configured)."""
         return RedisTarget(self.redis_url, self.redis_sentinels, self.redis_sentinel_master)
 
-    def http_settings(self) -> HttpSettings:
-        """How requests are executed (no secrets or preprocessors: code registers those)."""
+    def http_settings(
+        self,
+        secrets: Mapping[str, SecretValue] | None = None,
+        preprocessors: Mapping[str, Preprocessor] | None = None,
+    ) -> HttpSettings:
+        """How requests are executed; ``secrets`` and ``preprocessors`` are what
+        :func:`~patient_sidekiq.registries.build_secrets` / ``build_preprocessors`` made
+        of the code registrations and this configuration."""
         return HttpSettings(
+            secrets=secrets or {},
+            preprocessors=preprocessors or {},
             request_timeout=self.request_timeout,
             connection_timeout=self.connection_timeout,
             max_response_size=self.max_response_size,
@@ -191,9 +208,13 @@ class Config:
         )
         return settings if identity is None else dataclasses.replace(settings, identity=identity)
 
-    def encryptor(self) -> MessageEncryptor | None:
-        """The payload encryptor (first key encrypts, every key decrypts), or None."""
-        return MessageEncryptor(self.encryption_key) if self.encryption_key else None
+    def encryptor(self, hooks: EncryptionHooks | None = None) -> Encryptor | None:
+        """The payload encryptor (first key encrypts, every key decrypts), or None; with
+        registered ``hooks``, they take the directions they cover."""
+        keyed = MessageEncryptor(self.encryption_key) if self.encryption_key else None
+        if hooks is not None and hooks.configured:
+            return CustomEncryptor(hooks, keyed)
+        return keyed
 
     @property
     def default_store_name(self) -> str | None:
@@ -204,24 +225,27 @@ class Config:
 
     def store_urls(self) -> list[str]:
         """The Redis URLs of stores with a connection of their own (the gem's ``redis:``)."""
-        return sorted({spec.url for spec in self.payload_stores if spec.url})
+        return sorted(
+            {spec.url for spec in self.payload_stores if spec.adapter == "redis" and spec.url}
+        )
 
     def payload_settings(
-        self, bridge: RedisBridge, own: Mapping[str, RedisBridge] | None = None
+        self,
+        bridge: RedisBridge,
+        own: Mapping[str, RedisBridge] | None = None,
+        hooks: EncryptionHooks | None = None,
     ) -> PayloadSettings:
         """Encryption and external storage; ``redis`` stores write through ``bridge``, or
-        through ``own[url]`` for a store with a Redis of its own (see :meth:`store_urls`)."""
+        through ``own[url]`` for a store with a Redis of its own (see :meth:`store_urls`).
+
+        ``hooks`` (registered encryption callables) replace ``encryption_key`` in the
+        direction they cover. S3 and SQL stores open their connections at first use.
+        """
         stores: dict[str, PayloadStore] = {}
         for spec in self.payload_stores:
-            if spec.adapter == "redis":
-                store_bridge = (own or {})[spec.url] if spec.url else bridge
-                prefix = keys.PAYLOAD_PREFIX if spec.key_prefix is None else spec.key_prefix
-                stores[spec.name] = RedisPayloadStore(store_bridge, prefix=prefix, ttl=spec.ttl)
-            else:
-                assert spec.directory is not None  # checked when the config was built
-                stores[spec.name] = FilePayloadStore(spec.directory)
+            stores[spec.name] = open_store(spec, (own or {}).get(spec.url or "", bridge))
         return PayloadSettings(
-            encryptor=self.encryptor(),
+            encryptor=self.encryptor(hooks),
             stores=stores,
             default_store=self.default_store_name,
             store_threshold=self.payload_store_threshold,
@@ -236,11 +260,11 @@ class Config:
         return CallbackRouting(self.callback_queue, self.python_callback_queue, is_python_callback)
 
     def request_worker_settings(
-        self, payloads: PayloadSettings, routing: CallbackRouting
+        self, payloads: PayloadSettings, routing: CallbackRouting, http: HttpSettings | None = None
     ) -> RequestWorkerSettings:
         """The HTTP processor's settings (HTTP, payloads, routing, in-flight intervals)."""
         return RequestWorkerSettings(
-            http=self.http_settings(),
+            http=http if http is not None else self.http_settings(),
             payloads=payloads,
             routing=routing,
             heartbeat_interval=self.heartbeat_interval,
@@ -263,6 +287,8 @@ class Config:
                 described[info.name] = hide_password(value) if value else None
             elif info.name == "payload_stores":
                 described[info.name] = [describe_store(spec) for spec in value]
+            elif info.name in ("secrets", "preprocessors"):
+                described[info.name] = [spec.describe() for spec in value]
             elif info.name == "default_payload_store":
                 described[info.name] = self.default_store_name
             else:
@@ -288,11 +314,21 @@ def options_table_markdown() -> str:
 # --- checking ---
 
 
+_PASSWORD_IN_URL: Final = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
 def _show(option: Option, value: object) -> str:
     if option.secret:
         return "(a key)" if value else '""'
+    if option.info.name == "secrets":
+        # an unreadable secret entry may hold a literal value: name where it is, not what
+        name = value.get("name") if isinstance(value, Mapping) else str(value).partition("=")[0]
+        return f"(the secret {name!r})"
     if isinstance(value, str):
-        return json.dumps(hide_password(value) if "://" in value else value, ensure_ascii=False)
+        # a URL's password, whether the value is the URL or holds one (a store spec)
+        is_url = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) is not None
+        shown = hide_password(value) if is_url else _PASSWORD_IN_URL.sub(r"\1***@", value)
+        return json.dumps(shown, ensure_ascii=False)
     if isinstance(value, PayloadStoreSpec):
         return describe_store(value)
     try:
@@ -301,12 +337,20 @@ def _show(option: Option, value: object) -> str:
         return repr(value)
 
 
+_NAMED_TABLES: Final = ("payload_stores", "secrets", "preprocessors")
+
+
 def _items(option: Option, value: object) -> list[object]:
     """The items of a list option (one string is one item; the environment pre-splits)."""
-    if option.info.name == "payload_stores" and isinstance(value, Mapping):
-        # TOML's [payload_stores.NAME] tables, in file order (the last is the default)
+    if option.info.name in _NAMED_TABLES and isinstance(value, Mapping):
+        # TOML's [payload_stores.NAME] (and secrets, preprocessors) tables, in file order
+        # (the last store is the default); `openai = "env:X"` is the short form.
         return [
-            {"name": name, **table} if isinstance(table, Mapping) else table
+            {"name": name, **table}
+            if isinstance(table, Mapping)
+            else f"{name}={table}"
+            if isinstance(table, str)
+            else table
             for name, table in value.items()
         ]
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -353,6 +397,7 @@ def _cross_check(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[
         "redis_sentinels",
     )
     needed += ("redis_sentinel_master", "payload_stores", "default_payload_store")
+    needed += ("secrets", "preprocessors")
     if not all(name in values for name in needed):
         return []  # an option these rules read is already reported as unreadable
     problems: list[str] = []
@@ -382,6 +427,10 @@ def _cross_check(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[
         problems.append(
             f"payload_stores: {duplicate!r} is configured twice ({where('payload_stores')})"
         )
+    for option in ("secrets", "preprocessors"):
+        given = [spec.name for spec in values[option]]
+        for duplicate in sorted({name for name in given if given.count(name) > 1}):
+            problems.append(f"{option}: {duplicate!r} is configured twice ({where(option)})")
     default = values["default_payload_store"]
     if default is not None and default not in names:
         problems.append(

@@ -32,6 +32,8 @@ __all__ = [
     "Option",
     "OptionInfo",
     "PayloadStoreSpec",
+    "PreprocessorSpec",
+    "SecretSpec",
     "describe_store",
     "option_table",
     "options_markdown",
@@ -48,21 +50,35 @@ class PayloadStoreSpec:
     ``redis`` stores use the worker's Redis, or their own ``url`` (the gem's ``redis:``
     option), with keys ``<key_prefix><uuid>`` (the gem's ``key_prefix:``, default
     ``patient_http:payloads:``) and ``ttl`` seconds or no expiry; ``file`` stores write
-    ``<directory>/<key>.json`` (the directory must be shared with the Ruby side).
+    ``<directory>/<key>.json`` (the directory must be shared with the Ruby side); ``s3``
+    stores write ``<key_prefix><key>`` objects to ``bucket`` (default prefix
+    ``patient_http/payloads/``; ``endpoint_url`` and ``region`` for what Ruby passes as a
+    configured ``Aws::S3::Bucket``); ``active_record`` stores write rows of ``table``
+    (default ``patient_http_payloads``) in the database at ``url`` (SQLite or PostgreSQL).
     """
 
     name: str
-    adapter: Literal["redis", "file"]
+    adapter: Literal["redis", "file", "s3", "active_record"]
     directory: str | None = None
     ttl: float | None = None
     key_prefix: str | None = None
     url: str | None = field(default=None, repr=False)  # may hold a password
+    bucket: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    table: str | None = None
 
 
 def describe_store(spec: PayloadStoreSpec) -> str:
     """One store as logs and error messages show it: ``big (redis, ttl 60.0 s)``."""
     if spec.adapter == "file":
         return f"{spec.name} (file: {spec.directory})"
+    if spec.adapter == "s3":
+        where = f"s3://{spec.bucket}/{spec.key_prefix or ''}"
+        extra = f", endpoint {spec.endpoint_url}" if spec.endpoint_url else ""
+        return f"{spec.name} ({where}{extra})"
+    if spec.adapter == "active_record":
+        return f"{spec.name} (active_record: {hide_password(spec.url or '')} table {spec.table})"
     details = ["redis"]
     if spec.url:
         details.append(f"url {hide_password(spec.url)}")
@@ -71,6 +87,40 @@ def describe_store(spec: PayloadStoreSpec) -> str:
     if spec.ttl:
         details.append(f"ttl {spec.ttl} s")
     return f"{spec.name} ({', '.join(details)})"
+
+
+SQL_SCHEMES: Final = ("sqlite", "postgresql", "postgres")
+DEFAULT_SQL_TABLE: Final = "patient_http_payloads"
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A secret given by configuration: read from an environment variable or a file at
+    each use (``source`` ``env``/``file``), or a literal ``value`` (TOML only)."""
+
+    name: str
+    source: Literal["env", "file", "value"]
+    reference: str = field(repr=False)
+    """The variable, the path, or the value itself."""
+
+    def describe(self) -> str:
+        """``openai (env OPENAI_API_KEY)``; never a literal value."""
+        shown = "value" if self.source == "value" else f"{self.source} {self.reference}"
+        return f"{self.name} ({shown})"
+
+
+@dataclass(frozen=True)
+class PreprocessorSpec:
+    """A built-in preprocessor registered by configuration under ``name``."""
+
+    name: str
+    builtin: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        """``sign (aws_sigv4 service=s3)``."""
+        shown = " ".join(f"{key}={value}" for key, value in self.options)
+        return f"{self.name} ({self.builtin}{' ' + shown if shown else ''})"
 
 
 # --- option metadata (for the CLI, the README and error messages) ---
@@ -260,71 +310,187 @@ def _sentinel(value: Any) -> tuple[str, int]:
 
 
 _STORE_FORMS: Final = (
-    "a payload store NAME=redis[:TTL_SECONDS], "
-    "NAME=redis:ttl=S&key_prefix=P&url=redis://… or NAME=file:DIRECTORY"
+    "a payload store NAME=redis[:TTL_SECONDS], NAME=redis:ttl=S&key_prefix=P&url=redis://…, "
+    "NAME=file:DIRECTORY, NAME=s3:bucket=B[&key_prefix=P&endpoint_url=U&region=R] or "
+    "NAME=active_record:url=sqlite:///FILE|postgresql://…[&table=T]"
 )
-_REDIS_STORE_KEYS: Final = ("ttl", "key_prefix", "url")
+# Each adapter's options, named as the gem's register_payload_store takes them (plus what
+# Ruby gives as objects: the S3 endpoint and region, the database URL and table).
+_STORE_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    "redis": ("ttl", "key_prefix", "url"),
+    "file": ("directory",),
+    "s3": ("bucket", "key_prefix", "endpoint_url", "region"),
+    "active_record": ("url", "table"),
+}
+
+
+def _store_from_text(value: str) -> dict[str, Any]:
+    given_name, equals, rest = value.partition("=")
+    kind, _, argument = rest.partition(":")
+    kind = kind.strip()
+    if not equals:
+        raise InvalidValue(f"is not {_STORE_FORMS}")
+    spec: dict[str, Any] = {"name": given_name, "adapter": kind}
+    if kind not in _STORE_KEYS:
+        return spec  # refused by _store, which names the adapters
+    if argument and kind != "file" and (kind != "redis" or "=" in argument):
+        # key=value pairs joined by "&" (the environment's lists are comma-separated);
+        # a value may itself hold "=" (a URL's query), so only the first one splits.
+        allowed = _STORE_KEYS.get(kind, ())
+        for item in argument.split("&"):
+            key, has_value, text = item.partition("=")
+            if not has_value or key.strip() not in allowed:
+                raise InvalidValue(f"has {item!r}: the {kind} adapter takes {', '.join(allowed)}")
+            spec[key.strip()] = text
+    elif argument:
+        spec["directory" if kind == "file" else "ttl"] = argument
+    return spec
 
 
 def _store(value: Any) -> PayloadStoreSpec:
     if isinstance(value, str):
-        given_name, equals, rest = value.partition("=")
-        kind, _, argument = rest.partition(":")
-        if not equals:
-            raise InvalidValue(f"is not {_STORE_FORMS}")
-        spec: dict[str, Any] = {"name": given_name, "adapter": kind.strip()}
-        if argument and kind.strip() == "redis" and "=" in argument:
-            # ttl=60&key_prefix=app:payloads:&url=redis://… (the gem's option names; "&"
-            # because the environment's lists are comma-separated)
-            for item in argument.split("&"):
-                key, has_value, text = item.partition("=")
-                if not has_value or key.strip() not in _REDIS_STORE_KEYS:
-                    raise InvalidValue(
-                        f"has {item!r}: a redis store takes {', '.join(_REDIS_STORE_KEYS)}"
-                    )
-                spec[key.strip()] = text
-        elif argument:
-            spec["directory" if kind.strip() == "file" else "ttl"] = argument
-        value = spec
+        value = _store_from_text(value)
     if isinstance(value, PayloadStoreSpec):
-        value = dataclasses.asdict(value)
+        value = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
     if not isinstance(value, Mapping):
         raise InvalidValue(f"is not {_STORE_FORMS}")
-    unknown = set(value) - {"name", "adapter", "directory", "ttl", "key_prefix", "url"}
-    if unknown:
-        raise InvalidValue(f"has unknown keys {', '.join(sorted(map(str, unknown)))}")
     try:
         name = _name(value.get("name"))
     except InvalidValue:
         raise InvalidValue(f"is not {_STORE_FORMS} (the name is empty)") from None
-    adapter, directory, ttl = value.get("adapter"), value.get("directory"), value.get("ttl")
-    key_prefix, url = value.get("key_prefix"), value.get("url")
+    adapter = value.get("adapter")
+    if not isinstance(adapter, str) or adapter not in _STORE_KEYS:
+        raise InvalidValue(f"is not {_STORE_FORMS} (adapter must be {', '.join(_STORE_KEYS)})")
+    allowed = _STORE_KEYS[adapter]
+    unknown = set(value) - {"name", "adapter", *allowed}
+    if unknown:
+        raise InvalidValue(
+            f"is a {adapter} store, which takes {', '.join(allowed)}, "
+            f"not {', '.join(sorted(map(str, unknown)))}"
+        )
+    for key in allowed:
+        if key != "ttl" and value.get(key) is not None and not isinstance(value[key], str):
+            raise InvalidValue(f"has a {key} that is not a string")
     if adapter == "file":
-        if ttl is not None or key_prefix is not None or url is not None:
-            raise InvalidValue("is a file store, which has no ttl, key_prefix or url")
-        if not isinstance(directory, str) or not directory:
+        directory = value.get("directory")
+        if not directory:
             raise InvalidValue("is a file store without a directory (NAME=file:DIRECTORY)")
         return PayloadStoreSpec(name, "file", directory)
-    if adapter == "redis":
-        if directory is not None:
-            raise InvalidValue("is a redis store, which has no directory")
-        try:
-            seconds = _optional(_seconds)(ttl)
-        except InvalidValue:
-            raise InvalidValue("has a ttl that is not a number of seconds > 0") from None
-        if seconds is not None and seconds < 0.0005:  # Redis refuses PX 0
-            raise InvalidValue("has a ttl under 0.0005 s (Redis expiries are whole milliseconds)")
-        if key_prefix is not None and not isinstance(key_prefix, str):
-            raise InvalidValue("has a key_prefix that is not a string")
-        if url is not None:
+    if adapter == "s3":
+        if not value.get("bucket"):
+            raise InvalidValue("is an s3 store without a bucket (NAME=s3:bucket=B)")
+        endpoint = value.get("endpoint_url")
+        if endpoint is not None:
             try:
-                url = _redis_url(url)
+                endpoint = _http_url(endpoint)
             except InvalidValue:
-                raise InvalidValue(
-                    "has a url that is not a redis://, rediss:// or unix:// URL"
-                ) from None
-        return PayloadStoreSpec(name, "redis", ttl=seconds, key_prefix=key_prefix, url=url)
-    raise InvalidValue(f"is not {_STORE_FORMS} (adapter must be redis or file)")
+                raise InvalidValue("has an endpoint_url that is not an http(s):// URL") from None
+        return PayloadStoreSpec(
+            name, "s3", key_prefix=value.get("key_prefix"), bucket=value["bucket"],
+            endpoint_url=endpoint, region=value.get("region") or None,
+        )  # fmt: skip
+    if adapter == "active_record":
+        url = value.get("url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in SQL_SCHEMES:
+            raise InvalidValue(
+                "is an active_record store whose url is not sqlite:///FILE or postgresql://…"
+            )
+        table = value.get("table") or DEFAULT_SQL_TABLE
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
+            raise InvalidValue(f"has a table {table!r} that is not an SQL identifier")
+        return PayloadStoreSpec(name, "active_record", url=url, table=table)
+    ttl, key_prefix, url = value.get("ttl"), value.get("key_prefix"), value.get("url")
+    try:
+        seconds = _optional(_seconds)(ttl)
+    except InvalidValue:
+        raise InvalidValue("has a ttl that is not a number of seconds > 0") from None
+    if seconds is not None and seconds < 0.0005:  # Redis refuses PX 0
+        raise InvalidValue("has a ttl under 0.0005 s (Redis expiries are whole milliseconds)")
+    if url is not None:
+        try:
+            url = _redis_url(url)
+        except InvalidValue:
+            raise InvalidValue(
+                "has a url that is not a redis://, rediss:// or unix:// URL"
+            ) from None
+    return PayloadStoreSpec(name, "redis", ttl=seconds, key_prefix=key_prefix, url=url)
+
+
+_SECRET_FORMS: Final = (
+    'a secret NAME=env:VARIABLE or NAME=file:PATH (TOML also NAME = { value = "…" })'
+)
+
+
+_SECRET_SOURCES: Final[tuple[Literal["env", "file", "value"], ...]] = ("env", "file", "value")
+
+
+def _secret_spec(value: Any) -> SecretSpec:
+    if isinstance(value, SecretSpec):
+        return value
+    # Literal values only from a TOML table: on a command line or in the environment they
+    # would show in `ps` and in /proc/<pid>/environ of every child.
+    if isinstance(value, str):
+        given, equals, rest = value.partition("=")
+        kind, colon, text = rest.partition(":")
+        if not (equals and colon and kind.strip() in ("env", "file")):
+            raise InvalidValue(f"is not {_SECRET_FORMS}")
+        value = {"name": given, kind.strip(): text}
+    if isinstance(value, Mapping):
+        name = value.get("name")
+        sources = [key for key in _SECRET_SOURCES if key in value]
+        reference = value.get(sources[0]) if len(sources) == 1 else None
+        if (
+            isinstance(name, str)
+            and name.strip()
+            and set(value) == {"name", *sources}
+            and isinstance(reference, str)
+            and (reference.strip() or sources[0] == "value")
+        ):
+            source = sources[0]
+            kept = reference if source == "value" else reference.strip()
+            return SecretSpec(name.strip(), source, kept)
+    raise InvalidValue(f"is not {_SECRET_FORMS}")
+
+
+_PREPROCESSOR_FORMS: Final = (
+    "a preprocessor NAME=BUILTIN[:key=value&key=value] (BUILTIN: aws_sigv4)"
+)
+
+
+def _preprocessor_spec(value: Any) -> PreprocessorSpec:
+    if isinstance(value, PreprocessorSpec):
+        return value
+    if isinstance(value, str):
+        given, equals, rest = value.partition("=")
+        kind, _, argument = rest.partition(":")
+        if not equals:
+            raise InvalidValue(f"is not {_PREPROCESSOR_FORMS}")
+        table: dict[str, Any] = {"name": given, "builtin": kind.strip()}
+        for item in filter(None, argument.split("&")):
+            key, has_value, text = item.partition("=")
+            if not has_value or key.strip() in ("name", "builtin"):
+                raise InvalidValue(f"has {item!r}, not key=value")
+            table[key.strip()] = text.strip()
+        value = table
+    if isinstance(value, Mapping):
+        name: object = value.get("name")
+        builtin: object = value.get("builtin")
+        others = {k: v for k, v in value.items() if k not in ("name", "builtin")}
+        if (
+            isinstance(name, str)
+            and name.strip()
+            and isinstance(builtin, str)
+            and builtin.strip()
+            and all(isinstance(v, str | bool | int | float) for v in others.values())
+        ):
+            options = tuple(
+                sorted(
+                    (str(k), str(v).lower() if isinstance(v, bool) else str(v))
+                    for k, v in others.items()
+                )
+            )
+            return PreprocessorSpec(name.strip(), builtin.strip(), options)
+    raise InvalidValue(f"is not {_PREPROCESSOR_FORMS}")
 
 
 def _processes(value: Any) -> int:
@@ -448,10 +614,21 @@ def option_table(defaults: Mapping[str, object]) -> dict[str, Option]:
                metavar="KEY", separator=",", strip=False, secret=True,
                toml='encryption_key = ["new-key", "old-key"]'),
         option("payload_stores", _store,
-               "NAME=redis[:TTL], NAME=redis:ttl=S&key_prefix=P&url=URL or NAME=file:DIR items",
+               "NAME=redis[:TTL], NAME=redis:ttl=S&key_prefix=P&url=URL, NAME=file:DIR, "
+               "NAME=s3:bucket=B&key_prefix=P&endpoint_url=U&region=R or "
+               "NAME=active_record:url=URL&table=T items",
                "external payload stores (repeatable; the last is the default)",
                flags=("--payload-store",), metavar="SPEC", separator=",",
                toml='payload_stores.big = { adapter = "redis", ttl = 86400, key_prefix = "app:" }'),
+        option("secrets", _secret_spec, "NAME=env:VARIABLE or NAME=file:PATH items",
+               "secrets requests reference as {\"$secret\": NAME}, read at each use "
+               "(repeatable; never logged)",
+               flags=("--secret",), metavar="NAME=env:VAR", separator=",",
+               toml='secrets.openai = { env = "OPENAI_API_KEY" }'),
+        option("preprocessors", _preprocessor_spec, "NAME=BUILTIN[:key=value&…] items",
+               "built-in preprocessors to register, like aws_sigv4 (repeatable)",
+               flags=("--preprocessor",), metavar="NAME=BUILTIN[:OPTIONS]", separator=",",
+               toml='preprocessors.sign = { builtin = "aws_sigv4", service = "execute-api" }'),
         option("default_payload_store", _optional(_name), "a configured store's name",
                "store for new large payloads (default: the last configured)",
                metavar="NAME", toml='default_payload_store = "big"'),

@@ -20,14 +20,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import redis
 
-from . import keys, testing
+from . import keys, registries, testing
 from .callbacks import CallbackRegistry
 from .callbacks import registry as default_registry
-from .encryption import MessageEncryptor
+from .config_options import DEFAULT_SQL_TABLE
+from .encryption import Encryptor, MessageEncryptor
 from .errors import ConfigurationError, RedisCommandError, RedisUnavailableError
 from .job import TimestampDialect, new_jid
 from .job_builder import (
@@ -37,8 +38,11 @@ from .job_builder import (
     EnqueueOptions,
     FileStore,
     JobBuilder,
+    PayloadStoreChoice,
     RedisStore,
     RequestOptions,
+    S3Store,
+    SqlStore,
     new_request_id,
     split_options,
 )
@@ -46,6 +50,7 @@ from .packing import DEFAULT_STORE_THRESHOLD, PayloadSettings
 from .payload_store import FilePayloadStore, RedisPayloadStore, redis_set_command, ttl_millis
 from .redis_bridge import Arg, RedisBridge, raise_first_error
 from .redis_target import RedisTarget, as_target
+from .registries import CustomEncryptor
 from .request import Request
 
 if TYPE_CHECKING:
@@ -65,6 +70,8 @@ __all__ = [
     "JobBuilder",
     "RedisStore",
     "RequestOptions",
+    "S3Store",
+    "SqlStore",
     "new_request_id",
 ]
 
@@ -83,14 +90,43 @@ def _dialect(version: SidekiqVersion) -> TimestampDialect:
     raise ConfigurationError(f"sidekiq_version must be '6', '7' or '8', not {version!r}")
 
 
-def _encryptor(key: str | Sequence[str] | MessageEncryptor | None) -> MessageEncryptor | None:
+def _encryptor(key: str | Sequence[str] | Encryptor | None) -> Encryptor | None:
     if key is None:
         env = os.environ.get(ENCRYPTION_KEY_ENV, "")
         keys_from_env = [part.strip() for part in env.split(",") if part.strip()]
-        return MessageEncryptor(keys_from_env) if keys_from_env else None
-    if isinstance(key, MessageEncryptor):
-        return key
-    return MessageEncryptor(key)
+        keyed = MessageEncryptor(keys_from_env) if keys_from_env else None
+        # Registered hooks apply to every enqueue of the process, as the gem's
+        # config.encryption block applies to every PatientHttp::Sidekiq.execute.
+        if registries.encryption_hooks.configured:
+            return CustomEncryptor(registries.encryption_hooks, keyed)
+        return keyed
+    if isinstance(key, str | Sequence):
+        return MessageEncryptor(key)
+    return key
+
+
+class _SyncWriter(Protocol):
+    def put_sync(self, key: str, json_text: str) -> None: ...
+
+
+def _sync_store(choice: PayloadStoreChoice | None) -> _SyncWriter | None:
+    """The writer of a store a client writes itself (Redis stores ride the push's MULTI)."""
+    if isinstance(choice, FileStore):
+        return FilePayloadStore(choice.directory)
+    if isinstance(choice, S3Store):
+        from .s3_store import S3PayloadStore
+
+        return S3PayloadStore(
+            choice.bucket,
+            key_prefix=choice.key_prefix,
+            endpoint_url=choice.endpoint_url,
+            region=choice.region,
+        )
+    if isinstance(choice, SqlStore):
+        from .sql_store import SqlPayloadStore
+
+        return SqlPayloadStore(choice.url, table=choice.table)
+    return None
 
 
 class Client:
@@ -100,8 +136,10 @@ class Client:
     :class:`~patient_sidekiq.redis_target.RedisTarget` works too, for Sentinel); ``redis``
     injects a ready redis-py client instead. ``encryption_key`` (one key or a list, current
     first, or a configured ``MessageEncryptor``) defaults to ``$PATIENT_HTTP_ENCRYPTION_KEY``
-    (comma-separated). ``payload_store`` (:class:`RedisStore` or :class:`FileStore`) receives
-    payloads whose JSON is larger than ``payload_store_threshold`` bytes. ``sidekiq_version``
+    (comma-separated), with the registered encryption hooks, if any, taking their direction.
+    ``payload_store`` (:class:`RedisStore`, :class:`FileStore`, :class:`S3Store` or
+    :class:`SqlStore`) receives payloads whose JSON is larger than
+    ``payload_store_threshold`` bytes. ``sidekiq_version``
     chooses how timestamps are written ("8": integer milliseconds).
 
     Thread-safe: redis-py's connection pool serves concurrent callers.
@@ -115,8 +153,8 @@ class Client:
         redis_url: str | RedisTarget | None = None,
         *,
         queue: str = DEFAULT_QUEUE,
-        encryption_key: str | Sequence[str] | MessageEncryptor | None = None,
-        payload_store: RedisStore | FileStore | None = None,
+        encryption_key: str | Sequence[str] | Encryptor | None = None,
+        payload_store: PayloadStoreChoice | None = None,
         payload_store_threshold: int = DEFAULT_STORE_THRESHOLD,
         registry: CallbackRegistry = default_registry,
         sidekiq_version: SidekiqVersion = "7",
@@ -125,9 +163,12 @@ class Client:
         new_request_id: Callable[[], str] = new_request_id,
         new_jid: Callable[[], str] = new_jid,
     ) -> None:
-        if payload_store is not None and not isinstance(payload_store, RedisStore | FileStore):
+        if payload_store is not None and not isinstance(
+            payload_store, RedisStore | FileStore | S3Store | SqlStore
+        ):
             raise ConfigurationError(
-                f"payload_store must be a RedisStore or a FileStore, not {payload_store!r}"
+                "payload_store must be a RedisStore, FileStore, S3Store or SqlStore, "
+                f"not {payload_store!r}"
             )
         self.builder = JobBuilder(
             queue=queue,
@@ -141,11 +182,7 @@ class Client:
             new_jid=new_jid,
         )
         self._store = payload_store
-        self._files = (
-            FilePayloadStore(payload_store.directory)
-            if isinstance(payload_store, FileStore)
-            else None
-        )
+        self._other_store = _sync_store(payload_store)
         self._owns_redis = redis is None
         if redis is None:
             url = redis_url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
@@ -160,16 +197,26 @@ class Client:
         """A client enqueueing as a worker built from ``config`` reads: same Redis, key list
         and default payload store; ``queue`` defaults to the first queue the worker polls."""
         spec = next((s for s in config.payload_stores if s.name == config.default_store_name), None)
-        store: RedisStore | FileStore | None = None
+        store: PayloadStoreChoice | None = None
         if spec is not None and spec.adapter == "redis":
             prefix = keys.PAYLOAD_PREFIX if spec.key_prefix is None else spec.key_prefix
             store = RedisStore(name=spec.name, ttl=spec.ttl, prefix=prefix, url=spec.url)
-        elif spec is not None and spec.directory is not None:
+        elif spec is not None and spec.adapter == "file" and spec.directory is not None:
             store = FileStore(spec.directory, name=spec.name)
+        elif spec is not None and spec.adapter == "s3" and spec.bucket is not None:
+            store = S3Store(
+                spec.bucket,
+                name=spec.name,
+                key_prefix=spec.key_prefix,
+                endpoint_url=spec.endpoint_url,
+                region=spec.region,
+            )
+        elif spec is not None and spec.adapter == "active_record" and spec.url is not None:
+            store = SqlStore(spec.url, name=spec.name, table=spec.table or DEFAULT_SQL_TABLE)
         return cls(
             config.redis_target(),
             queue=queue or config.queues[0][0],
-            encryption_key=config.encryptor(),
+            encryption_key=config.encryptor(registries.encryption_hooks),
             payload_store=store,
             payload_store_threshold=config.payload_store_threshold,
             registry=registry if registry is not None else default_registry,
@@ -189,6 +236,9 @@ class Client:
         if self._own_store_redis is not None:
             self._own_store_redis.close()
             self._own_store_redis = None
+        close_store = getattr(self._other_store, "close", None)
+        if close_store is not None:
+            close_store()  # an SQL store's connection
 
     def __enter__(self) -> Client:
         return self
@@ -244,8 +294,8 @@ class Client:
                 else:
                     # The payload must exist before a worker can pop the job: one MULTI.
                     commands = [set_command, *commands]
-            elif self._files is not None:
-                self._files.put_sync(sealed.reference.key, sealed.stored_text)
+            elif self._other_store is not None:
+                self._other_store.put_sync(sealed.reference.key, sealed.stored_text)
         try:
             with self._redis.pipeline(transaction=len(commands) > 2) as pipe:
                 for command in commands:
