@@ -484,3 +484,73 @@ def test_status_watch_repeats_until_interrupted(
     frames = [json.loads(line) for line in proc.stdout.splitlines() if line]
     assert all(frame["processes"] == [] for frame in frames)
     assert "Traceback" not in proc.stderr
+
+
+def test_a_worker_without_the_callback_module_routes_to_the_python_queue(
+    redis_url: str, redis_client: redis.Redis, api: Api, tmp_path: Path
+) -> None:
+    # Worker A has the module and runs Python callbacks, but polls no HTTP queue of this
+    # test; worker B, a leftover without the module, runs the HTTP request.
+    record = tmp_path / "record.jsonl"
+    with worker(
+        redis_url, tmp_path / "a", "-r", "tests.cli_callbacks", "-q", "elsewhere",
+        CLI_TEST_RECORD=str(record),
+    ) as with_module:  # fmt: skip
+        wait_for(
+            lambda: redis_client.keys("patient_sidekiq:python_callbacks:*"),
+            "worker A to publish its Python callback names",
+            with_module,
+        )
+        with worker(redis_url, tmp_path / "b") as without_module:
+            wait_for(
+                lambda: len(processes(redis_client)) == 3,
+                "worker B to join",
+                without_module,
+            )
+            with Client(redis_url) as client:
+                request_id = client.get(api.url("/routed"), callback="CliTest::Recorder")
+            wait_for(
+                lambda: record.exists() and '"callback"' in record.read_text(),
+                "the Python callback, run by worker A",
+                without_module,
+            )
+            assert queue(redis_client, "default") == []  # nothing went to the Ruby queue
+            without_module.signal(signal.SIGTERM)
+            assert without_module.wait() == 0, without_module.tail()
+        with_module.signal(signal.SIGTERM)
+        assert with_module.wait() == 0, with_module.tail()
+    assert redis_client.keys("patient_sidekiq:python_callbacks:*") == []  # withdrawn at stop
+    entries = [json.loads(line) for line in record.read_text().splitlines()]
+    assert {"hook": "after_completion", "request_id": request_id} in entries
+
+
+def test_an_unregistered_python_callback_name_is_logged_and_goes_to_ruby(
+    redis_url: str, redis_client: redis.Redis, api: Api, tmp_path: Path
+) -> None:
+    with worker(redis_url, tmp_path) as proc:
+        wait_for(lambda: processes(redis_client), "the worker to join", proc)
+        for number in range(2):
+            redis_client.lpush(
+                "queue:patient_http",
+                json.dumps(
+                    {
+                        "class": "PatientHttp::Sidekiq::RequestWorker",
+                        "queue": "patient_http",
+                        "args": [
+                            {"http_method": "get", "url": api.url("/nobody"), "headers": {}},
+                            "nobody.registered.Callback",
+                            False,
+                            None,
+                            f"req-{number}",
+                        ],
+                        "jid": f"0123456789abcdef0123456{number}",
+                        "retry": True,
+                        "created_at": 1.0,
+                        "enqueued_at": 1.0,
+                    }
+                ),
+            )
+        wait_for(lambda: len(queue(redis_client, "default")) == 2, "both callback jobs", proc)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.tail()
+    assert proc.stderr.count("'nobody.registered.Callback' looks like a Python callback") == 1

@@ -98,3 +98,16 @@ def claim_marker(task_member: str) -> str:
     claim once the reply arrived; it only matters when that reply was lost.
     """
     return f"{CLAIM_MARKER_PREFIX}{task_member}"
+
+
+# --- patient-sidekiq's own keys: callback routing ---
+
+
+def python_callbacks(identity: str) -> str:
+    """Return the set of Python callback names the process ``identity`` can run.
+
+    **Ours**. Written by :mod:`patient_sidekiq.callback_directory` with the lifetime of the
+    process's heartbeat hash (refreshed with it, gone within a minute of a crash), so every
+    worker routes to the Python callback queue by the union of the live ones.
+    """
+    return f"patient_sidekiq:python_callbacks:{identity}"

@@ -36,7 +36,8 @@ from typing import Any, Final
 
 import trio
 
-from . import __version__
+from . import __version__, registries
+from .callback_directory import CallbackDirectory
 from .callback_worker import CallbackWorker, CallbackWorkerSettings
 from .callbacks import CallbackRegistry
 from .callbacks import registry as default_registry
@@ -47,6 +48,7 @@ from .hooks import Hooks, default_hooks
 from .launcher import Launcher
 from .processor import Dispatcher
 from .redis_bridge import RedisBridge
+from .registries import build_preprocessors, build_secrets
 from .request_worker import CallbackRouting, RequestWorker
 
 __all__ = ["Runner", "load_requires"]
@@ -136,7 +138,10 @@ class Runner:
         return (
             f"patient-sidekiq {__version__} pid={os.getpid()} redis={described['redis']} "
             f"queues=[{queues}] max_connections={config.max_connections} "
-            f"encryption={described['encryption']} "
+            f"encryption={described['encryption']}"
+            f"{'+hooks' if registries.encryption_hooks.configured else ''} "
+            f"secrets={len(config.secrets) + len(registries.secrets.names())} "
+            f"preprocessors={len(config.preprocessors) + len(registries.preprocessors.names())} "
             f"python_callbacks={len(python_callbacks)} "
             f"(queue {config.python_callback_queue}) ruby_callback_queue={config.callback_queue}"
         )
@@ -156,13 +161,24 @@ class Runner:
                 own_store_bridges[url] = await stack.enter_async_context(
                     RedisBridge(url, name="patient-sidekiq-payload-store")
                 )
-            payloads = config.payload_settings(payloads_bridge, own_store_bridges)
+            payloads = config.payload_settings(
+                payloads_bridge, own_store_bridges, registries.encryption_hooks
+            )
+            http_settings = replace(config.worker_settings(), handle_os_signals=False)
+            directory = CallbackDirectory(
+                payloads_bridge, http_settings.identity, self.registry.names
+            )
             routing = CallbackRouting(
                 callback_queue=config.callback_queue,
                 python_callback_queue=config.python_callback_queue,
-                is_python_callback=self.registry.__contains__,
+                is_python_callback=directory.is_python_callback,
             )
-            self.request_worker = RequestWorker(config.request_worker_settings(payloads, routing))
+            http = config.http_settings(
+                build_secrets(config.secrets), build_preprocessors(config.preprocessors)
+            )
+            self.request_worker = RequestWorker(
+                config.request_worker_settings(payloads, routing, http)
+            )
             callbacks = CallbackWorker(
                 CallbackWorkerSettings(
                     payloads=payloads,
@@ -173,7 +189,6 @@ class Runner:
                 ),
                 payloads_bridge,
             )
-            http_settings = replace(config.worker_settings(), handle_os_signals=False)
             http_queues = [name for name, _ in config.queues]
             http_dispatcher = Dispatcher()
             callbacks.register(http_dispatcher, http_queues)
@@ -203,6 +218,8 @@ class Runner:
                 if self.handle_os_signals:
                     # Before any launcher beats: a TSTP must never meet SIGTSTP's default.
                     await nursery.start(self._os_signals)
+                # Before the first fetch: the first result already routes by every worker.
+                await nursery.start(directory.run)
                 async with trio.open_nursery() as launchers:
                     for launcher in self.launchers:
                         await launchers.start(self._run_launcher, launcher)
