@@ -2,6 +2,14 @@ import patient_sidekiq
 from patient_sidekiq import errors
 
 PINNED = {
+    "S3Store",
+    "SqlStore",
+    "PreprocessorNotFoundError",
+    "SecretNotFoundError",
+    "register_decryption",
+    "register_encryption",
+    "register_preprocessor",
+    "register_secret",
     "CallbackWorker",
     "CallbackWorkerSettings",
     "CallbackRegistry",

@@ -32,6 +32,8 @@ from .enqueue import AsyncClient as AsyncClient
 from .enqueue import Client as Client
 from .enqueue import FileStore as FileStore
 from .enqueue import RedisStore as RedisStore
+from .enqueue import S3Store as S3Store
+from .enqueue import SqlStore as SqlStore
 from .errors import ConfigurationError as ConfigurationError
 from .errors import EncryptionError as EncryptionError
 from .errors import EncryptionNotConfiguredError as EncryptionNotConfiguredError
@@ -49,8 +51,10 @@ from .errors import PatientSidekiqError as PatientSidekiqError
 from .errors import PayloadNotFoundError as PayloadNotFoundError
 from .errors import PayloadStoreError as PayloadStoreError
 from .errors import PlaintextFormatError as PlaintextFormatError
+from .errors import PreprocessorNotFoundError as PreprocessorNotFoundError
 from .errors import RedisCommandError as RedisCommandError
 from .errors import RedisUnavailableError as RedisUnavailableError
+from .errors import SecretNotFoundError as SecretNotFoundError
 from .errors import UnknownCallbackError as UnknownCallbackError
 from .errors import UnknownPayloadStoreError as UnknownPayloadStoreError
 from .errors import WireFormatError as WireFormatError
@@ -87,6 +91,10 @@ from .payload_store import RedisPayloadStore as RedisPayloadStore
 from .processor import Dispatcher as Dispatcher
 from .redis_bridge import RedisBridge as RedisBridge
 from .redis_target import RedisTarget as RedisTarget
+from .registries import register_decryption as register_decryption
+from .registries import register_encryption as register_encryption
+from .registries import register_preprocessor as register_preprocessor
+from .registries import register_secret as register_secret
 from .request import Request as Request
 from .request_worker import CallbackRouting as CallbackRouting
 from .request_worker import RequestWorker as RequestWorker
@@ -140,6 +148,7 @@ __all__ = [
     "PayloadStoreSpec",
     "PlaintextForm",
     "PlaintextFormatError",
+    "PreprocessorNotFoundError",
     "RecursiveRedirectError",
     "RedirectError",
     "RedisBridge",
@@ -155,9 +164,12 @@ __all__ = [
     "RequestWorkerSettings",
     "Response",
     "Runner",
+    "S3Store",
+    "SecretNotFoundError",
     "SecretRef",
     "ServerError",
     "SidekiqClient",
+    "SqlStore",
     "TimestampDialect",
     "TooManyRedirectsError",
     "UnknownCallbackError",
@@ -181,6 +193,10 @@ __all__ = [
     "patch",
     "post",
     "put",
+    "register_decryption",
+    "register_encryption",
+    "register_preprocessor",
+    "register_secret",
     "unpack",
     "validate_callback_args",
 ]
