@@ -1,0 +1,147 @@
+# frozen_string_literal: true
+
+# Ruby side of tests/interop/test_sql_store_interop.py: the REAL gem's
+# PatientHttp::PayloadStore::ActiveRecordStore on a real database, driven by a list of steps.
+#
+# stdin:  {"database": {"adapter": "sqlite3", "database": PATH} | {"url": "postgresql://..."},
+#          "steps": [{"op": ..., ...}, ...]}
+# stdout: one JSON line {"activerecord": VERSION, "shims": [...], "results": [one per step]}
+#
+# Steps: migrate (create the table as the gem's migration does), schema (what ActiveRecord
+# sees of the table), store {key, data}, fetch {key}, exists {key}, delete {key},
+# row {key} (the record's attributes), older_than {seconds_from_now | at (ISO 8601)}.
+
+require "json"
+require "time"
+require "active_record"
+require "patient_http/payload_store/active_record_store"
+
+# --- ActiveRecord 6.1 compatibility shim (test scaffolding, not gem code) -------------------
+# patient_http 1.3.0's ActiveRecordStore#store_json is written for ActiveRecord >= 7.2 and
+# calls two APIs that Debian 12's ActiveRecord 6.1 lacks:
+#   1. Model.with_connection { ... }  (7.2)  -> here: the model's connection_pool.with_connection
+#   2. Model.upsert(attrs, unique_by:, update_only: [...])  (update_only: 7.0) -> here: 6.1's
+#      InsertAll, with its list of columns to update on conflict replaced by update_only
+#      (6.1 would update every inserted column but the key, created_at included).
+# The SQL that results is what ActiveRecord 7.x writes for the same call (see the test).
+# Applied only where the running ActiveRecord lacks the API.
+SHIMS = []
+
+unless ActiveRecord::Base.respond_to?(:with_connection)
+  SHIMS << "with_connection"
+  ActiveRecord::Base.singleton_class.prepend(Module.new do
+    def with_connection(&block)
+      connection_pool.with_connection(&block)
+    end
+  end)
+end
+
+if ActiveRecord.gem_version < Gem::Version.new("7.0")
+  SHIMS << "upsert(update_only:)"
+  ActiveRecord::InsertAll.prepend(Module.new do
+    def initialize(model, inserts, update_only: nil, **options)
+      @update_only_columns = update_only && Array(update_only).map(&:to_s)
+      super(model, inserts, **options)
+    end
+
+    def updatable_columns
+      @update_only_columns || super
+    end
+  end)
+  ActiveRecord::Base.singleton_class.prepend(Module.new do
+    def upsert(attributes, update_only: nil, **options)
+      return super(attributes, **options) if update_only.nil?
+
+      ActiveRecord::InsertAll.new(
+        self, [attributes], on_duplicate: :update, update_only: update_only, **options
+      ).execute
+    end
+  end)
+end
+# ---------------------------------------------------------------------------------------------
+
+input = JSON.parse($stdin.read)
+database = input.fetch("database")
+ActiveRecord::Base.logger = nil
+ActiveRecord::Migration.verbose = false
+if database["url"]
+  ActiveRecord::Base.establish_connection(database["url"])
+else
+  ActiveRecord::Base.establish_connection(adapter: database.fetch("adapter"),
+    database: database.fetch("database"))
+end
+
+MODEL = PatientHttp::PayloadStore::ActiveRecordStore::Payload
+STORE = PatientHttp::PayloadStore::ActiveRecordStore.new
+
+# The table of the gem's db/migrate/20250101000000_create_patient_http_payloads.rb
+# (patient_http 1.3.0; the oracle vendors lib/ only), as `rails db:migrate` would make it
+# with the running ActiveRecord: no id, key string(36), data text, timestamps, two indexes.
+def migrate
+  connection = ActiveRecord::Base.connection
+  table = MODEL.table_name
+  connection.create_table(table, id: false) do |t|
+    t.string :key, limit: 36, null: false
+    t.text :data, null: false
+    t.timestamps
+  end
+  connection.add_index(table, :key, unique: true)
+  connection.add_index(table, :created_at)
+  MODEL.reset_column_information
+  true
+end
+
+def schema
+  connection = ActiveRecord::Base.connection
+  table = MODEL.table_name
+  {
+    "primary_key" => connection.primary_key(table),
+    "columns" => connection.columns(table).map do |c|
+      {"name" => c.name, "sql_type" => c.sql_type, "null" => c.null, "default" => c.default,
+       "limit" => c.limit, "precision" => c.precision}
+    end,
+    "indexes" => connection.indexes(table).map do |i|
+      {"name" => i.name, "columns" => i.columns, "unique" => i.unique}
+    end.sort_by { |i| i["name"] }
+  }
+end
+
+def time_text(time)
+  time&.utc&.iso8601(6)
+end
+
+def row(key)
+  record = MODEL.find_by(key: key)
+  return nil unless record
+
+  {
+    "data" => record.data,
+    "created_at" => time_text(record.created_at),
+    "updated_at" => time_text(record.updated_at),
+    "created_at_before_type_cast" => record.created_at_before_type_cast.to_s
+  }
+end
+
+def older_than(step)
+  time = step["at"] ? Time.iso8601(step["at"]) : Time.now + step.fetch("seconds_from_now")
+  MODEL.older_than(time).order(:key).pluck(:key)
+end
+
+results = input.fetch("steps").map do |step|
+  key = step["key"]
+  case step.fetch("op")
+  when "migrate" then migrate
+  when "schema" then schema
+  when "store" then {"returned" => STORE.store(key, step.fetch("data")),
+                     "json" => JSON.generate(step.fetch("data"))}
+  when "fetch" then STORE.fetch(key)
+  when "exists" then STORE.exists?(key)
+  when "delete" then STORE.delete(key)
+  when "row" then row(key)
+  when "older_than" then older_than(step)
+  else raise ArgumentError, "unknown step #{step.inspect}"
+  end
+end
+
+puts JSON.generate({"activerecord" => ActiveRecord.version.to_s, "shims" => SHIMS,
+  "results" => results})
