@@ -283,9 +283,14 @@ async def _send(
                 for name, value in outgoing.headers.items()
             ]
             if outgoing.body is not None and "content-length" not in outgoing.headers:
-                # async-http's HTTP/2 client sends the length before every other header
-                # (this path is HTTP/2 whenever the server offers it)
-                request_headers.insert(0, (b"content-length", str(len(outgoing.body)).encode()))
+                length = (b"content-length", str(len(outgoing.body)).encode())
+                if url.scheme == "http":
+                    # plain HTTP is always HTTP/1.1: protocol-http1 writes the length last
+                    request_headers.append(length)
+                else:
+                    # async-http's HTTP/2 client sends the length before every other header
+                    # (an https request is HTTP/2 whenever the server offers it)
+                    request_headers.insert(0, length)
             if "host" not in outgoing.headers:
                 request_headers.insert(0, (b"host", url.netloc))  # lowercase, first: the gem's
             http_request = httpx.Request(
@@ -345,7 +350,6 @@ async def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:
     headers["x-request-id"] = hop.task_id
     if settings.user_agent and "user-agent" not in headers:
         headers["user-agent"] = settings.user_agent
-    headers.setdefault("accept-encoding", _ACCEPT_ENCODING)
     url = hop.url
     if hop.secret_params:
         pairs = [
@@ -366,6 +370,9 @@ async def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:
         outcome = preprocessor(outgoing)
         if inspect.isawaitable(outcome):
             await outcome
+    # The gem's HTTP client adds it when sending, after the preprocessors: it comes after
+    # their headers on the wire, and they never see it.
+    outgoing.headers.setdefault("accept-encoding", _ACCEPT_ENCODING)
     return outgoing
 
 
