@@ -67,6 +67,12 @@ class Group:
     """Register the gem's :file payload store (``file_store_boot.rb``); each side gets its
     own copy of the directory the enqueuer wrote to, and ours ``--payload-store
     files=file:<its copy>``."""
+    boot: str | None = None
+    """A Ruby file beside this one that every Ruby process loads instead of the oracle's
+    boot file (it loads that file itself, then registers what the oracle does not wire:
+    custom encryption, other payload stores)."""
+    ours_env: dict[str, str] = field(default_factory=dict)
+    """More environment for ``patient-sidekiq run`` (secrets it reads, say)."""
 
 
 @dataclass
@@ -122,7 +128,11 @@ class DifferentialRun:
         self.server = RedisServer(directory)
         self.children: list[Child] = []
         self.boot = (
-            HERE / "file_store_boot.rb" if group.file_store else (oracle / "lib" / "oracle_boot.rb")
+            HERE / "file_store_boot.rb"
+            if group.file_store
+            else HERE / group.boot
+            if group.boot
+            else (oracle / "lib" / "oracle_boot.rb")
         )
         self.files = {GEM_DB: directory / "files-gem", OURS_DB: directory / "files-ours"}
 
@@ -166,6 +176,7 @@ class DifferentialRun:
 
     def _ours(self) -> Child:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PATIENT_HTTP_")}
+        env.update(self.group.ours_env)
         argv = [
             sys.executable, "-m", "patient_sidekiq", "run",
             "--redis-url", self.url(OURS_DB),

@@ -317,6 +317,60 @@ def _fill(requests: list[dict[str, Any]], urls: dict[str, str]) -> tuple[dict[st
     return tuple(out)
 
 
+# Registered secrets: the gem's register_secret on one side, our [secrets] configuration
+# (environment variables) and a callable registered in code on the other.
+SECRETS_GEM: dict[str, Any] = {
+    "token": "Bearer tok-1",
+    "api_key": "k y&z/é",
+    "lazy": {"lazy": "lazy-v"},
+}
+SECRETS_OURS: tuple[str, ...] = (
+    "--secret", "token=env:DIFF_SECRET_TOKEN",
+    "--secret", "api_key=env:DIFF_SECRET_API_KEY",
+    "-r", "tests.differential.python_side",
+)  # fmt: skip
+SECRETS_OURS_ENV = {"DIFF_SECRET_TOKEN": "Bearer tok-1", "DIFF_SECRET_API_KEY": "k y&z/é"}
+
+SECRETS: list[dict[str, Any]] = [
+    {"name": "secret_header", "url": "{base}/echo",
+     "headers": {"Authorization": {"$secret": "token"}, "X-Plain": "p"}},
+    {"name": "secret_param", "url": "{base}/echo?a=1", "params": {"key": {"$secret": "api_key"}}},
+    {"name": "secret_params_and_plain", "url": "{base}/echo",
+     "params": {"plain": "x y", "key": {"$secret": "api_key"}, "z": 1}},
+    {"name": "lazy_secret", "url": "{base}/echo", "headers": {"X-Lazy": {"$secret": "lazy"}}},
+    {"name": "secret_post", "method": "post", "url": "{base}/echo", "json": {"a": 1},
+     "headers": {"X-Key": {"$secret": "api_key"}}},
+    # a same-origin hop resolves the header again; secret params are not carried over
+    {"name": "secret_same_origin_redirect", "url": "{base}/redirect/2",
+     "headers": {"Authorization": {"$secret": "token"}}, "params": {"key": {"$secret": "api_key"}}},
+    # a cross-origin hop drops authorization but keeps (and resolves again) other secrets
+    {"name": "secret_cross_origin_redirect",
+     "url": "{redirector}/to?url=" + quote("{base}/echo", safe="{}"),
+     "headers": {"Authorization": {"$secret": "token"}, "X-Key": {"$secret": "api_key"}}},
+    {"name": "secret_unknown_beside_known", "url": "{base}/echo",
+     "headers": {"Authorization": {"$secret": "token"}, "X-Other": {"$secret": "missing"}}},
+]  # fmt: skip
+
+# Registered preprocessors: the oracle's Ruby examples and their Python twins
+# (python_side.py), in both orders, with bodies, secrets and redirects.
+PREPROCESSORS: list[dict[str, Any]] = [
+    {"name": "hmac_get", "url": "{base}/echo?q=1", "preprocessors": ["hmac_sign"]},
+    {"name": "hmac_post_body", "method": "post", "url": "{base}/echo", "body": "payload é",
+     "preprocessors": ["hmac_sign"]},
+    {"name": "sign_then_param", "url": "{base}/echo", "preprocessors": ["hmac_sign", "add_param"]},
+    {"name": "param_then_sign", "url": "{base}/echo", "preprocessors": ["add_param", "hmac_sign"]},
+    {"name": "preprocessor_sees_resolved_secret_params", "url": "{base}/echo",
+     "params": {"key": {"$secret": "api_key"}}, "preprocessors": ["add_param", "hmac_sign"]},
+    {"name": "preprocessors_rerun_on_same_origin_hops", "url": "{base}/redirect/2",
+     "preprocessors": ["add_param", "hmac_sign"]},
+    {"name": "preprocessors_dropped_cross_origin",
+     "url": "{redirector}/to?url=" + quote("{base}/echo", safe="{}"),
+     "preprocessors": ["add_param", "hmac_sign"]},
+    {"name": "known_then_unknown_preprocessor", "url": "{base}/echo",
+     "preprocessors": ["add_param", "nope"]},
+]  # fmt: skip
+
+
 def groups(urls: dict[str, str]) -> list[Group]:
     """Every group, with the servers' base URLs filled in."""
     payload_env = {"ORACLE_PAYLOAD_STORE": "redis", "ORACLE_PAYLOAD_THRESHOLD": "1000"}
@@ -376,6 +430,31 @@ def groups(urls: dict[str, str]) -> list[Group]:
             },
         ),
         Group("file_payload_store", _fill(PAYLOADS, urls), file_store=True),
+        Group(
+            "secrets",
+            _fill(SECRETS, urls),
+            ours=SECRETS_OURS,
+            ours_env=SECRETS_OURS_ENV,
+            oracle_env={"ORACLE_SECRETS_JSON": json.dumps(SECRETS_GEM)},
+        ),
+        Group(
+            "preprocessors",
+            _fill(PREPROCESSORS, urls),
+            ours=SECRETS_OURS,
+            ours_env=SECRETS_OURS_ENV,
+            oracle_env={
+                "ORACLE_SECRETS_JSON": json.dumps(SECRETS_GEM),
+                "ORACLE_PREPROCESSORS": "hmac_sign,add_param",
+            },
+        ),
+        Group(
+            "custom_encryption",
+            _fill([*PAYLOADS[:2], *SECRETS[:1]], urls),
+            boot="custom_encryption_boot.rb",
+            ours=SECRETS_OURS,
+            ours_env={**SECRETS_OURS_ENV, "DIFFERENTIAL_CUSTOM_ENCRYPTION": "1"},
+            oracle_env={"ORACLE_SECRETS_JSON": json.dumps(SECRETS_GEM)},
+        ),
         Group(
             "redis_payload_store_encrypted",
             _fill(PAYLOADS, urls),
