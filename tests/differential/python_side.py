@@ -2,8 +2,9 @@
 custom-encryption groups (``patient-sidekiq run -r tests.differential.python_side``).
 
 Each is the Python twin of what the Ruby side registers: the oracle's example preprocessors
-``hmac_sign`` and ``add_param`` (``oracle_boot.rb``), a lazily resolved secret, and the
-custom encryption callables of ``custom_encryption_boot.rb``.
+``hmac_sign`` and ``add_param`` (``oracle_boot.rb``), a lazily resolved secret, and (with
+``DIFFERENTIAL_CUSTOM_ENCRYPTION`` set) the custom encryption of ``custom_encryption_boot.rb``,
+from ``custom_cipher.py``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import hashlib
 import hmac
 import os
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 import patient_sidekiq
 from patient_sidekiq.http_client import OutgoingRequest
+from tests.differential import custom_cipher
 
 HMAC_KEY = os.environ.get("ORACLE_HMAC_KEY") or "oracle-hmac-key"
-# The same key the Ruby boot file derives: SHA-256 of a phrase both sides know.
-CUSTOM_KEY = hashlib.sha256(b"differential custom encryption").digest()
 
 
 @patient_sidekiq.register_preprocessor("hmac_sign")
@@ -39,12 +37,5 @@ def lazy(name: str) -> str:
 
 
 if os.environ.get("DIFFERENTIAL_CUSTOM_ENCRYPTION"):
-
-    @patient_sidekiq.register_encryption
-    def encrypt(data: bytes) -> bytes:
-        iv = os.urandom(12)
-        return iv + AESGCM(CUSTOM_KEY).encrypt(iv, data, None)
-
-    @patient_sidekiq.register_decryption
-    def decrypt(data: bytes) -> bytes:
-        return AESGCM(CUSTOM_KEY).decrypt(data[:12], data[12:], None)
+    patient_sidekiq.register_encryption(custom_cipher.encrypt)
+    patient_sidekiq.register_decryption(custom_cipher.decrypt)
