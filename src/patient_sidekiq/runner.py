@@ -214,6 +214,11 @@ class Runner:
                 self.launchers.append(
                     Launcher(callback_settings, callback_dispatcher, on_signal=self.handle_signal)
                 )
+            # SQL and S3 stores hold connections of their own: closed when the worker stops
+            for store in payloads.stores.values():
+                close = getattr(store, "close", None)
+                if close is not None:
+                    stack.callback(close)
             async with trio.open_nursery() as nursery:
                 if self.handle_os_signals:
                     # Before any launcher beats: a TSTP must never meet SIGTSTP's default.
