@@ -16,49 +16,10 @@ require "time"
 require "active_record"
 require "patient_http/payload_store/active_record_store"
 
-# --- ActiveRecord 6.1 compatibility shim (test scaffolding, not gem code) -------------------
-# patient_http 1.3.0's ActiveRecordStore#store_json is written for ActiveRecord >= 7.2 and
-# calls two APIs that Debian 12's ActiveRecord 6.1 lacks:
-#   1. Model.with_connection { ... }  (7.2)  -> here: the model's connection_pool.with_connection
-#   2. Model.upsert(attrs, unique_by:, update_only: [...])  (update_only: 7.0) -> here: 6.1's
-#      InsertAll, with its list of columns to update on conflict replaced by update_only
-#      (6.1 would update every inserted column but the key, created_at included).
-# The SQL that results is what ActiveRecord 7.x writes for the same call (see the test).
-# Applied only where the running ActiveRecord lacks the API.
-SHIMS = []
-
-unless ActiveRecord::Base.respond_to?(:with_connection)
-  SHIMS << "with_connection"
-  ActiveRecord::Base.singleton_class.prepend(Module.new do
-    def with_connection(&block)
-      connection_pool.with_connection(&block)
-    end
-  end)
-end
-
-if ActiveRecord.gem_version < Gem::Version.new("7.0")
-  SHIMS << "upsert(update_only:)"
-  ActiveRecord::InsertAll.prepend(Module.new do
-    def initialize(model, inserts, update_only: nil, **options)
-      @update_only_columns = update_only && Array(update_only).map(&:to_s)
-      super(model, inserts, **options)
-    end
-
-    def updatable_columns
-      @update_only_columns || super
-    end
-  end)
-  ActiveRecord::Base.singleton_class.prepend(Module.new do
-    def upsert(attributes, update_only: nil, **options)
-      return super(attributes, **options) if update_only.nil?
-
-      ActiveRecord::InsertAll.new(
-        self, [attributes], on_duplicate: :update, update_only: update_only, **options
-      ).execute
-    end
-  end)
-end
-# ---------------------------------------------------------------------------------------------
+# The ActiveRecord 6.1 compatibility shim for the two ActiveRecord 7.x APIs the store calls
+# (test scaffolding, not gem code); ActiveRecord72Shim::APPLIED says which were applied.
+require_relative "active_record_72_shim"
+SHIMS = ActiveRecord72Shim::APPLIED
 
 input = JSON.parse($stdin.read)
 database = input.fetch("database")
