@@ -360,6 +360,17 @@ def test_a_configuration_error_exits_78_without_a_traceback(tmp_path: Path) -> N
     assert "Traceback" not in proc.stderr
 
 
+def test_a_secret_whose_variable_is_missing_exits_78_before_redis(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "patient_sidekiq", "run", "--redis-url", "redis://127.0.0.1:1/0"]
+    argv += ["--secret", "openai=env:PATIENT_SIDEKIQ_TEST_MISSING_KEY"]
+    with started(argv, tmp_path, clean_environ()) as proc:
+        assert proc.wait() == 78  # not 69: Redis was never asked
+    assert proc.stderr.strip() == (
+        "patient-sidekiq: secret 'openai': environment variable "
+        "PATIENT_SIDEKIQ_TEST_MISSING_KEY is not set"
+    )
+
+
 def test_a_configuration_error_under_the_supervisor_exits_78(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "patient_sidekiq", "run", "--processes", "2"]
     argv += ["-r", "no_such_module_for_cli_run_tests"]

@@ -131,10 +131,12 @@ def _run(**values: Any) -> None:
 
     try:
         load_requires(config.require)
+        runner = Runner(config)
+        runner.http_settings()  # secrets and preprocessors: refused before Redis is touched
     except ConfigurationError as exc:
         raise _config_failure(exc) from None
     try:
-        trio.run(Runner(config).run)
+        trio.run(runner.run)
     except RedisUnavailableError as exc:
         # Only the start-up check gets here; the supervisor restarts a child after it.
         typer.echo(f"patient-sidekiq: {exc}", err=True)

@@ -44,6 +44,7 @@ from .callbacks import registry as default_registry
 from .config import Config
 from .errors import ConfigurationError, RedisUnavailableError
 from .heartbeat import make_identity
+from .http_client import HttpSettings
 from .hooks import Hooks, default_hooks
 from .launcher import Launcher
 from .processor import Dispatcher
@@ -110,6 +111,7 @@ class Runner:
         self.handle_os_signals = handle_os_signals
         self.launchers: list[Launcher] = []
         self.request_worker: RequestWorker | None = None
+        self._http: HttpSettings | None = None
 
     def handle_signal(self, name: str) -> None:
         """Pass a Sidekiq signal name to every launcher (TTIN to the first only: one dump)."""
@@ -146,9 +148,23 @@ class Runner:
             f"(queue {config.python_callback_queue}) ruby_callback_queue={config.callback_queue}"
         )
 
+    def http_settings(self) -> HttpSettings:
+        """The HTTP settings with every secret and preprocessor, from code and configuration.
+
+        Built once; raises :class:`ConfigurationError` when a secret's variable or file is
+        missing or a built-in is misconfigured, so the CLI can refuse to start (exit 78)
+        before anything connects.
+        """
+        if self._http is None:
+            self._http = self.config.http_settings(
+                build_secrets(self.config.secrets), build_preprocessors(self.config.preprocessors)
+            )
+        return self._http
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped; ``task_status.started()`` once every launcher is in the cluster."""
         config = self.config
+        self.http_settings()  # a configuration problem stops us before Redis is touched
         log.info("%s", self.banner())
         async with (
             contextlib.AsyncExitStack() as stack,
@@ -173,11 +189,8 @@ class Runner:
                 python_callback_queue=config.python_callback_queue,
                 is_python_callback=directory.is_python_callback,
             )
-            http = config.http_settings(
-                build_secrets(config.secrets), build_preprocessors(config.preprocessors)
-            )
             self.request_worker = RequestWorker(
-                config.request_worker_settings(payloads, routing, http)
+                config.request_worker_settings(payloads, routing, self.http_settings())
             )
             callbacks = CallbackWorker(
                 CallbackWorkerSettings(
