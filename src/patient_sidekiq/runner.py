@@ -44,8 +44,8 @@ from .callbacks import registry as default_registry
 from .config import Config
 from .errors import ConfigurationError, RedisUnavailableError
 from .heartbeat import make_identity
-from .http_client import HttpSettings
 from .hooks import Hooks, default_hooks
+from .http_client import HttpSettings
 from .launcher import Launcher
 from .processor import Dispatcher
 from .redis_bridge import RedisBridge
