@@ -132,6 +132,7 @@ async def running_callbacks(
     ruby_queue: str = RUBY,
     concurrency: int = 10,
     shutdown_timeout: float = 5.0,
+    elsewhere: Sequence[str] = (),
 ) -> AsyncIterator[Launcher]:
     """A launcher polling ``polled`` whose dispatcher runs CallbackWorker jobs with a worker."""
     async with RedisBridge(redis_url) as bridge:
@@ -141,6 +142,7 @@ async def running_callbacks(
             registry,
             ruby_callback_queue=ruby_queue,
             concurrency=concurrency,
+            registered_elsewhere=lambda name: name in elsewhere,
         )
         worker = CallbackWorker(settings, bridge)
         dispatcher = Dispatcher()
@@ -700,6 +702,22 @@ async def test_unregistered_callback_is_retried_when_the_ruby_queue_is_polled_he
     assert retried["error_class"] == "ArgumentError"
     assert "'RubyApp::InvoiceCallback' is not registered in Python" in retried["error_message"]
     assert "'default' is polled by this worker" in retried["error_message"]
+    assert not redis_client.llen(keys.queue(RUBY))
+
+
+async def test_a_callback_another_worker_registered_is_retried_not_sent_to_ruby(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # This worker lacks the module (a deploy in progress); another live worker has it.
+    job = callback_job(response().to_wire(), name="billing.callbacks.Done")
+    async with running_callbacks(
+        redis_url, registry_with(recording([])), elsewhere=["billing.callbacks.Done"]
+    ) as launcher:
+        redis_client.lpush(keys.queue(CALLBACKS), job.raw)
+        await eventually(lambda: idle(redis_client, launcher) and redis_client.zcard(keys.RETRY))
+    [retried] = zset_jobs(redis_client, keys.RETRY)
+    assert retried["queue"] == CALLBACKS  # comes back to the Python queue, not Ruby's
+    assert "registered by another live worker" in retried["error_message"]
     assert not redis_client.llen(keys.queue(RUBY))
 
 

@@ -47,7 +47,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import trio
@@ -97,6 +97,8 @@ class CallbackWorkerSettings:
     registry: CallbackRegistry
     ruby_callback_queue: str = DEFAULT_CALLBACK_QUEUE
     concurrency: int = 10
+    registered_elsewhere: Callable[[str], bool] = field(default=lambda name: False)
+    """Whether another live worker runs this Python callback (the callback directory)."""
 
     def __post_init__(self) -> None:
         if not self.ruby_callback_queue:
@@ -216,6 +218,13 @@ class CallbackWorker:
         polled_queues: Collection[str],
     ) -> None:
         queue = self.settings.ruby_callback_queue
+        if self.settings.registered_elsewhere(call.callback_name):
+            # Another worker has the module, this one does not (a deploy in progress): the
+            # Ruby queue would never run it, Sidekiq's retry brings it back here for them.
+            raise UnknownCallbackError(
+                f"callback {call.callback_name!r} is registered by another live worker, not "
+                "by this one (start every worker with the same -r modules)"
+            )
         if queue in polled_queues:
             raise UnknownCallbackError(
                 f"callback {call.callback_name!r} is not registered in Python "

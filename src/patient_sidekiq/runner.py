@@ -199,6 +199,7 @@ class Runner:
                     registry=self.registry,
                     ruby_callback_queue=config.callback_queue,
                     concurrency=config.callback_concurrency,
+                    registered_elsewhere=lambda name: name in directory.known,
                 ),
                 payloads_bridge,
             )
