@@ -13,6 +13,12 @@ The callback of every request is the oracle's ``OracleCallback``: it appends wha
 callback saw (and the CallbackWorker job it ran in) to ``oracle:results``. When both sides
 have accounted for every request, :meth:`DifferentialRun.collect` reads each database into a
 :class:`SideState` for the comparison in ``normalize.py``.
+
+A group may use a payload store whose data lives outside Redis (:class:`ExternalStore`: a
+directory, an S3 bucket, an SQL table). Each side then has its own copy, filled by the
+enqueuer on the gem's side and copied to ours after enqueueing, like the Redis keys: each
+processor (and the Ruby CallbackWorker beside it) reads and deletes payloads in its own copy
+only, and what each copy holds at the end is part of the comparison.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 
@@ -45,6 +52,8 @@ RESULTS = "oracle:results"
 GEM_DB = 1
 OURS_DB = 2
 READY_TIMEOUT = 30.0
+STORE_THRESHOLD = 1000
+"""The payload_store_threshold of every external store group, in bytes (both sides)."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +72,13 @@ class Group:
     ours: tuple[str, ...] = ()
     oracle_env: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
-    file_store: bool = False
-    """Register the gem's :file payload store (``file_store_boot.rb``); each side gets its
-    own copy of the directory the enqueuer wrote to, and ours ``--payload-store
-    files=file:<its copy>``."""
+    store: ExternalStore | None = None
+    """A payload store outside Redis: its boot file registers it on the gem's side, ours
+    gets its ``--payload-store`` flags, each side its own copy of what the enqueuer stored."""
     boot: str | None = None
     """A Ruby file beside this one that every Ruby process loads instead of the oracle's
     boot file (it loads that file itself, then registers what the oracle does not wire:
-    custom encryption, other payload stores)."""
+    custom encryption). A ``store`` brings its own."""
     ours_env: dict[str, str] = field(default_factory=dict)
     """More environment for ``patient-sidekiq run`` (secrets it reads, say)."""
 
@@ -87,8 +95,93 @@ class SideState:
     totals: dict[str, str]
     inflight: dict[str, int]
     leftover_keys: list[str]
+    """Redis keys nothing above accounts for, then the payloads left in the group's external
+    store (``file:<name>``, ``s3:<object key>``, ``row:<key>``)."""
     metrics: dict[str, int] = field(default_factory=dict)
     """Sidekiq 7's execution metrics summed over every minute (``Class|p`` …)."""
+
+
+# --- Payload stores outside Redis -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """Where one side of one run keeps its copy of an external store."""
+
+    db: int
+    directory: Path
+    """The run's private directory (both sides share it; names inside say which side)."""
+    run_id: str
+    """Unique to the run: names of buckets and databases on servers shared by many runs."""
+
+    @property
+    def name(self) -> str:
+        """``gem`` or ``ours``."""
+        return "gem" if self.db == GEM_DB else "ours"
+
+
+class ExternalStore:
+    """A payload store of the gem whose data lives outside Redis, for :attr:`Group.store`.
+
+    Every Ruby process of a side loads :attr:`boot`, which registers the gem's store on that
+    side's copy (named by :meth:`environment`); ours gets :meth:`flags` for its copy. The
+    enqueuer writes into the gem's copy; :meth:`copy` then gives ours the same payloads before
+    any processor starts. :meth:`leftovers` lists what a copy still holds at the end, so a
+    store that keeps or deletes payloads differently shows in the comparison.
+    """
+
+    boot: ClassVar[str]
+    """The Ruby file beside this one that registers the gem's store."""
+    servers: ClassVar[tuple[str, ...]] = ()
+    """Servers the store needs, by their key in the URLs ``scenarios.groups`` gets."""
+
+    def prepare(self, side: Side) -> None:
+        """Make the side's store empty and ready, before the enqueuer runs."""
+
+    def environment(self, side: Side) -> dict[str, str | None]:
+        """More environment of every process of the side, Ruby or ours (None: unset)."""
+        return {"DIFFERENTIAL_STORE_THRESHOLD": str(STORE_THRESHOLD)}
+
+    def flags(self, side: Side) -> tuple[str, ...]:
+        """Our ``patient-sidekiq run`` flags for the side's copy."""
+        raise NotImplementedError
+
+    def copy(self, gem: Side, ours: Side) -> None:
+        """Give ours' copy everything the enqueuer stored in the gem's."""
+        raise NotImplementedError
+
+    def leftovers(self, side: Side) -> list[str]:
+        """The payloads the side's copy still holds, as ``<kind>:<name>``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FileStore(ExternalStore):
+    """The gem's ``:file`` store: a directory per side (``file_store_boot.rb``)."""
+
+    boot: ClassVar[str] = "file_store_boot.rb"
+
+    @staticmethod
+    def _directory(side: Side) -> Path:
+        return side.directory / f"files-{side.name}"
+
+    def prepare(self, side: Side) -> None:
+        self._directory(side).mkdir()
+
+    def environment(self, side: Side) -> dict[str, str | None]:
+        return {**super().environment(side), "DIFFERENTIAL_FILE_STORE": str(self._directory(side))}
+
+    def flags(self, side: Side) -> tuple[str, ...]:
+        return (
+            f"--payload-store=files=file:{self._directory(side)}",
+            f"--payload-store-threshold={STORE_THRESHOLD}",
+        )
+
+    def copy(self, gem: Side, ours: Side) -> None:
+        shutil.copytree(self._directory(gem), self._directory(ours), dirs_exist_ok=True)
+
+    def leftovers(self, side: Side) -> list[str]:
+        return sorted(f"file:{path.name}" for path in self._directory(side).iterdir())
 
 
 @contextlib.contextmanager
@@ -127,14 +220,10 @@ class DifferentialRun:
         self.group = group
         self.server = RedisServer(directory)
         self.children: list[Child] = []
-        self.boot = (
-            HERE / "file_store_boot.rb"
-            if group.file_store
-            else HERE / group.boot
-            if group.boot
-            else (oracle / "lib" / "oracle_boot.rb")
-        )
-        self.files = {GEM_DB: directory / "files-gem", OURS_DB: directory / "files-ours"}
+        boot = group.store.boot if group.store else group.boot
+        self.boot = HERE / boot if boot else oracle / "lib" / "oracle_boot.rb"
+        run_id = uuid.uuid4().hex[:12]
+        self.sides = {db: Side(db, directory, run_id) for db in (GEM_DB, OURS_DB)}
 
     def url(self, db: int) -> str:
         """The Redis URL of database ``db``."""
@@ -155,10 +244,19 @@ class DifferentialRun:
             ORACLE_REQUEST_QUEUE=REQUEST_QUEUE,
             ORACLE_CALLBACK_QUEUE=CALLBACK_QUEUE,
             ORACLE_CONFIG_JSON=json.dumps(self.group.gem_config),
-            DIFFERENTIAL_FILE_STORE=str(self.files[db]),
             **self.group.oracle_env,
             **extra,
         )
+        return self._with_store(env, db)
+
+    def _with_store(self, env: dict[str, str], db: int) -> dict[str, str]:
+        """``env`` plus the external store's environment for side ``db``."""
+        if self.group.store:
+            for name, value in self.group.store.environment(self.sides[db]).items():
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = value
         return env
 
     def _sidekiq(self, name: str, db: int, queues: Sequence[str], **extra: str) -> Child:
@@ -177,6 +275,7 @@ class DifferentialRun:
     def _ours(self) -> Child:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PATIENT_HTTP_")}
         env.update(self.group.ours_env)
+        env = self._with_store(env, OURS_DB)
         argv = [
             sys.executable, "-m", "patient_sidekiq", "run",
             "--redis-url", self.url(OURS_DB),
@@ -185,17 +284,15 @@ class DifferentialRun:
             "--shutdown-timeout", "5",
             *self.group.ours,
         ]  # fmt: skip
-        if self.group.file_store:
-            argv += [
-                f"--payload-store=files=file:{self.files[OURS_DB]}",
-                "--payload-store-threshold=1000",
-            ]
+        if self.group.store:
+            argv += self.group.store.flags(self.sides[OURS_DB])
         child = Child("patient-sidekiq", argv, env, ROOT)
         self.children.append(child)
         return child
 
     def enqueue(self) -> list[dict[str, str]]:
-        """Enqueue the group through the real gem into database 1; copy it to database 2."""
+        """Enqueue the group through the real gem into database 1; copy it (and the
+        external store's copy) to database 2."""
         result = subprocess.run(
             [
                 require_binary("ruby"),
@@ -219,16 +316,17 @@ class DifferentialRun:
                 source.copy(key, key, destination_db=OURS_DB)
         finally:
             source.close()
-        if self.group.file_store:
-            shutil.copytree(self.files[GEM_DB], self.files[OURS_DB], dirs_exist_ok=True)
+        if self.group.store:
+            self.group.store.copy(self.sides[GEM_DB], self.sides[OURS_DB])
         return enqueued
 
     def run(self) -> tuple[list[dict[str, str]], SideState, SideState]:
         """Enqueue, run both processors until done, collect both sides."""
         self.server.start()
-        for files in self.files.values():
-            files.mkdir()
         try:
+            if self.group.store:
+                for side in self.sides.values():
+                    self.group.store.prepare(side)
             enqueued = self.enqueue()
             self._sidekiq("gem-processor", GEM_DB, [REQUEST_QUEUE, CALLBACK_QUEUE])
             self._sidekiq("gem-callbacks-for-ours", OURS_DB, [CALLBACK_QUEUE], ORACLE_PROCESSOR="0")
@@ -326,12 +424,15 @@ class DifferentialRun:
                     keys.INFLIGHT_JOBS: client.hlen(keys.INFLIGHT_JOBS),
                     keys.INFLIGHT_INDEX: client.zcard(keys.INFLIGHT_INDEX),
                 },
-                leftover_keys=leftovers
-                + sorted(f"file:{path.name}" for path in self.files[db].iterdir()),
+                leftover_keys=leftovers + self._store_leftovers(db),
                 metrics=_summed_metrics(client),
             )
         finally:
             client.close()
+
+    def _store_leftovers(self, db: int) -> list[str]:
+        """The payloads side ``db``'s external store still holds (none without one)."""
+        return self.group.store.leftovers(self.sides[db]) if self.group.store else []
 
 
 def _is_process_key(key: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.differential.aux_servers import noise
-from tests.differential.harness import Group
+from tests.differential.harness import FileStore, Group
 
 ENCRYPTION_KEYS = ["differential-new-key-0123456789abcdef", "differential-old-key-0123456789abcdef"]
 
@@ -429,7 +429,7 @@ def groups(urls: dict[str, str]) -> list[Group]:
                 "ORACLE_PAYLOAD_TTL": "600",
             },
         ),
-        Group("file_payload_store", _fill(PAYLOADS, urls), file_store=True),
+        Group("file_payload_store", _fill(PAYLOADS, urls), store=FileStore()),
         Group(
             "secrets",
             _fill(SECRETS, urls),
