@@ -184,6 +184,81 @@ class FileStore(ExternalStore):
         return sorted(f"file:{path.name}" for path in self._directory(side).iterdir())
 
 
+@dataclass(frozen=True)
+class S3Objects(ExternalStore):
+    """The gem's ``:s3`` store on an S3-compatible server (moto): a bucket per side
+    (``s3_store_boot.rb``), both with the same non-default ``key_prefix``."""
+
+    endpoint: str
+    key_prefix: str = "differential/payloads/"
+    boot: ClassVar[str] = "s3_store_boot.rb"
+    servers: ClassVar[tuple[str, ...]] = ("s3",)
+
+    @staticmethod
+    def _bucket(side: Side) -> str:
+        return f"differential-{side.run_id}-{side.name}"
+
+    def _client(self) -> Any:
+        from tests.s3_server import boto_client  # after pytest registered it as a plugin
+
+        return boto_client(self.endpoint)
+
+    def prepare(self, side: Side) -> None:
+        client = self._client()
+        try:
+            client.create_bucket(Bucket=self._bucket(side))
+        finally:
+            client.close()
+
+    def environment(self, side: Side) -> dict[str, str | None]:
+        from tests.s3_server import UNSET_AWS_VARIABLES, dummy_aws_environment
+
+        return {
+            **super().environment(side),
+            **dict.fromkeys(UNSET_AWS_VARIABLES),
+            **dummy_aws_environment(side.directory / "aws-home"),
+            "DIFFERENTIAL_S3_ENDPOINT": self.endpoint,
+            "DIFFERENTIAL_S3_BUCKET": self._bucket(side),
+            "DIFFERENTIAL_S3_KEY_PREFIX": self.key_prefix,
+        }
+
+    def flags(self, side: Side) -> tuple[str, ...]:
+        from tests.s3_server import REGION
+
+        options = (
+            f"bucket={self._bucket(side)}&key_prefix={self.key_prefix}"
+            f"&endpoint_url={self.endpoint}&region={REGION}"
+        )
+        return (
+            f"--payload-store=objects=s3:{options}",
+            f"--payload-store-threshold={STORE_THRESHOLD}",
+        )
+
+    def copy(self, gem: Side, ours: Side) -> None:
+        client = self._client()
+        try:
+            for key in self._keys(client, gem):
+                # a server-side copy keeps the object's body and content type
+                client.copy_object(
+                    Bucket=self._bucket(ours),
+                    Key=key,
+                    CopySource={"Bucket": self._bucket(gem), "Key": key},
+                )
+        finally:
+            client.close()
+
+    def leftovers(self, side: Side) -> list[str]:
+        client = self._client()
+        try:
+            return [f"s3:{key}" for key in self._keys(client, side)]
+        finally:
+            client.close()
+
+    def _keys(self, client: Any, side: Side) -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket(side))
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
 @contextlib.contextmanager
 def http_test_server(oracle: Path) -> Iterator[str]:
     """The oracle's deterministic HTTP/1.1 test server; yields its base URL (no slash)."""

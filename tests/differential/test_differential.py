@@ -5,6 +5,9 @@ recorded must be identical request by request, and so must the Redis state both 
 leave (queues, retry, dead, ``stat:*``, the gem's totals without durations, in-flight keys,
 stored payloads). ``DIFFERENTIAL_DUMP=DIR`` writes both sides of each group to
 ``DIR/<group>.json`` for reading.
+
+The server of the S3 payload store (moto) is the session fixture of ``tests/s3_server.py``,
+started only when a selected group's store needs it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ from tests.differential.normalize import differences, record, state
 from tests.oracle import require_oracle
 
 pytestmark = [pytest.mark.interop, pytest.mark.differential]
+pytest_plugins = ["tests.s3_server"]
+
+# The URL of each server a payload store may need (ExternalStore.servers), from its fixture.
+STORE_SERVERS = {
+    "s3": lambda request: request.getfixturevalue("s3_server").url,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +59,19 @@ def _group(name: str, urls: dict[str, str]) -> Group:
     return next(group for group in scenarios.groups(urls) if group.name == name)
 
 
+def _store_servers(name: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The URLs of the servers group ``name``'s payload store needs (starting them)."""
+    store = _group(name, {}).store
+    return {server: STORE_SERVERS[server](request) for server in (store.servers if store else ())}
+
+
 @pytest.mark.parametrize("group_name", GROUP_NAMES)
-def test_same_results_as_the_real_gem(group_name: str, urls: dict[str, str]) -> None:
+def test_same_results_as_the_real_gem(
+    group_name: str, urls: dict[str, str], request: pytest.FixtureRequest
+) -> None:
     """Each request's callback and the Redis state match the real gem's, field by field."""
     oracle = require_oracle()
-    group = _group(group_name, urls)
+    group = _group(group_name, {**urls, **_store_servers(group_name, request)})
     only = os.environ.get("DIFFERENTIAL_ONLY")  # comma-separated request names, to iterate
     if only:
         kept = tuple(r for r in group.requests if r["name"] in only.split(","))
