@@ -259,6 +259,102 @@ class S3Objects(ExternalStore):
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
+class ActiveRecordRows(ExternalStore):
+    """The gem's ``:active_record`` store (``active_record_store_boot.rb``): rows of the gem
+    migration's ``patient_http_payloads`` table, in a database per side."""
+
+    boot: ClassVar[str] = "active_record_store_boot.rb"
+    table: ClassVar[str] = "patient_http_payloads"
+
+    def url(self, side: Side) -> str:
+        """Our ``active_record`` store URL of the side's database."""
+        raise NotImplementedError
+
+    def flags(self, side: Side) -> tuple[str, ...]:
+        return (
+            f"--payload-store=rows=active_record:url={self.url(side)}",
+            f"--payload-store-threshold={STORE_THRESHOLD}",
+        )
+
+    def leftovers(self, side: Side) -> list[str]:
+        return [f"row:{key}" for key in self._keys(side)]
+
+    def _keys(self, side: Side) -> list[str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SqliteRows(ActiveRecordRows):
+    """:class:`ActiveRecordRows` in an SQLite file per side; ours' is a copy of the gem's."""
+
+    @staticmethod
+    def _path(side: Side) -> Path:
+        return side.directory / f"rows-{side.name}.sqlite3"
+
+    def url(self, side: Side) -> str:
+        return f"sqlite://{self._path(side)}"  # sqlite:///ABSOLUTE/PATH
+
+    def environment(self, side: Side) -> dict[str, str | None]:
+        return {**super().environment(side), "DIFFERENTIAL_AR_SQLITE": str(self._path(side))}
+
+    def copy(self, gem: Side, ours: Side) -> None:
+        # the enqueuer has exited: its writes are in the file (no journal or WAL left over)
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            source = Path(f"{self._path(gem)}{suffix}")
+            if source.exists():
+                shutil.copyfile(source, f"{self._path(ours)}{suffix}")
+
+    def _keys(self, side: Side) -> list[str]:
+        import sqlite3
+
+        connection = sqlite3.connect(self._path(side))
+        try:
+            rows = connection.execute(f'SELECT "key" FROM "{self.table}" ORDER BY "key"')
+            return [str(key) for (key,) in rows]
+        finally:
+            connection.close()
+
+
+@dataclass(frozen=True)
+class PostgresRows(ActiveRecordRows):
+    """:class:`ActiveRecordRows` in a PostgreSQL database per side, on one server; ours'
+    is made from the gem's as its template once the enqueuer has exited."""
+
+    server: str
+    """The URL of the server's maintenance database (``…/postgres``)."""
+    servers: ClassVar[tuple[str, ...]] = ("postgres",)
+
+    @staticmethod
+    def _database(side: Side) -> str:
+        return f"differential_{side.run_id}_{side.name}"
+
+    def url(self, side: Side) -> str:
+        return f"{self.server.rsplit('/', 1)[0]}/{self._database(side)}"
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server, autocommit=True) as connection:
+            connection.execute(statement)
+
+    def prepare(self, side: Side) -> None:
+        if side.db == GEM_DB:  # ours' is made by copy()
+            self._admin(f'CREATE DATABASE "{self._database(side)}"')
+
+    def environment(self, side: Side) -> dict[str, str | None]:
+        return {**super().environment(side), "DIFFERENTIAL_AR_URL": self.url(side)}
+
+    def copy(self, gem: Side, ours: Side) -> None:
+        self._admin(f'CREATE DATABASE "{self._database(ours)}" TEMPLATE "{self._database(gem)}"')
+
+    def _keys(self, side: Side) -> list[str]:
+        import psycopg
+
+        with psycopg.connect(self.url(side)) as connection:
+            rows = connection.execute(f'SELECT "key" FROM "{self.table}" ORDER BY "key"')
+            return [str(key) for (key,) in rows]
+
+
 @contextlib.contextmanager
 def http_test_server(oracle: Path) -> Iterator[str]:
     """The oracle's deterministic HTTP/1.1 test server; yields its base URL (no slash)."""

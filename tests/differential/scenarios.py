@@ -2,8 +2,8 @@
 
 URLs hold ``{base}`` (the oracle's HTTP test server), ``{redirector}`` (a second origin that
 redirects to ``?url=``) or ``{tls}`` (a TLS server nobody trusts); :func:`groups` fills them.
-The payload stores' servers are ``urls["s3"]`` (moto),
-given only to the groups that name it in ``store.servers``.
+The payload stores' servers are ``urls["s3"]`` (moto) and ``urls["postgres"]`` (PostgreSQL's
+maintenance database), given only to the groups that name them in ``store.servers``.
 Every request's callback is the oracle's ``OracleCallback``.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.differential.aux_servers import noise
-from tests.differential.harness import FileStore, Group, S3Objects
+from tests.differential.harness import FileStore, Group, PostgresRows, S3Objects, SqliteRows
 
 ENCRYPTION_KEYS = ["differential-new-key-0123456789abcdef", "differential-old-key-0123456789abcdef"]
 
@@ -433,6 +433,12 @@ def groups(urls: dict[str, str]) -> list[Group]:
         ),
         Group("file_payload_store", _fill(PAYLOADS, urls), store=FileStore()),
         Group("s3_payload_store", _fill(PAYLOADS, urls), store=S3Objects(urls.get("s3", ""))),
+        Group("active_record_payload_store", _fill(PAYLOADS, urls), store=SqliteRows()),
+        Group(
+            "active_record_payload_store_postgresql",
+            _fill(PAYLOADS, urls),
+            store=PostgresRows(urls.get("postgres", "")),
+        ),
         Group(
             "secrets",
             _fill(SECRETS, urls),

@@ -6,8 +6,9 @@ leave (queues, retry, dead, ``stat:*``, the gem's totals without durations, in-f
 stored payloads). ``DIFFERENTIAL_DUMP=DIR`` writes both sides of each group to
 ``DIR/<group>.json`` for reading.
 
-The server of the S3 payload store (moto) is the session fixture of ``tests/s3_server.py``,
-started only when a selected group's store needs it.
+The servers of the external payload stores (moto for S3, PostgreSQL) are the session
+fixtures of ``tests/s3_server.py`` and ``tests/postgres_server.py``, started only when a
+selected group's store needs them.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from tests.differential.normalize import differences, record, state
 from tests.oracle import require_oracle
 
 pytestmark = [pytest.mark.interop, pytest.mark.differential]
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.s3_server", "tests.postgres_server"]
 
 # The URL of each server a payload store may need (ExternalStore.servers), from its fixture.
 STORE_SERVERS = {
     "s3": lambda request: request.getfixturevalue("s3_server").url,
+    "postgres": lambda request: request.getfixturevalue("postgres_server").url(),
 }
 
 
