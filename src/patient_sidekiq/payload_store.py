@@ -81,6 +81,36 @@ class PayloadStore(Protocol):
         """Remove the payload; deleting a missing one is not an error."""
 
 
+class ThreadedPayloadStore:
+    """Base of the stores whose client blocks (S3, SQL): the async methods of
+    :class:`PayloadStore` run the subclass's ``*_sync`` methods in a worker thread, which
+    the synchronous enqueue client calls directly."""
+
+    def put_sync(self, key: str, json_text: str) -> None:
+        """Store ``json_text`` under ``key``, replacing what was there (calling thread)."""
+        raise NotImplementedError
+
+    def get_sync(self, key: str) -> str | None:
+        """Return the stored JSON text, or ``None`` if there is none (calling thread)."""
+        raise NotImplementedError
+
+    def delete_sync(self, key: str) -> None:
+        """Remove the payload; a missing one is not an error (calling thread)."""
+        raise NotImplementedError
+
+    async def put(self, key: str, json_text: str) -> None:
+        """:meth:`put_sync` in a worker thread."""
+        await trio.to_thread.run_sync(self.put_sync, key, json_text)
+
+    async def get(self, key: str) -> str | None:
+        """:meth:`get_sync` in a worker thread."""
+        return await trio.to_thread.run_sync(self.get_sync, key)
+
+    async def delete(self, key: str) -> None:
+        """:meth:`delete_sync` in a worker thread."""
+        await trio.to_thread.run_sync(self.delete_sync, key)
+
+
 def _decode(data: bytes, where: str) -> str:
     try:
         return data.decode("utf-8")

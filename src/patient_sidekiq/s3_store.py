@@ -22,10 +22,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
-import trio
-
 from .errors import ConfigurationError, PayloadStoreError
-from .payload_store import _decode, _encode
+from .payload_store import ThreadedPayloadStore, _decode, _encode
 
 DEFAULT_S3_KEY_PREFIX: Final = "patient_http/payloads/"
 """The gem's default ``key_prefix``."""
@@ -103,7 +101,7 @@ def _error_code(exc: BaseException) -> str:
     return "unknown"
 
 
-class S3PayloadStore:
+class S3PayloadStore(ThreadedPayloadStore):
     """The gem's ``:s3`` adapter: one object per payload, ``<key_prefix><key>`` in ``bucket``.
 
     ``client`` is a ready boto3 S3 client to use instead of building one (then
@@ -255,20 +253,6 @@ class S3PayloadStore:
             client.delete_object(Bucket=self._bucket, Key=object_key)
         except (self._boto.client_error, self._boto.core_error) as exc:
             raise self._failure("delete", object_key, exc) from exc
-
-    # --- the PayloadStore protocol ---
-
-    async def put(self, key: str, json_text: str) -> None:
-        """Store ``json_text`` under ``key`` (in a worker thread: boto3 blocks)."""
-        await trio.to_thread.run_sync(self.put_sync, key, json_text)
-
-    async def get(self, key: str) -> str | None:
-        """Return the stored JSON text, or ``None`` if there is none."""
-        return await trio.to_thread.run_sync(self.get_sync, key)
-
-    async def delete(self, key: str) -> None:
-        """Remove the payload; deleting a missing one is not an error."""
-        await trio.to_thread.run_sync(self.delete_sync, key)
 
     def close(self) -> None:
         """Close the connection pool of the client this store built; a later call builds a

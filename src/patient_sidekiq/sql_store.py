@@ -47,9 +47,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import trio
-
 from .errors import ConfigurationError, PayloadStoreError
+from .payload_store import ThreadedPayloadStore
 from .redis_target import hide_password
 
 if TYPE_CHECKING:
@@ -320,7 +319,7 @@ def _sqlite_path(url: str) -> str:
     return path
 
 
-class SqlPayloadStore:
+class SqlPayloadStore(ThreadedPayloadStore):
     """Payloads as rows of the gem's ``patient_http_payloads`` table (``:active_record``).
 
     ``url`` is ``sqlite:///ABSOLUTE/PATH.db``, ``sqlite:RELATIVE/PATH.db`` (relative to the
@@ -361,20 +360,6 @@ class SqlPayloadStore:
 
     def __repr__(self) -> str:
         return f"SqlPayloadStore({self._where})"  # never the password
-
-    # --- async API (the worker) ---
-
-    async def put(self, key: str, json_text: str) -> None:
-        """Store ``json_text`` under ``key``: insert, or replace data and ``updated_at``."""
-        await trio.to_thread.run_sync(self.put_sync, key, json_text)
-
-    async def get(self, key: str) -> str | None:
-        """Return the stored JSON text, or ``None`` if there is no row for ``key``."""
-        return await trio.to_thread.run_sync(self.get_sync, key)
-
-    async def delete(self, key: str) -> None:
-        """Delete the row (idempotent)."""
-        await trio.to_thread.run_sync(self.delete_sync, key)
 
     # --- synchronous API (the enqueue client, tests) ---
 
