@@ -28,20 +28,9 @@ else
     database: ENV.fetch("DIFFERENTIAL_AR_SQLITE"), timeout: 10_000, **pool)
 end
 
-# The table of the gem's db/migrate/20250101000000_create_patient_http_payloads.rb
-# (patient_http 1.3.0), as tests/interop/sql_store_peer.rb makes it: no id, key string(36),
-# data text, timestamps, a unique index on key and one on created_at.
 ActiveRecord::Base.connection_pool.with_connection do |connection|
   table = PatientHttp::PayloadStore::ActiveRecordStore::Payload.table_name
-  unless connection.table_exists?(table)
-    connection.create_table(table, id: false) do |t|
-      t.string :key, limit: 36, null: false
-      t.text :data, null: false
-      t.timestamps
-    end
-    connection.add_index(table, :key, unique: true)
-    connection.add_index(table, :created_at)
-  end
+  PatientHttpPayloadsTable.create(connection, table) unless connection.table_exists?(table)
 end
 
 # `configure` would start from a fresh Configuration: add to the one oracle_boot.rb built.

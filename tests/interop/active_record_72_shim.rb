@@ -51,3 +51,19 @@ if ActiveRecord.gem_version < Gem::Version.new("7.0")
     end
   end)
 end
+
+# The table of the gem's db/migrate/20250101000000_create_patient_http_payloads.rb
+# (patient_http 1.3.0; the oracle vendors lib/ only), as `rails db:migrate` makes it with the
+# running ActiveRecord: no id, key string(36), data text, timestamps, a unique index on key
+# and one on created_at. Shared by the interop peer and the differential's boot file.
+module PatientHttpPayloadsTable
+  def self.create(connection, table)
+    connection.create_table(table, id: false) do |t|
+      t.string :key, limit: 36, null: false
+      t.text :data, null: false
+      t.timestamps
+    end
+    connection.add_index(table, :key, unique: true)
+    connection.add_index(table, :created_at)
+  end
+end

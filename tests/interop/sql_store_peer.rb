@@ -35,19 +35,8 @@ end
 MODEL = PatientHttp::PayloadStore::ActiveRecordStore::Payload
 STORE = PatientHttp::PayloadStore::ActiveRecordStore.new
 
-# The table of the gem's db/migrate/20250101000000_create_patient_http_payloads.rb
-# (patient_http 1.3.0; the oracle vendors lib/ only), as `rails db:migrate` would make it
-# with the running ActiveRecord: no id, key string(36), data text, timestamps, two indexes.
 def migrate
-  connection = ActiveRecord::Base.connection
-  table = MODEL.table_name
-  connection.create_table(table, id: false) do |t|
-    t.string :key, limit: 36, null: false
-    t.text :data, null: false
-    t.timestamps
-  end
-  connection.add_index(table, :key, unique: true)
-  connection.add_index(table, :created_at)
+  PatientHttpPayloadsTable.create(ActiveRecord::Base.connection, MODEL.table_name)
   MODEL.reset_column_information
   true
 end
