@@ -16,12 +16,12 @@ from contextlib import contextmanager
 import redis
 import trio
 
-from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.fetch import QueueOrder, ReliableFetch
-from patient_sidekiq.job import Job
-from patient_sidekiq.processor import Dispatcher, Processor
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.retry import RetryPolicy
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.client import SidekiqClient
+from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.processor import Dispatcher, Processor
+from patient_sidekiq.sidekiq.retry import RetryPolicy
 
 
 @contextmanager

@@ -57,13 +57,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from patient_sidekiq import keys
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.job import Job
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.processor import Dispatcher
-from patient_sidekiq.request_worker import (
-    CALLBACK_WORKER,
-    REQUEST_WORKER,
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher
+from patient_sidekiq.wire.jobs import CALLBACK_WORKER, REQUEST_WORKER
+from patient_sidekiq.worker.request_worker import (
     CallbackRouting,
     RequestWorker,
     RequestWorkerSettings,

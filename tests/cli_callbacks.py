@@ -10,8 +10,8 @@ import json
 import os
 from typing import Any
 
-from patient_sidekiq.callbacks import callback
-from patient_sidekiq.hooks import after_completion, after_error
+from patient_sidekiq.registry.callbacks import callback
+from patient_sidekiq.registry.hooks import after_completion, after_error
 
 
 def record(entry: dict[str, Any]) -> None:

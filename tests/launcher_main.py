@@ -6,8 +6,8 @@ import sys
 
 import trio
 
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.processor import Dispatcher
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher
 
 
 def main() -> None:

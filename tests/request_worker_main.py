@@ -2,11 +2,11 @@
 
 ``python -m tests.request_worker_main REDIS_URL --process-id ID --identity ID [options]``
 
-Runs a :class:`~patient_sidekiq.launcher.Launcher` with the HTTP processor as its service,
+Runs a :class:`~patient_sidekiq.sidekiq.launcher.Launcher` with the HTTP processor as its service,
 OS signals handled (TERM/INT stop, TSTP quiets), and short intervals so that a killed
 process is noticed quickly: the gem heartbeat (and so the ``max_connections`` key, which
 lives two intervals) and the Sidekiq heartbeat default to 0.2 s. ``--payload-store`` makes
-a ``"redis"`` :class:`~patient_sidekiq.payload_store.RedisPayloadStore` readable (requests
+a ``"redis"`` :class:`~patient_sidekiq.wire.payload_store.RedisPayloadStore` readable (requests
 stored as ``{"$ref": …}``); results are never stored. Logs go to stderr.
 """
 
@@ -18,13 +18,17 @@ from collections.abc import Sequence
 
 import trio
 
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.packing import PayloadSettings
-from patient_sidekiq.payload_store import RedisPayloadStore
-from patient_sidekiq.processor import Dispatcher
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.request_worker import CallbackRouting, RequestWorker, RequestWorkerSettings
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher
+from patient_sidekiq.wire.packing import PayloadSettings
+from patient_sidekiq.wire.payload_store import RedisPayloadStore
+from patient_sidekiq.worker.request_worker import (
+    CallbackRouting,
+    RequestWorker,
+    RequestWorkerSettings,
+)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -27,7 +27,8 @@ from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patient_sidekiq.aws_sigv4 import (
+from patient_sidekiq.errors import ConfigurationError
+from patient_sidekiq.http.aws_sigv4 import (
     UNSIGNED_PAYLOAD,
     AwsCredentials,
     AwsSigV4Signer,
@@ -39,8 +40,7 @@ from patient_sidekiq.aws_sigv4 import (
     signature,
     string_to_sign,
 )
-from patient_sidekiq.errors import ConfigurationError
-from patient_sidekiq.http_client import OutgoingRequest
+from patient_sidekiq.http.settings import OutgoingRequest
 
 # --- AWS's published SigV4 test suite ------------------------------------------------------
 #
@@ -835,7 +835,7 @@ def test_the_signer_signs_as_sign_does() -> None:
     by_signer = suite_request(SIGNED_CASES[0])
     by_signer.headers["my-header1"] = "value1"
     by_function = copy.deepcopy(by_signer)
-    with mock.patch("patient_sidekiq.aws_sigv4.datetime") as clock:
+    with mock.patch("patient_sidekiq.http.aws_sigv4.datetime") as clock:
         clock.now.return_value = SUITE_TIME
         signer(by_signer)
     sign(

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 
-from patient_sidekiq.callback_args import CallbackArgs, validate_callback_args
 from patient_sidekiq.errors import NotJsonNativeError
+from patient_sidekiq.wire.callback_args import CallbackArgs, validate_callback_args
 from tests.strategies import json_objects
 
 

@@ -10,8 +10,8 @@ import redis
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.callback_directory import CallbackDirectory
-from patient_sidekiq.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.worker.callback_directory import CallbackDirectory
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def test_an_unknown_python_looking_name_is_logged_once(
     reader = directory(bridge, "lonely", "mine.Callback")
     await reader.refresh()
     assert reader.is_python_callback("mine.Callback")  # local names count before any read
-    with caplog.at_level(logging.ERROR, logger="patient_sidekiq.callback_directory"):
+    with caplog.at_level(logging.ERROR, logger="patient_sidekiq.worker.callback_directory"):
         assert not reader.is_python_callback("app.callbacks.Missing")
         assert not reader.is_python_callback("app.callbacks.Missing")
         assert not reader.is_python_callback("Ruby::Missing")  # a Ruby name: the Ruby app's

@@ -12,12 +12,17 @@ import pytest
 import redis
 import trio
 
-from patient_sidekiq import keys, rubyjson
-from patient_sidekiq.callback_worker import CallbackCall, CallbackWorker, CallbackWorkerSettings
-from patient_sidekiq.callbacks import CallbackRegistry
-from patient_sidekiq.encryption import MessageEncryptor
+from patient_sidekiq import keys
 from patient_sidekiq.errors import ConfigurationError, JobArgumentError
-from patient_sidekiq.failures import (
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.registry.callbacks import CallbackRegistry
+from patient_sidekiq.registry.hooks import Hooks
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher
+from patient_sidekiq.wire.encryption import MessageEncryptor
+from patient_sidekiq.wire.failures import (
     ClientError,
     HttpError,
     RecursiveRedirectError,
@@ -26,15 +31,15 @@ from patient_sidekiq.failures import (
     ServerError,
     TooManyRedirectsError,
 )
-from patient_sidekiq.hooks import Hooks
-from patient_sidekiq.job import Job
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.packing import PayloadSettings, pack
-from patient_sidekiq.payload_store import RedisPayloadStore
-from patient_sidekiq.processor import Dispatcher
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.request_worker import CALLBACK_WORKER
-from patient_sidekiq.response import Response
+from patient_sidekiq.wire.jobs import CALLBACK_WORKER
+from patient_sidekiq.wire.packing import PayloadSettings, pack
+from patient_sidekiq.wire.payload_store import RedisPayloadStore
+from patient_sidekiq.wire.response import Response
+from patient_sidekiq.worker.callback_worker import (
+    CallbackCall,
+    CallbackWorker,
+    CallbackWorkerSettings,
+)
 
 pytestmark = pytest.mark.integration
 

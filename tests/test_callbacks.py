@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from patient_sidekiq import callbacks
-from patient_sidekiq.callbacks import (
+from patient_sidekiq.errors import ConfigurationError, PatientSidekiqError, UnknownCallbackError
+from patient_sidekiq.registry import callbacks
+from patient_sidekiq.registry.callbacks import (
     CallbackRegistry,
     is_ruby_constant_name,
     python_path,
     resolve_callback_name,
 )
-from patient_sidekiq.errors import ConfigurationError, PatientSidekiqError, UnknownCallbackError
-from patient_sidekiq.failures import RequestError
-from patient_sidekiq.response import Response
+from patient_sidekiq.wire.failures import RequestError
+from patient_sidekiq.wire.response import Response
 
 
 class FetchInvoice:

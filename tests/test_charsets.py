@@ -1,6 +1,11 @@
 import pytest
 
-from patient_sidekiq.charsets import charset_of, is_text_mimetype, python_codec, ruby_encoding_name
+from patient_sidekiq.ruby.charsets import (
+    charset_of,
+    is_text_mimetype,
+    python_codec,
+    ruby_encoding_name,
+)
 
 
 @pytest.mark.parametrize(

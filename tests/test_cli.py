@@ -19,15 +19,21 @@ import trio
 from typer.testing import CliRunner
 
 from patient_sidekiq import __version__
-from patient_sidekiq import runner as runner_module
-from patient_sidekiq.cli import app
-from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.config import FIELDS, Config, PayloadStoreSpec, PreprocessorSpec, SecretSpec
-from patient_sidekiq.demo import run_demo
-from patient_sidekiq.enqueue import Client
-from patient_sidekiq.heartbeat import Heartbeat, ProcessInfo
-from patient_sidekiq.inflight import InflightMonitor, gem_process_id
-from patient_sidekiq.redis_bridge import RedisBridge
+from patient_sidekiq.cli.app import app
+from patient_sidekiq.cli.demo import run_demo
+from patient_sidekiq.client.enqueue import Client
+from patient_sidekiq.config.model import (
+    FIELDS,
+    Config,
+    PayloadStoreSpec,
+    PreprocessorSpec,
+    SecretSpec,
+)
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.client import SidekiqClient
+from patient_sidekiq.sidekiq.heartbeat import Heartbeat, ProcessInfo
+from patient_sidekiq.worker import runner as runner_module
+from patient_sidekiq.worker.inflight import InflightMonitor, gem_process_id
 
 runner = CliRunner()
 

@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from patient_sidekiq import __version__
-from patient_sidekiq.enqueue import Client
+from patient_sidekiq.client.enqueue import Client
 from tests.conftest import free_port, require_binary
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 import redis
 
-from patient_sidekiq import rubyjson
-from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.job import InvalidJobError, Job, TimestampDialect
-from patient_sidekiq.redis_bridge import RedisBridge
+from patient_sidekiq.errors import InvalidJobError
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.client import SidekiqClient
+from patient_sidekiq.sidekiq.job import Job, TimestampDialect
 
 pytestmark = pytest.mark.integration
 

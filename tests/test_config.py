@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from patient_sidekiq.config import (
+from patient_sidekiq.config.model import (
     FIELDS,
     Config,
     PayloadStoreSpec,
@@ -20,16 +20,15 @@ from patient_sidekiq.config import (
     load_config,
     options_table_markdown,
 )
-from patient_sidekiq.encryption import MessageEncryptor
 from patient_sidekiq.errors import ConfigurationError
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.job import TimestampDialect
-from patient_sidekiq.launcher import WorkerSettings
-from patient_sidekiq.packing import PayloadSettings
-from patient_sidekiq.payload_store import FilePayloadStore, RedisPayloadStore
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.redis_target import RedisTarget
-from patient_sidekiq.request_worker import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_target import RedisTarget
+from patient_sidekiq.sidekiq.job import TimestampDialect
+from patient_sidekiq.sidekiq.launcher import WorkerSettings
+from patient_sidekiq.wire.encryption import MessageEncryptor
+from patient_sidekiq.wire.packing import PayloadSettings
+from patient_sidekiq.wire.payload_store import FilePayloadStore, RedisPayloadStore
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -589,7 +588,7 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
 def test_unknown_environment_variables_without_a_close_match_only_warn(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="patient_sidekiq.config"):
+    with caplog.at_level(logging.WARNING, logger="patient_sidekiq.config.model"):
         config = load_config(env={"PATIENT_HTTP_SOMETHING_ELSE": "1", "UNRELATED": "x"})
     assert config == Config()
     assert [r.getMessage() for r in caplog.records] == [
@@ -684,7 +683,7 @@ def test_encryptor_uses_every_key() -> None:
         old.decrypt(encryptor.encrypt({"a": 1}))  # the first key encrypts
 
 
-async def test_payload_and_request_worker_settings(tmp_path: Path) -> None:
+async def test_payload_settings(tmp_path: Path) -> None:
     config = Config(
         payload_stores=(
             PayloadStoreSpec("disk", "file", directory=str(tmp_path / "payloads")),
@@ -707,15 +706,6 @@ async def test_payload_and_request_worker_settings(tmp_path: Path) -> None:
         "disk"
     )
     assert Config().payload_settings(bridge) == PayloadSettings()
-    routing = config.callback_routing(lambda name: name == "Py")
-    assert routing.queue_for("Py") == "patient_http_callbacks"
-    assert routing.queue_for("Ruby") == "default"
-    assert config.callback_routing() == CallbackRouting()
-    settings = config.request_worker_settings(payloads, routing)
-    assert isinstance(settings, RequestWorkerSettings)
-    assert settings.http == config.http_settings()
-    assert (settings.payloads, settings.routing) == (payloads, routing)
-    assert (settings.heartbeat_interval, settings.orphan_threshold) == (5.0, 50.0)
 
 
 @pytest.mark.integration

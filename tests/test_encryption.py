@@ -12,7 +12,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patient_sidekiq.encryption import (
+from patient_sidekiq.errors import (
+    ConfigurationError,
+    EncryptionError,
+    MalformedMessageError,
+    MessageAuthenticationError,
+    PlaintextFormatError,
+)
+from patient_sidekiq.wire.encryption import (
     Decrypted,
     Digest,
     MessageEncryptor,
@@ -20,13 +27,6 @@ from patient_sidekiq.encryption import (
     derive_key,
     is_envelope,
     marshal_dump_string,
-)
-from patient_sidekiq.errors import (
-    ConfigurationError,
-    EncryptionError,
-    MalformedMessageError,
-    MessageAuthenticationError,
-    PlaintextFormatError,
 )
 from tests.conftest import load_golden
 

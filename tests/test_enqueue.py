@@ -11,10 +11,9 @@ from typing import Any, cast
 import pytest
 import redis
 
-from patient_sidekiq import client_api, enqueue, keys, rubyjson
-from patient_sidekiq.callbacks import CallbackRegistry
-from patient_sidekiq.encryption import MessageEncryptor
-from patient_sidekiq.enqueue import AsyncClient, Client, FileStore, RedisStore
+from patient_sidekiq import keys
+from patient_sidekiq.client import module_api
+from patient_sidekiq.client.enqueue import AsyncClient, Client, FileStore, RedisStore
 from patient_sidekiq.errors import (
     ConfigurationError,
     MessageAuthenticationError,
@@ -22,12 +21,15 @@ from patient_sidekiq.errors import (
     RedisUnavailableError,
     UnknownCallbackError,
 )
-from patient_sidekiq.job import Job
-from patient_sidekiq.packing import PayloadSettings
-from patient_sidekiq.payload_store import FilePayloadStore, RedisPayloadStore
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.request import Request
-from patient_sidekiq.request_worker import CALLBACK_WORKER, REQUEST_WORKER
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.registry.callbacks import CallbackRegistry
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.wire.encryption import MessageEncryptor
+from patient_sidekiq.wire.jobs import CALLBACK_WORKER, DEFAULT_REQUEST_QUEUE, REQUEST_WORKER
+from patient_sidekiq.wire.packing import PayloadSettings
+from patient_sidekiq.wire.payload_store import FilePayloadStore, RedisPayloadStore
+from patient_sidekiq.wire.request import Request
 from tests.conftest import free_port
 from tests.http_servers import Server
 from tests.test_request_worker import CALLBACKS, QUEUE, callback_jobs, eventually, running_worker
@@ -129,7 +131,7 @@ def test_golden_jobs_are_reproduced_byte_for_byte(
 def test_sidekiq_8_writes_integer_milliseconds(redis_url: str, redis_client: redis.Redis) -> None:
     with Client(redis_url, sidekiq_version="8", clock=lambda: 1795615729.9256558) as client:
         client.get("https://x.test/", callback="OracleCallback")
-    job = Job.parse(queued(redis_client, enqueue.DEFAULT_QUEUE)[0])
+    job = Job.parse(queued(redis_client, DEFAULT_REQUEST_QUEUE)[0])
     assert job["created_at"] == job["enqueued_at"] == 1795615729925
     assert job.retry is True
     assert job.queue == "patient_http"
@@ -142,7 +144,7 @@ def test_encryption_uses_the_first_key_of_the_list(
 ) -> None:
     with Client(redis_url, encryption_key=["new-key", KEY]) as client:
         client.get("https://x.test/a", callback="OracleCallback", callback_args={"n": 1})
-    job = Job.parse(queued(redis_client, enqueue.DEFAULT_QUEUE)[0])
+    job = Job.parse(queued(redis_client, DEFAULT_REQUEST_QUEUE)[0])
     envelope = job.args[0]
     assert list(envelope) == ["__encrypted__", "value"]
     decrypted = MessageEncryptor("new-key").decrypt(envelope)
@@ -159,7 +161,7 @@ def test_encryption_key_comes_from_the_environment(
     monkeypatch.setenv("REDIS_URL", redis_url)
     with Client() as client:
         client.get("https://x.test/a", callback="OracleCallback")
-    envelope = Job.parse(queued(redis_client, enqueue.DEFAULT_QUEUE)[0]).args[0]
+    envelope = Job.parse(queued(redis_client, DEFAULT_REQUEST_QUEUE)[0]).args[0]
     assert MessageEncryptor(KEY).decrypt(envelope)["url"] == "https://x.test/a"
 
 
@@ -175,7 +177,7 @@ def test_large_payloads_go_to_the_redis_store_in_the_same_multi(
             body=b"\x00" * 300,  # binary: base64, over the 200 bytes
             headers={"content-type": "application/octet-stream"},
         )
-    small, large = (Job.parse(raw) for raw in queued(redis_client, enqueue.DEFAULT_QUEUE))
+    small, large = (Job.parse(raw) for raw in queued(redis_client, DEFAULT_REQUEST_QUEUE))
     assert small.args[0]["url"] == "https://x.test/small"
     reference = large.args[0]
     assert list(reference) == ["$ref"]
@@ -205,7 +207,7 @@ def test_a_store_with_its_own_redis_gets_the_payload_before_the_job_is_pushed(
         assert client._own_store_redis is opened  # one connection serves every payload
     assert client._own_store_redis is None  # closed with the client
     own = redis.Redis.from_url(own_url)
-    for raw in queued(redis_client, enqueue.DEFAULT_QUEUE):
+    for raw in queued(redis_client, DEFAULT_REQUEST_QUEUE):
         key = Job.parse(raw).args[0]["$ref"]["key"]
         assert json.loads(own.get(f"app:{key}") or b"{}")["url"] == "https://x.test/big"
         assert redis_client.exists(f"app:{key}") == 0
@@ -222,7 +224,7 @@ def test_encrypted_payloads_are_stored_encrypted(
         payload_store_threshold=10,
     ) as client:
         client.get("https://x.test/stored", callback="OracleCallback")
-    reference = Job.parse(queued(redis_client, enqueue.DEFAULT_QUEUE)[0]).args[0]
+    reference = Job.parse(queued(redis_client, DEFAULT_REQUEST_QUEUE)[0]).args[0]
     assert reference["$ref"]["store"] == "files"
     text = (tmp_path / f"{reference['$ref']['key']}.json").read_text()
     assert MessageEncryptor(KEY).decrypt(json.loads(text))["url"] == "https://x.test/stored"
@@ -319,25 +321,25 @@ def test_unreachable_redis_is_a_redis_unavailable_error() -> None:
 def test_module_level_api_uses_the_configured_client(
     redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_api, "_default", None)
+    monkeypatch.setattr(module_api, "_default", None)
     monkeypatch.setenv("REDIS_URL", redis_url)
-    lazily = client_api.default_client()
-    assert client_api.default_client() is lazily
-    request_id = client_api.get("https://x.test/lazy", callback="OracleCallback")
-    client = client_api.configure(redis_url=redis_url, queue="configured")
-    assert client_api.default_client() is client
-    client_api.post("https://x.test/a", callback="OracleCallback", json={"a": 1})
-    client_api.put("https://x.test/a", callback="OracleCallback")
-    client_api.patch("https://x.test/a", callback="OracleCallback")
-    client_api.delete("https://x.test/a", callback="OracleCallback")
-    client_api.request("get", "https://x.test/a", callback="OracleCallback")
-    client_api.execute(Request.build("get", "https://x.test/e"), callback="OracleCallback")
-    lazy_job = Job.parse(queued(redis_client, enqueue.DEFAULT_QUEUE)[0])
+    lazily = module_api.default_client()
+    assert module_api.default_client() is lazily
+    request_id = module_api.get("https://x.test/lazy", callback="OracleCallback")
+    client = module_api.configure(redis_url=redis_url, queue="configured")
+    assert module_api.default_client() is client
+    module_api.post("https://x.test/a", callback="OracleCallback", json={"a": 1})
+    module_api.put("https://x.test/a", callback="OracleCallback")
+    module_api.patch("https://x.test/a", callback="OracleCallback")
+    module_api.delete("https://x.test/a", callback="OracleCallback")
+    module_api.request("get", "https://x.test/a", callback="OracleCallback")
+    module_api.execute(Request.build("get", "https://x.test/e"), callback="OracleCallback")
+    lazy_job = Job.parse(queued(redis_client, DEFAULT_REQUEST_QUEUE)[0])
     assert lazy_job.args[4] == request_id
     methods = [Job.parse(raw).args[0]["http_method"] for raw in queued(redis_client, "configured")]
     assert methods == ["post", "put", "patch", "delete", "get", "get"]
     client.close()
-    monkeypatch.setattr(client_api, "_default", None)
+    monkeypatch.setattr(module_api, "_default", None)
 
 
 def counter(prefix: str) -> Callable[[], str]:

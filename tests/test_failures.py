@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
 from patient_sidekiq.errors import InvalidResultError, PatientHttpError, WireFormatError
-from patient_sidekiq.failures import (
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.wire.failures import (
     ClientError,
     HttpError,
     RecursiveRedirectError,
@@ -16,7 +16,7 @@ from patient_sidekiq.failures import (
     TooManyRedirectsError,
     load_failure,
 )
-from patient_sidekiq.response import Response
+from patient_sidekiq.wire.response import Response
 
 CLASSES = {
     "PatientHttp::ClientError": ClientError,

@@ -1,7 +1,7 @@
 import pytest
 
 from patient_sidekiq.errors import WireFormatError
-from patient_sidekiq.headers import Headers, SecretRef, is_secret_marker
+from patient_sidekiq.wire.headers import Headers, SecretRef, is_secret_marker
 
 
 def test_names_are_case_insensitive_and_stored_lowercase() -> None:

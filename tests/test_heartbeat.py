@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from patient_sidekiq import rubyjson
-from patient_sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry, make_identity
-from patient_sidekiq.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry, make_identity
 
 pytestmark = pytest.mark.integration
 

@@ -2,9 +2,9 @@ import logging
 
 import pytest
 
-from patient_sidekiq.failures import RequestError
-from patient_sidekiq.hooks import Hooks
-from patient_sidekiq.response import Response
+from patient_sidekiq.registry.hooks import Hooks
+from patient_sidekiq.wire.failures import RequestError
+from patient_sidekiq.wire.response import Response
 
 
 def response() -> Response:

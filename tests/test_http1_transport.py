@@ -14,11 +14,13 @@ import httpx
 import pytest
 import trio
 
-from patient_sidekiq import http1_transport
-from patient_sidekiq.http1_transport import H11Transport
-from patient_sidekiq.http_client import HttpSettings, ShardedTransport, classify_error, execute
-from patient_sidekiq.request import Request
-from patient_sidekiq.response import Response
+from patient_sidekiq.http import http1_transport
+from patient_sidekiq.http.http1_transport import H11Transport
+from patient_sidekiq.http.http_client import classify_error, execute
+from patient_sidekiq.http.http_transport import ShardedTransport
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.wire.request import Request
+from patient_sidekiq.wire.response import Response
 from tests.conftest import free_port
 from tests.http_servers import Server, TlsCerts
 

@@ -13,7 +13,10 @@ import httpx
 import pytest
 import trio
 
-from patient_sidekiq.failures import (
+from patient_sidekiq.http.http_client import ExecutionResult, classify_error, execute
+from patient_sidekiq.http.http_transport import ShardedTransport
+from patient_sidekiq.http.settings import HttpSettings, OutgoingRequest
+from patient_sidekiq.wire.failures import (
     ClientError,
     HttpError,
     RecursiveRedirectError,
@@ -21,17 +24,9 @@ from patient_sidekiq.failures import (
     ServerError,
     TooManyRedirectsError,
 )
-from patient_sidekiq.headers import SecretRef
-from patient_sidekiq.http_client import (
-    ExecutionResult,
-    HttpSettings,
-    OutgoingRequest,
-    ShardedTransport,
-    classify_error,
-    execute,
-)
-from patient_sidekiq.request import Request
-from patient_sidekiq.response import Response
+from patient_sidekiq.wire.headers import SecretRef
+from patient_sidekiq.wire.request import Request
+from patient_sidekiq.wire.response import Response
 from tests.conftest import free_port
 from tests.http_servers import Server, TlsCerts
 

@@ -12,16 +12,16 @@ import redis
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.inflight import (
+from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge
+from patient_sidekiq.sidekiq.client import SidekiqClient
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.worker.inflight import (
     InflightMonitor,
     gem_process_id,
     inflight_ttl,
     process_of_task,
     task_id,
 )
-from patient_sidekiq.job import Job
-from patient_sidekiq.redis_bridge import Arg, RedisBridge
 
 NOW = 1_700_000_000.1234
 NOW_MS = 1_700_000_000_123

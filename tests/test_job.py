@@ -9,16 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
-from patient_sidekiq.errors import WireFormatError
-from patient_sidekiq.job import (
-    InvalidJobError,
-    Job,
-    TimestampDialect,
-    new_jid,
-    read_time,
-    stamp,
-)
+from patient_sidekiq.errors import InvalidJobError, WireFormatError
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import Job, TimestampDialect, new_jid, read_time, stamp
 
 from .strategies import json_values
 

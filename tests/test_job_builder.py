@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from patient_sidekiq.callbacks import CallbackRegistry
-from patient_sidekiq.encryption import MessageEncryptor
+from patient_sidekiq.client.builder import JobBuilder, split_options
 from patient_sidekiq.errors import ConfigurationError, NotJsonNativeError, UnknownCallbackError
-from patient_sidekiq.job import TimestampDialect
-from patient_sidekiq.job_builder import DEFAULT_QUEUE, JobBuilder, split_options
-from patient_sidekiq.request import Request
-from patient_sidekiq.request_worker import REQUEST_WORKER
+from patient_sidekiq.registry.callbacks import CallbackRegistry
+from patient_sidekiq.sidekiq.job import TimestampDialect
+from patient_sidekiq.wire.encryption import MessageEncryptor
+from patient_sidekiq.wire.jobs import DEFAULT_REQUEST_QUEUE, REQUEST_WORKER
+from patient_sidekiq.wire.request import Request
 
 
 def builder(**overrides: object) -> JobBuilder:
@@ -35,15 +35,15 @@ def test_builds_the_gem_job_with_its_five_arguments() -> None:
     )
     job = built.job
     assert job.class_name == REQUEST_WORKER
-    assert job.queue == DEFAULT_QUEUE
+    assert job.queue == DEFAULT_REQUEST_QUEUE
     assert job.jid == "a" * 24
     assert job["retry"] is True
     assert job["created_at"] == job["enqueued_at"] == 1700000000.5
     assert job.args == [request.to_wire(), "App::Done", True, {"k": [1]}, "req-1"]
     assert built.sealed.reference is None
     assert built.push_commands == [
-        ("SADD", "queues", DEFAULT_QUEUE),
-        ("LPUSH", f"queue:{DEFAULT_QUEUE}", job.raw),
+        ("SADD", "queues", DEFAULT_REQUEST_QUEUE),
+        ("LPUSH", f"queue:{DEFAULT_REQUEST_QUEUE}", job.raw),
     ]
 
 

@@ -5,9 +5,9 @@ import redis
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.job import Job
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.processor import Dispatcher, Work
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher, Work
 
 pytestmark = pytest.mark.integration
 

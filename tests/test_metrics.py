@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from patient_sidekiq.metrics import METRICS_TTL, ExecutionMetrics
+from patient_sidekiq.sidekiq.metrics import METRICS_TTL, ExecutionMetrics
 from tests.conftest import require_binary
 from tests.oracle import oracle_env, require_oracle
 

@@ -8,8 +8,6 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
-from patient_sidekiq.encryption import Digest, MessageEncryptor, PlaintextForm
 from patient_sidekiq.errors import (
     ConfigurationError,
     EncryptionNotConfiguredError,
@@ -18,9 +16,11 @@ from patient_sidekiq.errors import (
     PayloadNotFoundError,
     UnknownPayloadStoreError,
 )
-from patient_sidekiq.packing import PayloadSettings, delete_stored, pack, unpack
-from patient_sidekiq.payload_store import FilePayloadStore, PayloadReference, RedisPayloadStore
-from patient_sidekiq.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.wire.encryption import Digest, MessageEncryptor, PlaintextForm
+from patient_sidekiq.wire.packing import PayloadSettings, delete_stored, pack, unpack
+from patient_sidekiq.wire.payload_store import FilePayloadStore, PayloadReference, RedisPayloadStore
 from tests.strategies import json_objects
 
 ENCRYPTOR = MessageEncryptor(["oracle-secret-key", "oracle-old-key"])

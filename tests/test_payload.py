@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from patient_sidekiq.errors import WireFormatError
-from patient_sidekiq.payload import GZIP_THRESHOLD, Payload, encode_body
+from patient_sidekiq.wire.payload import GZIP_THRESHOLD, Payload, encode_body
 
 
 def test_text_is_gzipped_from_4096_bytes_only_when_smaller() -> None:

@@ -16,7 +16,8 @@ import trio
 
 from patient_sidekiq import keys
 from patient_sidekiq.errors import PayloadStoreError, RedisCommandError
-from patient_sidekiq.payload_store import (
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.wire.payload_store import (
     REFERENCE_KEY,
     FilePayloadStore,
     PayloadReference,
@@ -25,7 +26,6 @@ from patient_sidekiq.payload_store import (
     is_reference,
     new_key,
 )
-from patient_sidekiq.redis_bridge import RedisBridge
 from tests.conftest import load_golden
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
-from patient_sidekiq.errors import NotJsonNativeError
-from patient_sidekiq.job import InvalidJobError, Job
-from patient_sidekiq.poison import (
+from patient_sidekiq.errors import InvalidJobError, NotJsonNativeError
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.poison import (
     INVALID_JOB_CLASS,
     content_error,
     dead_entry,
@@ -20,7 +20,7 @@ from patient_sidekiq.poison import (
     encode_raw,
     filing_commands,
 )
-from patient_sidekiq.retry import RetryPolicy
+from patient_sidekiq.sidekiq.retry import RetryPolicy
 
 NOW = 1795615729.25
 POLICY = RetryPolicy(clock=lambda: NOW)

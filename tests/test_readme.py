@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from patient_sidekiq.config import options_table_markdown
+from patient_sidekiq.config.model import options_table_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

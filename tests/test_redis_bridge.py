@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from patient_sidekiq.errors import RedisCommandError, RedisUnavailableError
-from patient_sidekiq.redis_bridge import BridgeStatistics, RedisBridge
+from patient_sidekiq.redis_io.redis_bridge import BridgeStatistics, RedisBridge
 from tests.conftest import RedisServer, free_port
 
 pytestmark = pytest.mark.integration

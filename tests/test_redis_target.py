@@ -13,9 +13,9 @@ from redis.connection import SSLConnection
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
 from patient_sidekiq.errors import ConfigurationError, RedisUnavailableError
-from patient_sidekiq.fetch import QueueOrder, ReliableFetch
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.redis_target import RedisTarget, as_target
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_target import RedisTarget, as_target
+from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
 from tests.conftest import RedisServer, free_port, require_binary
 
 # --- no Redis ---

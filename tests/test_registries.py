@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from patient_sidekiq.config_options import PreprocessorSpec, SecretSpec
-from patient_sidekiq.encryption import MessageEncryptor
 from patient_sidekiq.errors import ConfigurationError, MalformedMessageError
-from patient_sidekiq.http_client import OutgoingRequest
-from patient_sidekiq.registries import (
+from patient_sidekiq.http.settings import OutgoingRequest
+from patient_sidekiq.registry.registrations import (
     CustomEncryptor,
     EncryptionHooks,
     PreprocessorRegistry,
+    PreprocessorSpec,
     SecretRegistry,
+    SecretSpec,
     build_preprocessors,
     build_secrets,
 )
+from patient_sidekiq.wire.encryption import MessageEncryptor
 
 
 def xor(data: bytes) -> bytes:

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
 from patient_sidekiq.errors import InvalidRequestError, WireFormatError
-from patient_sidekiq.headers import SecretRef
-from patient_sidekiq.request import Request
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.wire.headers import SecretRef
+from patient_sidekiq.wire.request import Request
 
 URL = "https://api.example.com/v1/items"
 

@@ -17,24 +17,24 @@ import redis
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.encryption import MessageEncryptor
+from patient_sidekiq.config.model import Config
 from patient_sidekiq.errors import JobArgumentError
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.job import Job
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.packing import PayloadSettings, pack, unpack
-from patient_sidekiq.payload_store import RedisPayloadStore
-from patient_sidekiq.processor import Dispatcher
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.request_worker import (
-    CALLBACK_WORKER,
-    REQUEST_WORKER,
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher
+from patient_sidekiq.wire.encryption import MessageEncryptor
+from patient_sidekiq.wire.jobs import CALLBACK_WORKER, REQUEST_WORKER
+from patient_sidekiq.wire.packing import PayloadSettings, pack, unpack
+from patient_sidekiq.wire.payload_store import RedisPayloadStore
+from patient_sidekiq.worker.request_worker import (
     CallbackRouting,
     RequestCall,
     RequestWorker,
     RequestWorkerSettings,
 )
-from patient_sidekiq.stats import TOTALS_TTL
+from patient_sidekiq.worker.stats import TOTALS_TTL
 from tests.conftest import free_port
 from tests.http_servers import Server, TlsCerts
 
@@ -1160,3 +1160,15 @@ async def test_a_lone_surrogate_in_callback_args_goes_to_dead_instead_of_strandi
     assert dead["error_class"] == "JSON::GeneratorError"
     assert dead["error_message"]
     assert redis_client.zcard(keys.INFLIGHT_INDEX) == 0
+
+
+def test_settings_from_a_config_take_its_in_flight_intervals() -> None:
+    config = Config(heartbeat_interval=5, orphan_threshold=50)
+    routing = CallbackRouting(is_python_callback=lambda name: name == "Py")
+    settings = RequestWorkerSettings.from_config(
+        config, PayloadSettings(), routing, config.http_settings()
+    )
+    assert (settings.heartbeat_interval, settings.orphan_threshold) == (5.0, 50.0)
+    assert settings.http == config.http_settings()
+    assert settings.routing.queue_for("Py") == "patient_http_callbacks"
+    assert settings.routing.queue_for("Ruby") == "default"

@@ -14,12 +14,17 @@ import pytest
 import redis
 import trio
 
-from patient_sidekiq import keys, rubyjson
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.job import Job
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.processor import Dispatcher
-from patient_sidekiq.request_worker import CallbackRouting, RequestWorker, RequestWorkerSettings
+from patient_sidekiq import keys
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher
+from patient_sidekiq.worker.request_worker import (
+    CallbackRouting,
+    RequestWorker,
+    RequestWorkerSettings,
+)
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

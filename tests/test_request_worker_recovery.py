@@ -28,20 +28,19 @@ import redis
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.heartbeat import make_identity
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.inflight import gem_process_id
-from patient_sidekiq.job import Job
-from patient_sidekiq.launcher import Launcher
-from patient_sidekiq.lua import LuaScript
-from patient_sidekiq.packing import PayloadSettings, pack
-from patient_sidekiq.payload import Payload
-from patient_sidekiq.payload_store import PayloadReference, RedisPayloadStore
-from patient_sidekiq.processor import Work
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.request_worker import (
-    CALLBACK_WORKER,
-    REQUEST_WORKER,
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.lua import LuaScript
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.heartbeat import make_identity
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.launcher import Launcher
+from patient_sidekiq.sidekiq.processor import Work
+from patient_sidekiq.wire.jobs import CALLBACK_WORKER, REQUEST_WORKER
+from patient_sidekiq.wire.packing import PayloadSettings, pack
+from patient_sidekiq.wire.payload import Payload
+from patient_sidekiq.wire.payload_store import PayloadReference, RedisPayloadStore
+from patient_sidekiq.worker.inflight import gem_process_id
+from patient_sidekiq.worker.request_worker import (
     CallbackRouting,
     RequestWorker,
     RequestWorkerSettings,
@@ -641,7 +640,7 @@ async def losing_proxy(
     redis_server: RedisServer, redis_client: redis.Redis, nursery: trio.Nursery
 ) -> LosingProxy:
     """A proxy to the session's Redis that loses the reply of one claim (once armed)."""
-    claim = LuaScript("inflight_claim.lua")
+    claim = LuaScript("inflight_claim.lua", "patient_sidekiq.worker")
     redis_client.script_load(claim.source)  # so the first EVALSHA runs (no NOSCRIPT round)
     proxy = LosingProxy(redis_server.port, f"EVALSHA\r\n$40\r\n{claim.sha}".encode())
     listeners = await nursery.start(partial(trio.serve_tcp, proxy.handle, 0, host="127.0.0.1"))

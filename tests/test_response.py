@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
 from patient_sidekiq.errors import InvalidResultError, WireFormatError
-from patient_sidekiq.response import Response
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.wire.response import Response
 
 
 def build_from_ruby_inputs(vector: dict[str, Any]) -> Response:

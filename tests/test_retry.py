@@ -10,10 +10,11 @@ from typing import Any, Literal
 import pytest
 import redis
 
-from patient_sidekiq import rubyjson
-from patient_sidekiq.job import InvalidJobError, Job, TimestampDialect
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.retry import (
+from patient_sidekiq.errors import InvalidJobError
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import Job, TimestampDialect
+from patient_sidekiq.sidekiq.retry import (
     FailureOutcome,
     RetryPolicy,
     bury_raw,
@@ -75,7 +76,7 @@ def test_python_exception_name_and_message() -> None:
         Job.parse("nope")
     except InvalidJobError as exc:
         outcome = prepare_failure(_job(), exc, queue="q", policy=_policy())
-    assert outcome.job["error_class"] == "patient_sidekiq.job.InvalidJobError"
+    assert outcome.job["error_class"] == "patient_sidekiq.errors.InvalidJobError"
     assert outcome.job["error_message"].startswith("not valid JSON")
     builtin = prepare_failure(_job(), ValueError("x"), queue="q", policy=_policy())
     assert builtin.job["error_class"] == "ValueError"

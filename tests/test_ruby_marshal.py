@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patient_sidekiq.errors import PlaintextFormatError
-from patient_sidekiq.ruby_marshal import marshal_dump_string, marshal_load_string
+from patient_sidekiq.ruby.ruby_marshal import marshal_dump_string, marshal_load_string
 
 UTF8_TRAILER = bytes.fromhex("063a064554")  # 1 ivar, :E => true
 

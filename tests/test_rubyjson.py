@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
 from patient_sidekiq.errors import InvalidJsonError, NotJsonNativeError
+from patient_sidekiq.ruby import rubyjson
 from tests.strategies import json_values
 
 # Spellings checked against Ruby 3.1's Float#to_s (what JSON.generate writes).

@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from patient_sidekiq.errors import ConfigurationError, PayloadStoreError
-from patient_sidekiq.payload_store import PayloadStore, new_key
-from patient_sidekiq.s3_store import DEFAULT_S3_KEY_PREFIX, S3PayloadStore
+from patient_sidekiq.wire.payload_store import PayloadStore, new_key
+from patient_sidekiq.wire.s3_store import DEFAULT_S3_KEY_PREFIX, S3PayloadStore
 from tests.conftest import free_port
 
 pytest_plugins = ["tests.s3_server"]

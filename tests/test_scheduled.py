@@ -5,14 +5,15 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from patient_sidekiq import keys, rubyjson
-from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.fetch import QueueOrder, ReliableFetch
-from patient_sidekiq.job import Job
-from patient_sidekiq.lua import LuaScript
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.retry import RetryPolicy
-from patient_sidekiq.scheduled import Poller
+from patient_sidekiq import keys
+from patient_sidekiq.redis_io.lua import LuaScript
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.client import SidekiqClient
+from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.retry import RetryPolicy
+from patient_sidekiq.sidekiq.scheduled import Poller
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ async def test_a_crash_between_pop_and_push_loses_nothing(
     redis_client.zadd("retry", {DUE: NOW - 1})
     # The dead process ran only the atomic pop, then died (it has no heartbeat hash).
     dead = "deadbox:2:bbbbbbbbbbbb"
-    reply = await LuaScript("scheduled_pop.lua").run(
+    reply = await LuaScript("scheduled_pop.lua", "patient_sidekiq.sidekiq").run(
         bridge, ["retry", keys.INPROGRESS_REGISTRY], [str(NOW), dead, keys.inprogress(dead, "")]
     )
     assert reply == [DUE.encode(), b"patient_http"]

@@ -20,8 +20,8 @@ import trio
 from psycopg import sql
 
 from patient_sidekiq.errors import ConfigurationError, PayloadStoreError
-from patient_sidekiq.payload_store import PayloadStore
-from patient_sidekiq.sql_store import DEFAULT_TABLE, SqlPayloadStore
+from patient_sidekiq.wire.payload_store import PayloadStore
+from patient_sidekiq.wire.sql_store import DEFAULT_TABLE, SqlPayloadStore
 from tests.conftest import free_port
 
 pytest_plugins = ["tests.postgres_server"]

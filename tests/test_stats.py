@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from patient_sidekiq import keys
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.stats import TOTALS_TTL, Stats
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.worker.stats import TOTALS_TTL, Stats
 
 THIRTY_DAYS = 30 * 24 * 3600
 

@@ -16,19 +16,8 @@ import redis
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.encryption import MessageEncryptor
-from patient_sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.inflight import InflightMonitor, gem_process_id
-from patient_sidekiq.job import Job, TimestampDialect
-from patient_sidekiq.packing import PayloadSettings, pack
-from patient_sidekiq.payload_store import RedisPayloadStore
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.request_worker import CallbackRouting, RequestWorkerSettings
-from patient_sidekiq.stats import Stats
-from patient_sidekiq.status_collect import collect_inflight, collect_status
-from patient_sidekiq.status_report import (
+from patient_sidekiq.cli.status_collect import collect_inflight, collect_status
+from patient_sidekiq.cli.status_report import (
     InflightEntry,
     StatusReport,
     inflight_to_json,
@@ -36,6 +25,17 @@ from patient_sidekiq.status_report import (
     ruby_round,
     utilization,
 )
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.client import SidekiqClient
+from patient_sidekiq.sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry
+from patient_sidekiq.sidekiq.job import Job, TimestampDialect
+from patient_sidekiq.wire.encryption import MessageEncryptor
+from patient_sidekiq.wire.packing import PayloadSettings, pack
+from patient_sidekiq.wire.payload_store import RedisPayloadStore
+from patient_sidekiq.worker.inflight import InflightMonitor, gem_process_id
+from patient_sidekiq.worker.request_worker import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.worker.stats import Stats
 from tests.http_servers import Server
 from tests.test_request_worker import (
     CALLBACKS,

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from patient_sidekiq.errors import ConfigurationError
-from patient_sidekiq.supervisor import (
+from patient_sidekiq.worker.supervisor import (
     CHILD_INDEX_ENV,
     EX_CONFIG,
     Supervisor,
@@ -103,7 +103,7 @@ def restart_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
 
 @pytest.fixture(autouse=True)
 def _info_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="patient_sidekiq.supervisor")
+    caplog.set_level(logging.INFO, logger="patient_sidekiq.worker.supervisor")
 
 
 async def test_children_get_distinct_indexes_and_term_stops_them(tmp_path: Path) -> None:
@@ -259,7 +259,7 @@ async def test_real_signals_reach_an_embedded_supervisor(tmp_path: Path) -> None
 
 SUPERVISOR_SCRIPT = """
 import logging, signal, sys
-from patient_sidekiq.supervisor import SupervisorSettings, run_supervisor
+from patient_sidekiq.worker.supervisor import SupervisorSettings, run_supervisor
 logging.basicConfig(level=logging.INFO)
 if sys.argv[2] == "nohup":
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

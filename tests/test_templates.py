@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from patient_sidekiq import rubyjson
+from patient_sidekiq.client.templates import RequestTemplate
 from patient_sidekiq.errors import InvalidRequestError
-from patient_sidekiq.templates import RequestTemplate
+from patient_sidekiq.ruby import rubyjson
 
 
 def test_template_request_is_the_golden_ruby_request(golden: dict[str, Any]) -> None:

@@ -13,16 +13,17 @@ from typing import Any
 
 import pytest
 
-from patient_sidekiq import client_api, testing
-from patient_sidekiq.callbacks import CallbackRegistry
-from patient_sidekiq.enqueue import AsyncClient, Client
-from patient_sidekiq.errors import UnknownCallbackError
-from patient_sidekiq.failures import ClientError, RequestError
-from patient_sidekiq.hooks import Hooks
-from patient_sidekiq.http_client import HttpSettings
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.response import Response
-from patient_sidekiq.templates import RequestTemplate
+from patient_sidekiq import testing
+from patient_sidekiq.client import module_api
+from patient_sidekiq.client.enqueue import AsyncClient, Client
+from patient_sidekiq.client.templates import RequestTemplate
+from patient_sidekiq.errors import InlineNotPossibleError, UnknownCallbackError
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.registry.callbacks import CallbackRegistry
+from patient_sidekiq.registry.hooks import Hooks
+from patient_sidekiq.wire.failures import ClientError, RequestError
+from patient_sidekiq.wire.response import Response
 from tests.conftest import free_port
 from tests.http_servers import Server
 
@@ -183,15 +184,15 @@ def test_ruby_callbacks_cannot_run_inline(client: Client, server_url: str) -> No
 def test_module_level_functions_and_templates_run_inline(
     registry: CallbackRegistry, server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_api, "_default", None)
-    client_api.configure(redis_url=f"redis://127.0.0.1:{free_port()}/0", registry=registry)
+    monkeypatch.setattr(module_api, "_default", None)
+    module_api.configure(redis_url=f"redis://127.0.0.1:{free_port()}/0", registry=registry)
     template = RequestTemplate(f"{server_url}/json/")
     with testing.inline():
-        client_api.get(f"{server_url}/json", callback=SyncCallback)
-        client_api.execute(template.get("users/1"), callback=SyncCallback)
+        module_api.get(f"{server_url}/json", callback=SyncCallback)
+        module_api.execute(template.get("users/1"), callback=SyncCallback)
     assert [entry[1].json()["path"] for entry in seen] == ["/json", "/json/users/1"]
-    client_api.default_client().close()
-    monkeypatch.setattr(client_api, "_default", None)
+    module_api.default_client().close()
+    monkeypatch.setattr(module_api, "_default", None)
 
 
 def test_inline_mode_and_disable(client: Client, server_url: str) -> None:
@@ -226,7 +227,7 @@ def test_sync_inline_inside_trio_is_refused_clearly(client: Client, server_url: 
         with testing.inline():
             client.get(f"{server_url}/json", callback=SyncCallback)
 
-    with pytest.raises(testing.InlineNotPossibleError, match="AsyncClient"):
+    with pytest.raises(InlineNotPossibleError, match="AsyncClient"):
         trio.run(inside)
 
 

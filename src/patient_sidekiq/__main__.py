@@ -1,5 +1,5 @@
 """``python -m patient_sidekiq`` runs the command line."""
 
-from patient_sidekiq.cli import main
+from patient_sidekiq.cli.app import main
 
 main()

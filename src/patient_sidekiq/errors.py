@@ -8,6 +8,7 @@
     ├── WireFormatError (ValueError)  data that Ruby could not have written, or we cannot read
     │   ├── InvalidJsonError          text is not JSON (or JSON that Ruby's parser refuses)
     │   ├── NotJsonNativeError        a value JSON cannot carry unchanged (NaN, a set, a date …)
+    │   ├── InvalidJobError           text that is not a Sidekiq job (Ruby's error name kept)
     │   ├── InvalidRequestError       a request that the gem's Request class would refuse
     │   └── InvalidResultError        a response or error payload the gem could not load
     ├── EncryptionError               ActiveSupport-compatible envelopes (see ``encryption``)
@@ -23,7 +24,12 @@
     ├── MaxCapacityError              max_connections requests already in flight (gem's name)
     ├── NotRunningError               a RequestWorker job reached a processor not yet serving
     ├── RedisCommandError             Redis answered a command with an error reply
-    └── PatientHttpError              results delivered to ``on_error`` (see ``failures``)
+    ├── SecretNotFoundError           a request names a secret nobody registered
+    ├── PreprocessorNotFoundError     a request names a preprocessor nobody registered
+    ├── ResponseTooLargeError         a response body over max_response_size
+    ├── InlineNotPossibleError        testing.inline() asked to nest trio.run
+    └── PatientHttpError              results delivered to ``on_error``: RequestError, HttpError
+                                      and the redirect errors live in ``wire.failures``
 
 Callers that only want to know "did patient-sidekiq refuse this" catch
 ``PatientSidekiqError``; the worker files every one of them into Sidekiq's retry or dead
@@ -151,6 +157,18 @@ class PreprocessorNotFoundError(PatientSidekiqError):
     ruby_class_name = "PatientHttp::RequestPreparer::PreprocessorNotFoundError"
 
 
+class InvalidJobError(WireFormatError):
+    """Raised when text is not a Sidekiq job: not JSON, not an object, or no valid class/args.
+
+    ``ruby_error_class`` is what a Ruby Sidekiq process raises for the same text; the
+    processor files the job under that name (never a Python class name on the wire).
+    """
+
+    def __init__(self, message: str, ruby_error_class: str = "JSON::ParserError") -> None:
+        super().__init__(message)
+        self.ruby_error_class = ruby_error_class
+
+
 class RedisUnavailableError(PatientSidekiqError):
     """Raised when Redis cannot be reached or a connection breaks mid-command."""
 
@@ -185,6 +203,21 @@ class RedisCommandError(PatientSidekiqError):
 class PatientHttpError(PatientSidekiqError):
     """Base of the HTTP failures handed to ``on_error`` callbacks.
 
-    The concrete classes live in :mod:`patient_sidekiq.failures` and mirror the gem's
+    The concrete classes live in :mod:`patient_sidekiq.wire.failures` and mirror the gem's
     ``PatientHttp::Error`` subclasses.
     """
+
+
+class ResponseTooLargeError(PatientSidekiqError):
+    """A response body exceeded ``max_response_size`` (the gem's ResponseTooLargeError)."""
+
+    def __init__(self, limit: int) -> None:
+        # The gem meets the limit while streaming (its HTTP/1 client consumes the length
+        # header), so its message never states the body's size, only the limit.
+        super().__init__(f"Response body size exceeded maximum allowed size ({limit} bytes)")
+        self.limit = limit
+
+
+class InlineNotPossibleError(PatientSidekiqError, RuntimeError):
+    """Raised when a synchronous client runs a request inline inside a running trio loop
+    (``trio.run`` cannot nest; use ``AsyncClient`` there)."""

@@ -106,7 +106,7 @@ def claim_marker(task_member: str) -> str:
 def python_callbacks(identity: str) -> str:
     """Return the set of Python callback names the process ``identity`` can run.
 
-    **Ours**. Written by :mod:`patient_sidekiq.callback_directory` with the lifetime of the
+    **Ours**. Written by :mod:`patient_sidekiq.worker.callback_directory` with the lifetime of the
     process's heartbeat hash (refreshed with it, gone within a minute of a crash), so every
     worker routes to the Python callback queue by the union of the live ones.
     """

@@ -1,8 +1,8 @@
 """Test modes for apps that enqueue requests: run them inline, or collect them.
 
 Role: what ``Sidekiq::Testing.inline!``/``fake!`` and the gem's ``PatientHttp.inline!`` are
-for Ruby apps. While a mode is on, :class:`~patient_sidekiq.enqueue.Client` and
-:class:`~patient_sidekiq.enqueue.AsyncClient` (and the module-level ``get``/``post``/…)
+for Ruby apps. While a mode is on, :class:`~patient_sidekiq.client.enqueue.Client` and
+:class:`~patient_sidekiq.client.enqueue.AsyncClient` (and the module-level ``get``/``post``/…)
 build and check the job exactly as usual but write nothing to Redis:
 
 * :func:`inline` executes the request at once with the real HTTP engine
@@ -28,24 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import rubyjson
-from .callbacks import CallbackRegistry
-from .errors import PatientSidekiqError, UnknownCallbackError
-from .failures import load_failure
-from .hooks import Hooks, default_hooks
-from .http_client import ExecutionResult, HttpSettings, execute
-from .http_transport import ShardedTransport
-from .job import Job
-from .request import Request
-from .response import Response
+from patient_sidekiq.errors import InlineNotPossibleError, UnknownCallbackError
+from patient_sidekiq.http.http_client import ExecutionResult, execute
+from patient_sidekiq.http.http_transport import ShardedTransport
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.registry.callbacks import CallbackRegistry
+from patient_sidekiq.registry.hooks import Hooks, default_hooks
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.wire.failures import load_failure
+from patient_sidekiq.wire.request import Request
+from patient_sidekiq.wire.response import Response
 
 if TYPE_CHECKING:
-    from .enqueue import Enqueued
+    from patient_sidekiq.client.enqueue import Enqueued
 
 __all__ = [
     "FakeMode",
     "InlineMode",
-    "InlineNotPossibleError",
     "current_mode",
     "disable",
     "fake",
@@ -53,11 +53,6 @@ __all__ = [
     "inline",
     "inline_mode",
 ]
-
-
-class InlineNotPossibleError(PatientSidekiqError, RuntimeError):
-    """Raised when a synchronous client runs a request inline inside a running trio loop
-    (``trio.run`` cannot nest; use ``AsyncClient`` there)."""
 
 
 def _json_round_trip(wire: dict[str, Any]) -> Any:

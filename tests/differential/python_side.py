@@ -14,7 +14,7 @@ import hmac
 import os
 
 import patient_sidekiq
-from patient_sidekiq.http_client import OutgoingRequest
+from patient_sidekiq.http.settings import OutgoingRequest
 from tests.differential import custom_cipher
 
 HMAC_KEY = os.environ.get("ORACLE_HMAC_KEY") or "oracle-hmac-key"

@@ -52,7 +52,7 @@ from typing import IO, Any
 import redis
 
 from patient_sidekiq import keys
-from patient_sidekiq.callbacks import callback
+from patient_sidekiq.registry.callbacks import callback
 
 ROOT = Path(__file__).resolve().parents[2]
 RUBY_DIR = ROOT / "ruby_interop"

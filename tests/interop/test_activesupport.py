@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patient_sidekiq import rubyjson
-from patient_sidekiq.encryption import Digest, MessageEncryptor
-from patient_sidekiq.ruby_marshal import marshal_dump_string
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.ruby.ruby_marshal import marshal_dump_string
+from patient_sidekiq.wire.encryption import Digest, MessageEncryptor
 from tests.interop.conftest import run_ruby
 from tests.strategies import json_values
 

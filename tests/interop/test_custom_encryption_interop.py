@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from patient_sidekiq.registries import CustomEncryptor, EncryptionHooks
+from patient_sidekiq.registry.registrations import CustomEncryptor, EncryptionHooks
 from tests.conftest import require_binary
 from tests.differential import custom_cipher
 from tests.oracle import oracle_env, require_oracle

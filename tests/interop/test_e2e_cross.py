@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from patient_sidekiq.enqueue import Client
+from patient_sidekiq.client.enqueue import Client
 from tests.interop.e2e_harness import E2E, REQUEST_QUEUE, e2e_stack
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]

@@ -1,6 +1,6 @@
 """The other direction: Python enqueues, the REAL gem's processor runs the request.
 
-``patient_sidekiq.enqueue.Client`` pushes RequestWorker jobs (encrypted, and large ones into
+``patient_sidekiq.client.enqueue.Client`` pushes RequestWorker jobs (encrypted, and large ones into
 the Redis payload store) onto a queue worked only by the gem's async processor
 (patient_http-sidekiq 1.0.1 in Sidekiq 7.3.10, ``E2E.start_ruby_processor``). The gem
 pushes every CallbackWorker job to ``patient_http_callbacks``, the queue of the Python
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from patient_sidekiq import keys
-from patient_sidekiq.enqueue import Client, RedisStore
+from patient_sidekiq.client.enqueue import Client, RedisStore
 from tests.interop.e2e_harness import E2E, PYTHON_CALLBACK_QUEUE, e2e_stack, require_ruby_side
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from patient_sidekiq import keys
-from patient_sidekiq.inflight import gem_process_id
+from patient_sidekiq.worker.inflight import gem_process_id
 from tests.conftest import free_port
 from tests.interop.e2e_harness import E2E, ROOT, e2e_stack
 

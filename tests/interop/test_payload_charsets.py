@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from patient_sidekiq.payload import encode_body
+from patient_sidekiq.wire.payload import encode_body
 from tests.interop.conftest import run_ruby
 
 pytestmark = pytest.mark.interop

@@ -17,7 +17,7 @@ import pytest
 
 import patient_sidekiq
 from patient_sidekiq.errors import PatientSidekiqError
-from patient_sidekiq.ruby_errors import RUBY_CLASS_NAMES
+from patient_sidekiq.http.ruby_errors import RUBY_CLASS_NAMES
 from tests.conftest import require_binary
 from tests.oracle import oracle_env, require_oracle
 

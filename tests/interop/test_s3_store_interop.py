@@ -19,8 +19,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
-from patient_sidekiq.payload_store import new_key
-from patient_sidekiq.s3_store import DEFAULT_S3_KEY_PREFIX, S3PayloadStore
+from patient_sidekiq.wire.payload_store import new_key
+from patient_sidekiq.wire.s3_store import DEFAULT_S3_KEY_PREFIX, S3PayloadStore
 from tests.conftest import require_binary
 from tests.oracle import oracle_env, require_oracle
 

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import redis
 
-from patient_sidekiq.client import SidekiqClient
-from patient_sidekiq.fetch import QueueOrder, ReliableFetch, UnitOfWork
-from patient_sidekiq.heartbeat import make_identity
-from patient_sidekiq.job import Job
-from patient_sidekiq.redis_bridge import RedisBridge
-from patient_sidekiq.retry import RetryPolicy, file_failure, prepare_failure
-from patient_sidekiq.scheduled import Poller
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.client import SidekiqClient
+from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch, UnitOfWork
+from patient_sidekiq.sidekiq.heartbeat import make_identity
+from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.sidekiq.retry import RetryPolicy, file_failure, prepare_failure
+from patient_sidekiq.sidekiq.scheduled import Poller
 from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
 from tests.interop.sidekiq_server import PERFORMED, QUEUE, performed, sidekiq_server
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from patient_sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry, make_identity
-from patient_sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.processor import Dispatcher
-from patient_sidekiq.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.sidekiq.heartbeat import Heartbeat, ProcessInfo, WorkEntry, make_identity
+from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
+from patient_sidekiq.sidekiq.processor import Dispatcher
 from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]

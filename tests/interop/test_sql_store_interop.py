@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from patient_sidekiq.sql_store import DEFAULT_TABLE, SqlPayloadStore
+from patient_sidekiq.wire.sql_store import DEFAULT_TABLE, SqlPayloadStore
 from tests.interop.conftest import run_ruby_args
 from tests.oracle import oracle_env, require_oracle
 

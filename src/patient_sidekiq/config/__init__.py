@@ -1,0 +1,1 @@
+"""Configuration: one frozen Config from defaults, a TOML file, the environment and flags."""

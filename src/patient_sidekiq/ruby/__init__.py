@@ -1,0 +1,1 @@
+"""Ruby's bytes: JSON text as JSON.generate writes it, Marshal of one string, encodings."""

@@ -1,0 +1,623 @@
+"""The HTTP processor: runs ``PatientHttp::Sidekiq::RequestWorker`` jobs (wire spec §1-§4, §7-§9).
+
+The path of one job (the processor fetched it into this process's in-progress list and
+calls :meth:`RequestWorker.perform`):
+
+1. **Check** the five args (:class:`RequestCall`), unwrap ``args[0]`` (stored payload →
+   decrypt, ``packing.unpack``) and load the request. Anything wrong raises, and the
+   processor files the job into ``retry``/``dead`` exactly as a Ruby Sidekiq would.
+2. **Capacity**: with ``max_connections`` requests already in flight the job fails with
+   ``PatientHttp::MaxCapacityError`` (counted as ``max_capacity_exceeded``). The processor
+   only fetches up to its free capacity, so this happens only when it is configured with
+   more slots than ``max_connections``.
+3. **Hand-off**: ONE atomic step (``inflight_hand_off.lua``) removes the job from the
+   in-progress list and records it in the gem's in-flight keys under
+   ``<process id>/<request id>``. From then on exactly one
+   mechanism can recover it: the gem's orphan sweep (Ruby's or ours).
+4. **Execute** over the shared :class:`~patient_sidekiq.http.http_transport.ShardedTransport`
+   (``http_client.execute``): a Response, RequestError, HttpError or redirect error.
+5. **Deliver**: pack the result (encrypt, store when large), then ONE Lua step
+   (``inflight_claim.lua``) removes the task from the in-flight keys and, only if it was
+   still there, pushes the CallbackWorker job and adds the stats. While Redis is
+   unreachable the step is retried (each attempt shielded from cancellation).
+6. **Clean up**: a request payload that came from external storage is deleted only now,
+   after its result is in Redis, so a crash before this point can still re-run it.
+
+Cancelled by a hard shutdown after the hand-off, the job's ORIGINAL JSON (same jid) is pushed
+back to its queue through the same claim step; so a request whose result was already
+claimed is never re-enqueued, and one that is re-enqueued never also delivers a result. An
+unexpected failure after the hand-off files the original job into ``retry`` the same way.
+
+Redis keys touched: ``sidekiq:patient_http:inflight_index``, ``…:inflight_jobs``,
+``…:totals``, the in-progress list (LREM), ``queues`` and ``queue:<callback queue>``;
+through :class:`~patient_sidekiq.worker.inflight.InflightMonitor` the processes set,
+``max_connections``, ``gc_lock`` and ``gc_last_run`` keys; stored payloads through the
+configured payload stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+import trio
+
+from patient_sidekiq import keys
+from patient_sidekiq.config.model import Config
+from patient_sidekiq.errors import (
+    JobArgumentError,
+    MaxCapacityError,
+    NotRunningError,
+    PatientSidekiqError,
+    PayloadStoreError,
+    RedisUnavailableError,
+)
+from patient_sidekiq.http.http_client import ExecutionResult, execute
+from patient_sidekiq.http.http_transport import ShardedTransport
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.lua import LuaScript
+from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge
+from patient_sidekiq.sidekiq.fetch import UnitOfWork
+from patient_sidekiq.sidekiq.job import DEFAULT_QUEUE, Job
+from patient_sidekiq.sidekiq.launcher import Runtime
+from patient_sidekiq.sidekiq.poison import CONTENT_ERRORS, filing_commands
+from patient_sidekiq.sidekiq.processor import Work
+from patient_sidekiq.wire.callback_args import validate_callback_args
+from patient_sidekiq.wire.failures import HttpError, RedirectError
+from patient_sidekiq.wire.jobs import (
+    CALLBACK_WORKER,
+    DEFAULT_CALLBACK_QUEUE,
+    DEFAULT_PYTHON_CALLBACK_QUEUE,
+    REQUEST_WORKER,
+)
+from patient_sidekiq.wire.packing import PayloadSettings, delete_stored, pack, unpack
+from patient_sidekiq.wire.payload_store import PayloadReference, is_reference
+from patient_sidekiq.wire.request import Request
+from patient_sidekiq.wire.response import Response
+from patient_sidekiq.worker.inflight import InflightMonitor, gem_process_id
+from patient_sidekiq.worker.stats import Stats
+
+__all__ = [
+    "CALLBACK_WORKER",
+    "REQUEST_WORKER",
+    "CallbackRouting",
+    "RequestCall",
+    "RequestWorker",
+    "RequestWorkerSettings",
+    "build_callback_job",
+    "result_stats_commands",
+]
+
+log = logging.getLogger(__name__)
+
+RESULT_RETRY_MAX_SECONDS: Final = 30.0
+CLAIM_MARKER_TTL: Final = 3600
+"""Seconds a claim marker outlives a process that died before deleting it."""
+
+_CLAIM: Final = LuaScript("inflight_claim.lua", __package__)
+
+Command = tuple[Arg, ...]
+
+
+def _never_python(callback_name: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class CallbackRouting:
+    """Which queue a CallbackWorker job goes to.
+
+    ``is_python_callback(name)`` is the hook the Python callback registry plugs into: a
+    callback registered in Python goes to ``python_callback_queue``, every other one to
+    ``callback_queue`` (where the Ruby app's Sidekiq runs it).
+    """
+
+    callback_queue: str = DEFAULT_CALLBACK_QUEUE
+    python_callback_queue: str = DEFAULT_PYTHON_CALLBACK_QUEUE
+    is_python_callback: Callable[[str], bool] = field(default=_never_python, compare=False)
+
+    def queue_for(self, callback_name: str) -> str:
+        """Return the queue of the CallbackWorker job for ``callback_name``."""
+        if self.is_python_callback(callback_name):
+            return self.python_callback_queue
+        return self.callback_queue
+
+
+@dataclass(frozen=True)
+class RequestWorkerSettings:
+    """Everything the HTTP processor needs; defaults are the gem's."""
+
+    http: HttpSettings = field(default_factory=HttpSettings)
+    payloads: PayloadSettings = field(default_factory=PayloadSettings)
+    routing: CallbackRouting = field(default_factory=CallbackRouting)
+    heartbeat_interval: float = 60.0
+    orphan_threshold: float = 300.0
+    result_retry_interval: float = 0.5
+    """First wait (s) before pushing a result again while Redis is unreachable; doubles up
+    to 30 s."""
+    process_id: str = field(default_factory=gem_process_id)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, payloads: PayloadSettings, routing: CallbackRouting, http: HttpSettings
+    ) -> RequestWorkerSettings:
+        """The settings a worker built from ``config`` runs with (in-flight intervals)."""
+        return cls(
+            http=http,
+            payloads=payloads,
+            routing=routing,
+            heartbeat_interval=config.heartbeat_interval,
+            orphan_threshold=config.orphan_threshold,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCall:
+    """The five arguments of a RequestWorker job, with their types checked."""
+
+    data: Any
+    callback_name: str
+    raise_error_responses: bool | None
+    callback_args: dict[str, Any] | None
+    request_id: str | None
+
+    @classmethod
+    def from_args(cls, args: Sequence[Any]) -> RequestCall:
+        """Check ``args`` as ``perform(data, callback, raise_error_responses, callback_args,
+        request_id)`` would; raise :class:`JobArgumentError` naming the bad one.
+
+        A sixth argument (a processor name: string or null, which later gem releases add
+        with a default) is accepted and ignored, as Ruby's optional parameter would be.
+        """
+        if not 5 <= len(args) <= 6:
+            raise JobArgumentError(f"wrong number of arguments (given {len(args)}, expected 5..6)")
+        data, callback_name, raise_errors, callback_args, request_id = args[:5]
+        if len(args) == 6 and args[5] is not None and not isinstance(args[5], str):
+            raise JobArgumentError(f"processor name must be a string or null, got {_kind(args[5])}")
+        if not isinstance(data, dict):
+            raise JobArgumentError(f"request data must be a JSON object, got {_kind(data)}")
+        if not isinstance(callback_name, str) or not callback_name:
+            raise JobArgumentError(
+                f"callback name must be a non-empty string, got {_kind(callback_name)}"
+            )
+        if raise_errors is not None and not isinstance(raise_errors, bool):
+            raise JobArgumentError(
+                f"raise_error_responses must be true, false or null, got {_kind(raise_errors)}"
+            )
+        if callback_args is not None and not isinstance(callback_args, dict):
+            raise JobArgumentError(
+                f"callback_args must be a JSON object or null, got {_kind(callback_args)}"
+            )
+        if request_id is not None and (not isinstance(request_id, str) or not request_id):
+            raise JobArgumentError(
+                f"request_id must be a non-empty string or null, got {_kind(request_id)}"
+            )
+        return cls(
+            data,
+            callback_name,
+            raise_errors,
+            None if callback_args is None else validate_callback_args(callback_args),
+            request_id,
+        )
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def result_type(result: ExecutionResult) -> str:
+    """Return the CallbackWorker ``result_type`` of a result: ``response`` or ``error``."""
+    return "response" if isinstance(result, Response) else "error"
+
+
+def build_callback_job(
+    packed: dict[str, Any],
+    kind: str,
+    callback_name: str,
+    queue: str,
+    *,
+    now: float | int | None = None,
+) -> Job:
+    """Return the CallbackWorker job ``[data, result_type, callback_name]`` the gem pushes.
+
+    With ``now`` (from :meth:`SidekiqClient.timestamp`) the job carries ``created_at`` and
+    ``enqueued_at`` already, in the order Sidekiq's client writes them.
+    """
+    stamps: dict[str, Any] = {} if now is None else {"created_at": now, "enqueued_at": now}
+    return Job.new(
+        CALLBACK_WORKER, [packed, kind, callback_name], queue=queue, retry=True, **stamps
+    )
+
+
+def result_stats_commands(
+    result: ExecutionResult, hops: Iterable[tuple[int, float]] = ()
+) -> list[Command]:
+    """Return the totals updates for one finished request (wire spec §8), one EXPIRE at the end.
+
+    Every followed redirect hop and the final exchange count as a request; an error adds
+    ``errors:http_error``, ``errors:redirect`` or ``errors:exception`` (every transport
+    failure, as the gem counts the raw exception). Only a response delivered to
+    ``on_complete`` counts its ``http_status``: the gem takes the status from the task's
+    completed response, which neither a followed hop nor an HttpError has.
+    """
+    commands: list[Command] = []
+    for _status, duration in hops:
+        commands += Stats.record_request_commands(duration, None)
+    if isinstance(result, Response):
+        commands += Stats.record_request_commands(result.duration or 0.0, result.status)
+    elif isinstance(result, HttpError):
+        commands += Stats.record_request_commands(result.duration or 0.0, None)
+        commands += Stats.record_error_commands("http_error")
+    elif isinstance(result, RedirectError):
+        commands += Stats.record_request_commands(result.duration or 0.0, None)
+        commands += Stats.record_error_commands("redirect")
+    else:
+        commands += Stats.record_request_commands(result.duration or 0.0, None)
+        commands += Stats.record_error_commands("exception")
+    expire = [command for command in commands if command[0] == "EXPIRE"][:1]
+    return [command for command in commands if command[0] != "EXPIRE"] + expire
+
+
+def _flatten(commands: Iterable[Sequence[Arg]]) -> list[Arg]:
+    flat: list[Arg] = []
+    for command in commands:
+        flat.append(len(command))
+        flat.extend(command)
+    return flat
+
+
+@dataclass(eq=False, slots=True)
+class _Task:
+    """One request between its hand-off and its claim."""
+
+    request_id: str
+    member: str
+    job: Job
+    queue: str
+    claimed: bool = False
+    packed_result: dict[str, Any] | None = None  # once packed; a stored one is ours to delete
+
+
+class RequestWorker:
+    """The HTTP processor as a launcher :class:`~patient_sidekiq.sidekiq.launcher.Service`.
+
+    :meth:`serve` registers :meth:`perform` for ``PatientHttp::Sidekiq::RequestWorker``,
+    announces the process in the gem's keys, and runs the in-flight heartbeat and orphan
+    sweep until the launcher stops it. ``transport`` replaces the sharded httpx transport
+    (tests); it is then not closed here.
+    """
+
+    def __init__(
+        self,
+        settings: RequestWorkerSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._given_transport = transport
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self._runtime: Runtime | None = None
+        self._monitor: InflightMonitor | None = None
+        self._tasks: dict[str, _Task] = {}
+        self._settled_markers: list[str] = []  # claim markers whose reply arrived
+        self._reserved = 0
+
+    @property
+    def process_id(self) -> str:
+        """This process's id in the gem's keys (``<host>:<pid>:<hex>``)."""
+        return self.settings.process_id
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet finished (what the capacity check counts)."""
+        return self._reserved
+
+    @property
+    def monitor(self) -> InflightMonitor:
+        """The in-flight monitor (available once serving)."""
+        if self._monitor is None:
+            raise NotRunningError("Cannot enqueue request: processor is not running")
+        return self._monitor
+
+    # --- the service ---
+
+    async def serve(self, runtime: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Register the handler, announce the process, then heartbeat and sweep until cancelled."""
+        settings = self.settings
+        self._runtime = runtime
+        self._monitor = InflightMonitor(
+            runtime.bridge,
+            runtime.client,
+            process_id=settings.process_id,
+            max_connections=settings.http.max_connections,
+            heartbeat_interval=settings.heartbeat_interval,
+            orphan_threshold=settings.orphan_threshold,
+            clock=runtime.clock,
+            dead_policy=runtime.policy,
+        )
+        self._transport = self._given_transport or ShardedTransport(settings.http)
+        runtime.dispatcher.register(REQUEST_WORKER, self.perform)
+        try:
+            await self._beat_and_sweep()
+            task_status.started()
+            while True:
+                await trio.sleep(settings.heartbeat_interval)
+                await self._beat_and_sweep()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._leave()
+
+    async def _beat_and_sweep(self) -> None:
+        monitor = self.monitor
+        try:
+            await monitor.heartbeat(list(self._tasks))
+        except PatientSidekiqError as exc:
+            log.warning("in-flight heartbeat failed: %s", exc)
+        try:
+            recovered = await monitor.sweep()
+        except PatientSidekiqError as exc:
+            log.warning("orphan sweep failed: %s", exc)
+        else:
+            if recovered:
+                log.warning("re-enqueued %d requests of gone processes", recovered)
+
+    async def reconcile(self) -> int:
+        """Re-enqueue this process's in-flight records of requests it no longer runs.
+
+        Called by the launcher's reconcile pass (periodically and once Redis answers after
+        an outage): see :meth:`InflightMonitor.reclaim_own`.
+        """
+        monitor = self._monitor
+        if monitor is None:
+            return 0
+        return await monitor.reclaim_own(lambda: {task.member for task in self._tasks.values()})
+
+    async def _leave(self) -> None:
+        if self._given_transport is None and self._transport is not None:
+            await self._transport.aclose()
+        if self._settled_markers and self._runtime is not None:
+            with contextlib.suppress(PatientSidekiqError):
+                await self._runtime.bridge.execute("DEL", *self._settled_markers)
+            self._settled_markers = []
+        try:
+            await self.monitor.leave()
+        except PatientSidekiqError as exc:
+            log.warning("could not remove this process from the in-flight keys: %s", exc)
+
+    # --- one job ---
+
+    async def perform(self, job: Job, work: Work) -> None:
+        """Run one RequestWorker job (the module docstring walks through the steps)."""
+        runtime, monitor, transport = self._runtime, self._monitor, self._transport
+        if runtime is None or monitor is None or transport is None:
+            raise NotRunningError("Cannot enqueue request: processor is not running")
+        call = RequestCall.from_args(job.args)
+        unpacked = await unpack(call.data, self.settings.payloads)
+        request = Request.from_wire(unpacked.data)
+        max_connections = self.settings.http.max_connections
+        if self._reserved >= max_connections:
+            await self._count_refusal(runtime.bridge)
+            raise MaxCapacityError(
+                f"Cannot enqueue request: already at max capacity ({max_connections} connections)"
+            )
+        request_id = call.request_id or str(uuid.uuid4())
+        if request_id in self._tasks:
+            # The in-flight keys hold one task per request id and process: a second job
+            # with the same id would overwrite the first's record and one of the two would
+            # be dropped at its claim. Retried instead, it runs once the first has ended.
+            raise JobArgumentError(
+                f"request_id {request_id[:100]!r} is already running in this process"
+            )
+        queue = job.queue or work.unit.queue or DEFAULT_QUEUE
+        task = _Task(request_id, monitor.task_id(request_id), job, queue)
+        self._reserved += 1
+        self._tasks[request_id] = task  # taken before any await: the check above holds
+        try:
+            try:
+                await self._hand_off(monitor, task, work.unit)
+            except RedisUnavailableError as exc:
+                # Outcome unknown: the job is in the in-progress list or in the in-flight
+                # keys, never both. Filing it for retry too could run it twice, so neither
+                # the processor nor we end it: this process's reconcile finds it in
+                # whichever record holds it, once Redis answers, and puts it back.
+                work.hand_off()
+                log.warning("request %s: hand-off outcome unknown (%s)", request_id, exc)
+                return
+            work.hand_off()
+            try:
+                await self._run(runtime, transport, task, call, request)
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True):
+                    await self._requeue_original(runtime, task)
+                raise
+            except Exception as exc:  # a bug of ours must not lose the job: file it
+                log.exception(
+                    "request %s failed unexpectedly; filing its job for retry", request_id
+                )
+                with trio.CancelScope(shield=True):
+                    await self._file_original(runtime, task, exc)
+                return
+            if task.claimed:
+                with trio.CancelScope(shield=True):
+                    await self._delete_stored(unpacked.reference)
+        finally:
+            self._tasks.pop(request_id, None)
+            self._reserved -= 1
+
+    async def _count_refusal(self, bridge: RedisBridge) -> None:
+        try:
+            await Stats(bridge).record_capacity_refusal()
+        except PatientSidekiqError as exc:
+            log.warning("could not count a capacity refusal: %s", exc)
+
+    async def _hand_off(self, monitor: InflightMonitor, task: _Task, unit: UnitOfWork) -> None:
+        # Shielded so that we always know which record holds the job.
+        with trio.CancelScope(shield=True):
+            # The fetched bytes: the same form the unit's LREM and the sweep compare with.
+            await monitor.hand_off(unit.inprogress_key, task.request_id, unit.raw_bytes)
+
+    async def _run(
+        self,
+        runtime: Runtime,
+        transport: httpx.AsyncBaseTransport,
+        task: _Task,
+        call: RequestCall,
+        request: Request,
+    ) -> None:
+        hops: list[tuple[int, float]] = []
+        result = await execute(
+            transport,
+            self.settings.http,
+            request,
+            request_id=task.request_id,
+            callback_args=call.callback_args,
+            # null means false here, as in the gem's processor: its configured default
+            # applies only to inline requests, never to a RequestWorker job's null.
+            raise_error_responses=bool(call.raise_error_responses),
+            on_hop=lambda status, duration: hops.append((status, duration)),
+        )
+        await self._deliver(runtime, task, call.callback_name, result, hops)
+
+    async def _deliver(
+        self,
+        runtime: Runtime,
+        task: _Task,
+        callback_name: str,
+        result: ExecutionResult,
+        hops: list[tuple[int, float]],
+    ) -> None:
+        """Push the callback job and claim the task, retrying while Redis is unreachable."""
+        settings = self.settings
+        data = result.to_wire()
+        kind = result_type(result)
+        queue = settings.routing.queue_for(callback_name)
+        stats = result_stats_commands(result, hops)
+        packed: dict[str, Any] | None = None
+        delay = settings.result_retry_interval
+        while True:
+            try:
+                # One attempt is never cut in half; between attempts a hard shutdown may
+                # cancel, and the original job is then re-enqueued instead.
+                with trio.CancelScope(shield=True):
+                    if packed is None:
+                        packed = task.packed_result = await pack(data, settings.payloads)
+                    callback_job = build_callback_job(
+                        packed, kind, callback_name, queue, now=runtime.client.timestamp()
+                    )
+                    _, push = runtime.client.push_commands(callback_job, stamped=True)
+                    task.claimed = await self._claim(
+                        runtime.bridge, task, [*push, *stats], marked=True
+                    )
+                break
+            except (RedisUnavailableError, PayloadStoreError, OSError) as exc:
+                log.warning(
+                    "could not push the result of request %s (retrying in %.1f s): %s",
+                    task.request_id,
+                    delay,
+                    exc,
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, RESULT_RETRY_MAX_SECONDS)
+        if not task.claimed:
+            # Someone else re-enqueued the request (an orphan sweep that took us for dead):
+            # it runs again and delivers then; delivering here too would call back twice.
+            log.warning("request %s was re-enqueued elsewhere; result dropped", task.request_id)
+            await self._delete_stored_result(packed)
+        elif isinstance(result, Response):
+            log.debug("request %s: status %d → %s", task.request_id, result.status, queue)
+        else:
+            log.info("request %s failed (%s) → %s", task.request_id, kind, queue)
+
+    async def _claim(
+        self,
+        bridge: RedisBridge,
+        task: _Task,
+        commands: Sequence[Sequence[Arg]],
+        *,
+        marked: bool = False,
+    ) -> bool:
+        """Run ``commands`` if this process still owns ``task``; return whether it did.
+
+        ``marked``: also leave a claim marker, so that a retry after a lost reply learns the
+        claim did land. Markers of earlier claims whose replies arrived ride along and are
+        deleted in the same step (no extra round trip).
+        """
+        marker = keys.claim_marker(task.member) if marked else ""
+        settled, self._settled_markers = self._settled_markers, []
+        script_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS]
+        args: list[Arg] = [task.member, marker, CLAIM_MARKER_TTL, len(settled), *settled]
+        try:
+            reply = await _CLAIM.run(bridge, script_keys, [*args, *_flatten(commands)])
+        except BaseException:
+            self._settled_markers += settled  # maybe not deleted: try again next time
+            raise
+        if marker:
+            self._settled_markers.append(marker)
+        return reply in (1, 2)
+
+    async def _requeue_original(self, runtime: Runtime, task: _Task) -> None:
+        """Push the original job back (same jid) unless its result was already claimed.
+
+        A job that cannot be written again (the push stamps ``enqueued_at``) goes to dead
+        instead (poison.py): raising here would strand the task in the in-flight keys.
+        """
+        try:
+            job = task.job if task.job.queue is not None else task.job.with_fields(queue=task.queue)
+            _, push = runtime.client.push_commands(job)
+        except CONTENT_ERRORS as exc:
+            await self._file_original(runtime, task, exc)
+            return
+        await self._claim_instead(runtime, task, push, f"re-enqueued (jid {job.jid})")
+
+    async def _file_original(self, runtime: Runtime, task: _Task, error: Exception) -> None:
+        """File the original job into ``retry``/``dead`` as Sidekiq would, via the claim.
+
+        Never raises for the job's content: a job whose filing cannot be written goes to
+        dead with its original bytes (poison.py), so the task always leaves the in-flight keys.
+        """
+        outcome, commands = filing_commands(
+            task.job, error, raw=task.job.raw, queue=task.queue, policy=runtime.policy
+        )
+        kind = outcome.kind if outcome is not None else "dead"
+        await self._claim_instead(runtime, task, commands, f"filed into {kind}")
+
+    async def _claim_instead(
+        self, runtime: Runtime, task: _Task, commands: Sequence[Sequence[Arg]], done: str
+    ) -> None:
+        """Claim ``task`` for ``commands`` in place of its result (unless already claimed).
+
+        A result already packed and stored is then nobody's: it is deleted. If Redis cannot
+        be reached the task stays in the in-flight keys, where any process's sweep finds it.
+        """
+        if task.claimed:
+            return
+        try:
+            task.claimed = await self._claim(runtime.bridge, task, commands)
+        except PatientSidekiqError as exc:
+            log.warning(
+                "request %s not %s (recovered later by a sweep): %s", task.request_id, done, exc
+            )
+            return
+        if task.claimed:
+            log.info("request %s %s", task.request_id, done)
+            await self._delete_stored_result(task.packed_result)
+
+    async def _delete_stored(self, reference: PayloadReference | None) -> None:
+        try:
+            await delete_stored(reference, self.settings.payloads)
+        except (PatientSidekiqError, OSError) as exc:
+            log.warning("could not delete a stored payload: %s", exc)
+
+    async def _delete_stored_result(self, packed: dict[str, Any] | None) -> None:
+        if packed is not None and is_reference(packed):
+            await self._delete_stored(PayloadReference.from_wire(packed))

@@ -1,0 +1,275 @@
+"""One ``patient-sidekiq run`` process: builds every part from a :class:`Config` and runs it.
+
+What runs, in one trio loop:
+
+* the **HTTP launcher** — a Sidekiq process polling the request queues (default
+  ``patient_http``) with the HTTP processor (:class:`RequestWorker`) as its service and
+  ``concurrency = max_connections``. It also handles ``CallbackWorker`` jobs that land on
+  those queues (a Ruby app that routes both gem workers to one queue puts them there): Python
+  callbacks run, others move to the Ruby callback queue.
+* the **callbacks launcher**, only when Python callbacks are registered — a second Sidekiq
+  process (its own identity, so the Busy page shows it) polling the Python callback queue
+  with ``callback_concurrency`` slots. Keeping it separate means a burst of callbacks never
+  takes a slot the HTTP processor counts as capacity.
+
+Signals (OS or from the Web UI, to either launcher) reach both launchers: TSTP quiets,
+TERM/INT stop, TTIN dumps. When one launcher ends, the other is stopped too.
+
+Redis keys: those of the launchers and services it starts (see ARCHITECTURE.md); payload
+stores use their own connection, opened first and closed last, because request payloads
+must stay readable until the last in-flight request is delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from patient_sidekiq._version import __version__
+from patient_sidekiq.config.model import Config
+from patient_sidekiq.errors import ConfigurationError, RedisUnavailableError
+from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.registry import registrations
+from patient_sidekiq.registry.callbacks import CallbackRegistry
+from patient_sidekiq.registry.callbacks import registry as default_registry
+from patient_sidekiq.registry.hooks import Hooks, default_hooks
+from patient_sidekiq.registry.registrations import build_preprocessors, build_secrets
+from patient_sidekiq.sidekiq.heartbeat import make_identity
+from patient_sidekiq.sidekiq.launcher import Launcher
+from patient_sidekiq.sidekiq.processor import Dispatcher
+from patient_sidekiq.worker.callback_directory import CallbackDirectory
+from patient_sidekiq.worker.callback_worker import CallbackWorker, CallbackWorkerSettings
+from patient_sidekiq.worker.request_worker import (
+    CallbackRouting,
+    RequestWorker,
+    RequestWorkerSettings,
+)
+
+__all__ = ["Runner", "load_requires"]
+
+log = logging.getLogger(__name__)
+
+_SIGNALS: Final = {
+    signal.SIGTERM: "TERM",
+    signal.SIGINT: "INT",
+    signal.SIGTSTP: "TSTP",
+    signal.SIGTTIN: "TTIN",
+}
+
+
+def load_requires(names: Sequence[str]) -> None:
+    """Import the user's modules (``-r``): a dotted module name, or a ``.py`` file path.
+
+    The working directory is importable first, as Sidekiq's ``-r`` resolves paths against it.
+    Any failure becomes one :class:`ConfigurationError` line per module.
+    """
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    problems: list[str] = []
+    for name in names:
+        try:
+            if name.endswith(".py") or os.sep in name:
+                _load_file(Path(name).resolve())
+            else:
+                importlib.import_module(name)
+        except Exception as exc:  # the user's import may raise anything
+            problems.append(f"require: cannot load {name!r}: {type(exc).__name__}: {exc}")
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+
+
+def _load_file(path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise ImportError(f"no such file: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+
+
+class Runner:
+    """Runs the launchers of one worker process until a signal (or :meth:`stop`) ends them."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CallbackRegistry | None = None,
+        hooks: Hooks | None = None,
+        handle_os_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else default_registry
+        self.hooks = hooks if hooks is not None else default_hooks
+        self.handle_os_signals = handle_os_signals
+        self.launchers: list[Launcher] = []
+        self.request_worker: RequestWorker | None = None
+        self._http: HttpSettings | None = None
+
+    def handle_signal(self, name: str) -> None:
+        """Pass a Sidekiq signal name to every launcher (TTIN to the first only: one dump)."""
+        if name == "TTIN":
+            if self.launchers:
+                self.launchers[0].handle_signal(name)
+            return
+        for launcher in self.launchers:
+            launcher.handle_signal(name)
+
+    def quiet(self) -> None:
+        """Stop fetching new jobs everywhere; running ones finish."""
+        self.handle_signal("TSTP")
+
+    def stop(self) -> None:
+        """Stop every launcher (each waits up to ``shutdown_timeout`` for its jobs)."""
+        self.handle_signal("TERM")
+
+    def banner(self) -> str:
+        """The startup line: version, Redis, queues, capacity, encryption on/off (never a key)."""
+        config = self.config
+        described = config.describe()
+        queues = ", ".join(f"{name},{weight}" if weight else name for name, weight in config.queues)
+        # A class is registered under its Ruby name and its Python path: count classes.
+        python_callbacks = {self.registry.get(name) for name in self.registry.names()}
+        return (
+            f"patient-sidekiq {__version__} pid={os.getpid()} redis={described['redis']} "
+            f"queues=[{queues}] max_connections={config.max_connections} "
+            f"encryption={described['encryption']}"
+            f"{'+hooks' if registrations.encryption_hooks.configured else ''} "
+            f"secrets={len(config.secrets) + len(registrations.secrets.names())} "
+            f"preprocessors={len(config.preprocessors) + len(registrations.preprocessors.names())} "
+            f"python_callbacks={len(python_callbacks)} "
+            f"(queue {config.python_callback_queue}) ruby_callback_queue={config.callback_queue}"
+        )
+
+    def http_settings(self) -> HttpSettings:
+        """The HTTP settings with every secret and preprocessor, from code and configuration.
+
+        Built once; raises :class:`ConfigurationError` when a secret's variable or file is
+        missing or a built-in is misconfigured, so the CLI can refuse to start (exit 78)
+        before anything connects.
+        """
+        if self._http is None:
+            self._http = self.config.http_settings(
+                build_secrets(self.config.secrets), build_preprocessors(self.config.preprocessors)
+            )
+        return self._http
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped; ``task_status.started()`` once every launcher is in the cluster."""
+        config = self.config
+        self.http_settings()  # a configuration problem stops us before Redis is touched
+        log.info("%s", self.banner())
+        async with (
+            contextlib.AsyncExitStack() as stack,
+            RedisBridge(config.redis_target(), name="patient-sidekiq-payloads") as payloads_bridge,
+        ):
+            await self._check_redis(payloads_bridge)
+            own_store_bridges: dict[str, RedisBridge] = {}
+            for url in config.store_urls():
+                # a payload store on a Redis of its own (the gem's `redis:` store option)
+                own_store_bridges[url] = await stack.enter_async_context(
+                    RedisBridge(url, name="patient-sidekiq-payload-store")
+                )
+            payloads = config.payload_settings(
+                payloads_bridge, own_store_bridges, registrations.encryption_hooks
+            )
+            http_settings = replace(config.worker_settings(), handle_os_signals=False)
+            directory = CallbackDirectory(
+                payloads_bridge, http_settings.identity, self.registry.names
+            )
+            routing = CallbackRouting(
+                callback_queue=config.callback_queue,
+                python_callback_queue=config.python_callback_queue,
+                is_python_callback=directory.is_python_callback,
+            )
+            self.request_worker = RequestWorker(
+                RequestWorkerSettings.from_config(config, payloads, routing, self.http_settings())
+            )
+            callbacks = CallbackWorker(
+                CallbackWorkerSettings(
+                    payloads=payloads,
+                    hooks=self.hooks,
+                    registry=self.registry,
+                    ruby_callback_queue=config.callback_queue,
+                    concurrency=config.callback_concurrency,
+                    registered_elsewhere=lambda name: name in directory.known,
+                ),
+                payloads_bridge,
+            )
+            http_queues = [name for name, _ in config.queues]
+            http_dispatcher = Dispatcher()
+            callbacks.register(http_dispatcher, http_queues)
+            self.launchers = [
+                Launcher(
+                    http_settings,
+                    http_dispatcher,
+                    services=[self.request_worker],
+                    on_signal=self.handle_signal,
+                )
+            ]
+            if self.registry.names() and config.python_callback_queue not in http_queues:
+                callback_queues = [config.python_callback_queue]
+                callback_dispatcher = Dispatcher()
+                callbacks.register(callback_dispatcher, callback_queues)
+                callback_settings = replace(
+                    config.replace(
+                        queues=((config.python_callback_queue, 0),),
+                        max_connections=config.callback_concurrency,
+                    ).worker_settings(identity=make_identity()),
+                    handle_os_signals=False,
+                )
+                self.launchers.append(
+                    Launcher(callback_settings, callback_dispatcher, on_signal=self.handle_signal)
+                )
+            # SQL and S3 stores hold connections of their own: closed when the worker stops
+            for store in payloads.stores.values():
+                close = getattr(store, "close", None)
+                if close is not None:
+                    stack.callback(close)
+            async with trio.open_nursery() as nursery:
+                if self.handle_os_signals:
+                    # Before any launcher beats: a TSTP must never meet SIGTSTP's default.
+                    await nursery.start(self._os_signals)
+                # Before the first fetch: the first result already routes by every worker.
+                await nursery.start(directory.run)
+                async with trio.open_nursery() as launchers:
+                    for launcher in self.launchers:
+                        await launchers.start(self._run_launcher, launcher)
+                    task_status.started()
+                nursery.cancel_scope.cancel()
+        log.info("patient-sidekiq stopped")
+
+    async def _check_redis(self, bridge: RedisBridge) -> None:
+        # Fail at start as Sidekiq does: a worker that says "started" but can never fetch
+        # hides a wrong URL or a firewall. Once running, outages are retried instead.
+        try:
+            await bridge.execute("PING")
+        except RedisUnavailableError as exc:
+            where = self.config.describe()["redis"]
+            raise RedisUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
+
+    async def _run_launcher(self, launcher: Launcher, *, task_status: Any) -> None:
+        try:
+            await launcher.run(task_status=task_status)
+        finally:
+            # One launcher ending (a Web UI "stop", a crash) ends the whole process.
+            for other in self.launchers:
+                other.stop()
+
+    async def _os_signals(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(*_SIGNALS) as signals:
+            task_status.started()
+            async for number in signals:
+                self.handle_signal(_SIGNALS[signal.Signals(number)])

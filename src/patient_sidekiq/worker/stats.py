@@ -1,0 +1,122 @@
+"""Running totals the gem's Sidekiq Web tab reads (wire spec §8).
+
+Redis keys touched: ``sidekiq:patient_http:totals`` (HINCRBY, HINCRBYFLOAT, EXPIRE, HGETALL).
+
+Fields: ``requests`` and ``duration`` (float seconds) per finished request or followed
+redirect hop, ``http_status:<code>`` when there was a response, ``errors`` and
+``errors:<kind>`` per error, ``max_capacity_exceeded`` per refused request. Every update
+re-arms the hash's 30-day TTL inside the same MULTI.
+
+The ``*_commands`` builders are pure, so a caller can batch the stats of many requests
+into one transaction (:meth:`Stats.apply`) or append them to a MULTI of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+from patient_sidekiq import keys
+from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge, raise_first_error
+
+__all__ = ["ERROR_KINDS", "TOTALS_TTL", "Stats"]
+
+TOTALS_TTL: Final = 30 * 24 * 3600
+"""TTL of the totals hash, seconds (30 days)."""
+
+ERROR_KINDS: Final = frozenset({"http_error", "redirect", "exception"})
+"""The ``errors:<kind>`` the gem writes: HttpError, the redirect errors, transport failures."""
+
+Command = tuple[Arg, ...]
+
+
+def _expire() -> Command:
+    return ("EXPIRE", keys.TOTALS, TOTALS_TTL)
+
+
+class Stats:
+    """Updates and reads ``sidekiq:patient_http:totals``."""
+
+    def __init__(self, bridge: RedisBridge) -> None:
+        """Use ``bridge`` (already entered) for every command."""
+        self._bridge = bridge
+
+    # --- pure builders ---
+
+    @staticmethod
+    def record_request_commands(duration: float, status: int | None) -> list[Command]:
+        """Return the commands counting one finished request (or redirect hop).
+
+        ``status`` is counted only when it is an HTTP status (100-599), as the gem does.
+        A negative or non-finite duration counts as 0 (HINCRBYFLOAT refuses inf/NaN).
+        """
+        seconds = float(duration)
+        if not math.isfinite(seconds) or seconds < 0:
+            seconds = 0.0
+        commands: list[Command] = [
+            ("HINCRBY", keys.TOTALS, "requests", 1),
+            ("HINCRBYFLOAT", keys.TOTALS, "duration", repr(seconds)),
+        ]
+        if status is not None and 100 <= status < 600:
+            commands.append(("HINCRBY", keys.TOTALS, f"http_status:{int(status)}", 1))
+        commands.append(_expire())
+        return commands
+
+    @staticmethod
+    def record_error_commands(kind: str) -> list[Command]:
+        """Return the commands counting one error of ``kind`` (one of :data:`ERROR_KINDS`)."""
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {kind!r}; expected one of {sorted(ERROR_KINDS)}")
+        return [
+            ("HINCRBY", keys.TOTALS, "errors", 1),
+            ("HINCRBY", keys.TOTALS, f"errors:{kind}", 1),
+            _expire(),
+        ]
+
+    @staticmethod
+    def record_capacity_refusal_commands() -> list[Command]:
+        """Return the commands counting one request refused at max capacity."""
+        return [("HINCRBY", keys.TOTALS, "max_capacity_exceeded", 1), _expire()]
+
+    # --- writes ---
+
+    async def apply(self, commands: Sequence[Sequence[Arg]]) -> None:
+        """Run builder output (possibly many requests' worth) in one MULTI."""
+        if not commands:
+            return
+        raise_first_error(await self._bridge.transaction(commands))
+
+    async def record_request(self, duration: float, status: int | None) -> None:
+        """Count one finished request (or followed redirect hop)."""
+        await self.apply(self.record_request_commands(duration, status))
+
+    async def record_error(self, kind: str) -> None:
+        """Count one error of ``kind``."""
+        await self.apply(self.record_error_commands(kind))
+
+    async def record_capacity_refusal(self) -> None:
+        """Count one request refused because the processor was full."""
+        await self.apply(self.record_capacity_refusal_commands())
+
+    # --- read ---
+
+    async def read(self) -> dict[str, float | int]:
+        """Return the hash: ``duration`` as float, every counter as int.
+
+        A counter that is not an integer (written by something else) is returned as float,
+        and a value that is no number at all is left out.
+        """
+        reply = await self._bridge.execute("HGETALL", keys.TOTALS)
+        result: dict[str, float | int] = {}
+        for raw_field, raw_value in zip(reply[::2], reply[1::2], strict=True):
+            field = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
+            text = raw_value.decode() if isinstance(raw_value, bytes) else str(raw_value)
+            try:
+                result[field] = float(text) if field == "duration" else int(text)
+            except ValueError:
+                try:
+                    result[field] = float(text)
+                except ValueError:
+                    continue  # not a number at all: nothing the gem would have written
+        return result
