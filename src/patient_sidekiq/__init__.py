@@ -1,181 +1,129 @@
 """patient-sidekiq: a Python worker for patient_http-sidekiq jobs, speaking Sidekiq's protocol.
 
-Implementation modules are named after their role (ARCHITECTURE.md lists them); this
-module only re-exports the public API, and ``tests/test_public_api.py`` pins the names.
+The names an application uses are here (the README documents them, tests/test_public_api.py
+pins them); the machinery is one level down, in :mod:`patient_sidekiq.worker` (running a
+worker yourself) and :mod:`patient_sidekiq.wire` (the gem's data), as trio keeps
+``trio.lowlevel`` apart. Every exception is in :mod:`patient_sidekiq.errors`; test modes in
+:mod:`patient_sidekiq.testing`. Names load at first use.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from patient_sidekiq._version import __version__ as __version__
-from patient_sidekiq.client.enqueue import AsyncClient as AsyncClient
-from patient_sidekiq.client.enqueue import Client as Client
-from patient_sidekiq.client.enqueue import FileStore as FileStore
-from patient_sidekiq.client.enqueue import RedisStore as RedisStore
-from patient_sidekiq.client.enqueue import S3Store as S3Store
-from patient_sidekiq.client.enqueue import SqlStore as SqlStore
-from patient_sidekiq.client.module_api import configure as configure
-from patient_sidekiq.client.module_api import delete as delete
-from patient_sidekiq.client.module_api import execute as execute
-from patient_sidekiq.client.module_api import get as get
-from patient_sidekiq.client.module_api import patch as patch
-from patient_sidekiq.client.module_api import post as post
-from patient_sidekiq.client.module_api import put as put
-from patient_sidekiq.client.templates import RequestTemplate as RequestTemplate
-from patient_sidekiq.config.model import Config as Config
-from patient_sidekiq.config.model import PayloadStoreSpec as PayloadStoreSpec
-from patient_sidekiq.config.model import load_config as load_config
-from patient_sidekiq.errors import ConfigurationError as ConfigurationError
-from patient_sidekiq.errors import EncryptionError as EncryptionError
-from patient_sidekiq.errors import EncryptionNotConfiguredError as EncryptionNotConfiguredError
-from patient_sidekiq.errors import InvalidJsonError as InvalidJsonError
-from patient_sidekiq.errors import InvalidRequestError as InvalidRequestError
-from patient_sidekiq.errors import InvalidResultError as InvalidResultError
-from patient_sidekiq.errors import JobArgumentError as JobArgumentError
-from patient_sidekiq.errors import MalformedMessageError as MalformedMessageError
-from patient_sidekiq.errors import MaxCapacityError as MaxCapacityError
-from patient_sidekiq.errors import MessageAuthenticationError as MessageAuthenticationError
-from patient_sidekiq.errors import NotJsonNativeError as NotJsonNativeError
-from patient_sidekiq.errors import NotRunningError as NotRunningError
-from patient_sidekiq.errors import PatientHttpError as PatientHttpError
-from patient_sidekiq.errors import PatientSidekiqError as PatientSidekiqError
-from patient_sidekiq.errors import PayloadNotFoundError as PayloadNotFoundError
-from patient_sidekiq.errors import PayloadStoreError as PayloadStoreError
-from patient_sidekiq.errors import PlaintextFormatError as PlaintextFormatError
-from patient_sidekiq.errors import PreprocessorNotFoundError as PreprocessorNotFoundError
-from patient_sidekiq.errors import RedisCommandError as RedisCommandError
-from patient_sidekiq.errors import RedisUnavailableError as RedisUnavailableError
-from patient_sidekiq.errors import SecretNotFoundError as SecretNotFoundError
-from patient_sidekiq.errors import UnknownCallbackError as UnknownCallbackError
-from patient_sidekiq.errors import UnknownPayloadStoreError as UnknownPayloadStoreError
-from patient_sidekiq.errors import WireFormatError as WireFormatError
-from patient_sidekiq.http.settings import HttpSettings as HttpSettings
-from patient_sidekiq.http.settings import OutgoingRequest as OutgoingRequest
-from patient_sidekiq.redis_io.redis_bridge import RedisBridge as RedisBridge
-from patient_sidekiq.redis_io.redis_target import RedisTarget as RedisTarget
-from patient_sidekiq.registry.callbacks import CallbackRegistry as CallbackRegistry
-from patient_sidekiq.registry.callbacks import callback as callback
-from patient_sidekiq.registry.hooks import Hooks as Hooks
-from patient_sidekiq.registry.hooks import after_completion as after_completion
-from patient_sidekiq.registry.hooks import after_error as after_error
-from patient_sidekiq.registry.hooks import default_hooks as default_hooks
-from patient_sidekiq.registry.hooks import on_retries_exhausted as on_retries_exhausted
-from patient_sidekiq.registry.registrations import register_decryption as register_decryption
-from patient_sidekiq.registry.registrations import register_encryption as register_encryption
-from patient_sidekiq.registry.registrations import register_preprocessor as register_preprocessor
-from patient_sidekiq.registry.registrations import register_secret as register_secret
-from patient_sidekiq.sidekiq.client import SidekiqClient as SidekiqClient
-from patient_sidekiq.sidekiq.job import Job as Job
-from patient_sidekiq.sidekiq.job import TimestampDialect as TimestampDialect
-from patient_sidekiq.sidekiq.launcher import Launcher as Launcher
-from patient_sidekiq.sidekiq.launcher import WorkerSettings as WorkerSettings
-from patient_sidekiq.sidekiq.processor import Dispatcher as Dispatcher
-from patient_sidekiq.wire.callback_args import CallbackArgs as CallbackArgs
-from patient_sidekiq.wire.callback_args import validate_callback_args as validate_callback_args
-from patient_sidekiq.wire.encryption import Digest as Digest
-from patient_sidekiq.wire.encryption import MessageEncryptor as MessageEncryptor
-from patient_sidekiq.wire.encryption import PlaintextForm as PlaintextForm
-from patient_sidekiq.wire.failures import ClientError as ClientError
-from patient_sidekiq.wire.failures import HttpError as HttpError
-from patient_sidekiq.wire.failures import RecursiveRedirectError as RecursiveRedirectError
-from patient_sidekiq.wire.failures import RedirectError as RedirectError
-from patient_sidekiq.wire.failures import RequestError as RequestError
-from patient_sidekiq.wire.failures import ServerError as ServerError
-from patient_sidekiq.wire.failures import TooManyRedirectsError as TooManyRedirectsError
-from patient_sidekiq.wire.failures import load_failure as load_failure
-from patient_sidekiq.wire.headers import Headers as Headers
-from patient_sidekiq.wire.headers import SecretRef as SecretRef
-from patient_sidekiq.wire.packing import PayloadSettings as PayloadSettings
-from patient_sidekiq.wire.packing import Unpacked as Unpacked
-from patient_sidekiq.wire.packing import pack as pack
-from patient_sidekiq.wire.packing import unpack as unpack
-from patient_sidekiq.wire.payload import Payload as Payload
-from patient_sidekiq.wire.payload_store import FilePayloadStore as FilePayloadStore
-from patient_sidekiq.wire.payload_store import PayloadReference as PayloadReference
-from patient_sidekiq.wire.payload_store import PayloadStore as PayloadStore
-from patient_sidekiq.wire.payload_store import RedisPayloadStore as RedisPayloadStore
-from patient_sidekiq.wire.request import Request as Request
-from patient_sidekiq.wire.response import Response as Response
-from patient_sidekiq.worker.callback_worker import CallbackWorker as CallbackWorker
-from patient_sidekiq.worker.callback_worker import CallbackWorkerSettings as CallbackWorkerSettings
-from patient_sidekiq.worker.request_worker import CallbackRouting as CallbackRouting
-from patient_sidekiq.worker.request_worker import RequestWorker as RequestWorker
-from patient_sidekiq.worker.request_worker import RequestWorkerSettings as RequestWorkerSettings
-from patient_sidekiq.worker.runner import Runner as Runner
+
+if TYPE_CHECKING:
+    from patient_sidekiq.client.builder import FileStore as FileStore
+    from patient_sidekiq.client.builder import RedisStore as RedisStore
+    from patient_sidekiq.client.builder import S3Store as S3Store
+    from patient_sidekiq.client.builder import SqlStore as SqlStore
+    from patient_sidekiq.client.enqueue import AsyncClient as AsyncClient
+    from patient_sidekiq.client.enqueue import Client as Client
+    from patient_sidekiq.client.module_api import configure as configure
+    from patient_sidekiq.client.module_api import delete as delete
+    from patient_sidekiq.client.module_api import execute as execute
+    from patient_sidekiq.client.module_api import get as get
+    from patient_sidekiq.client.module_api import patch as patch
+    from patient_sidekiq.client.module_api import post as post
+    from patient_sidekiq.client.module_api import put as put
+    from patient_sidekiq.client.templates import RequestTemplate as RequestTemplate
+    from patient_sidekiq.config.model import Config as Config
+    from patient_sidekiq.config.model import load_config as load_config
+    from patient_sidekiq.errors import ConfigurationError as ConfigurationError
+    from patient_sidekiq.errors import PatientSidekiqError as PatientSidekiqError
+    from patient_sidekiq.http.settings import OutgoingRequest as OutgoingRequest
+    from patient_sidekiq.registry.callbacks import callback as callback
+    from patient_sidekiq.registry.hooks import after_completion as after_completion
+    from patient_sidekiq.registry.hooks import after_error as after_error
+    from patient_sidekiq.registry.hooks import default_hooks as default_hooks
+    from patient_sidekiq.registry.hooks import on_retries_exhausted as on_retries_exhausted
+    from patient_sidekiq.registry.registrations import register_decryption as register_decryption
+    from patient_sidekiq.registry.registrations import register_encryption as register_encryption
+    from patient_sidekiq.registry.registrations import (
+        register_preprocessor as register_preprocessor,
+    )
+    from patient_sidekiq.registry.registrations import register_secret as register_secret
+    from patient_sidekiq.wire.callback_args import CallbackArgs as CallbackArgs
+    from patient_sidekiq.wire.failures import ClientError as ClientError
+    from patient_sidekiq.wire.failures import HttpError as HttpError
+    from patient_sidekiq.wire.failures import RecursiveRedirectError as RecursiveRedirectError
+    from patient_sidekiq.wire.failures import RedirectError as RedirectError
+    from patient_sidekiq.wire.failures import RequestError as RequestError
+    from patient_sidekiq.wire.failures import ServerError as ServerError
+    from patient_sidekiq.wire.failures import TooManyRedirectsError as TooManyRedirectsError
+    from patient_sidekiq.wire.headers import SecretRef as SecretRef
+    from patient_sidekiq.wire.request import Request as Request
+    from patient_sidekiq.wire.response import Response as Response
+
+# name -> module, imported at first use: `import patient_sidekiq` (or the CLI) loads
+# only what is asked for.
+_EXPORTS: dict[str, str] = {
+    "Client": "patient_sidekiq.client.enqueue",
+    "AsyncClient": "patient_sidekiq.client.enqueue",
+    "RedisStore": "patient_sidekiq.client.builder",
+    "FileStore": "patient_sidekiq.client.builder",
+    "S3Store": "patient_sidekiq.client.builder",
+    "SqlStore": "patient_sidekiq.client.builder",
+    "RequestTemplate": "patient_sidekiq.client.templates",
+    "Request": "patient_sidekiq.wire.request",
+    "SecretRef": "patient_sidekiq.wire.headers",
+    "configure": "patient_sidekiq.client.module_api",
+    "get": "patient_sidekiq.client.module_api",
+    "post": "patient_sidekiq.client.module_api",
+    "put": "patient_sidekiq.client.module_api",
+    "patch": "patient_sidekiq.client.module_api",
+    "delete": "patient_sidekiq.client.module_api",
+    "execute": "patient_sidekiq.client.module_api",
+    "callback": "patient_sidekiq.registry.callbacks",
+    "after_completion": "patient_sidekiq.registry.hooks",
+    "after_error": "patient_sidekiq.registry.hooks",
+    "on_retries_exhausted": "patient_sidekiq.registry.hooks",
+    "default_hooks": "patient_sidekiq.registry.hooks",
+    "Response": "patient_sidekiq.wire.response",
+    "CallbackArgs": "patient_sidekiq.wire.callback_args",
+    "RequestError": "patient_sidekiq.wire.failures",
+    "HttpError": "patient_sidekiq.wire.failures",
+    "ClientError": "patient_sidekiq.wire.failures",
+    "ServerError": "patient_sidekiq.wire.failures",
+    "RedirectError": "patient_sidekiq.wire.failures",
+    "TooManyRedirectsError": "patient_sidekiq.wire.failures",
+    "RecursiveRedirectError": "patient_sidekiq.wire.failures",
+    "register_secret": "patient_sidekiq.registry.registrations",
+    "register_preprocessor": "patient_sidekiq.registry.registrations",
+    "register_encryption": "patient_sidekiq.registry.registrations",
+    "register_decryption": "patient_sidekiq.registry.registrations",
+    "OutgoingRequest": "patient_sidekiq.http.settings",
+    "Config": "patient_sidekiq.config.model",
+    "load_config": "patient_sidekiq.config.model",
+    "PatientSidekiqError": "patient_sidekiq.errors",
+    "ConfigurationError": "patient_sidekiq.errors",
+}
 
 __all__ = [
     "AsyncClient",
     "CallbackArgs",
-    "CallbackRegistry",
-    "CallbackRouting",
-    "CallbackWorker",
-    "CallbackWorkerSettings",
     "Client",
     "ClientError",
     "Config",
     "ConfigurationError",
-    "Digest",
-    "Dispatcher",
-    "EncryptionError",
-    "EncryptionNotConfiguredError",
-    "FilePayloadStore",
     "FileStore",
-    "Headers",
-    "Hooks",
     "HttpError",
-    "HttpSettings",
-    "InvalidJsonError",
-    "InvalidRequestError",
-    "InvalidResultError",
-    "Job",
-    "JobArgumentError",
-    "Launcher",
-    "MalformedMessageError",
-    "MaxCapacityError",
-    "MessageAuthenticationError",
-    "MessageEncryptor",
-    "NotJsonNativeError",
-    "NotRunningError",
     "OutgoingRequest",
-    "PatientHttpError",
     "PatientSidekiqError",
-    "Payload",
-    "PayloadNotFoundError",
-    "PayloadReference",
-    "PayloadSettings",
-    "PayloadStore",
-    "PayloadStoreError",
-    "PayloadStoreSpec",
-    "PlaintextForm",
-    "PlaintextFormatError",
-    "PreprocessorNotFoundError",
     "RecursiveRedirectError",
     "RedirectError",
-    "RedisBridge",
-    "RedisCommandError",
-    "RedisPayloadStore",
     "RedisStore",
-    "RedisTarget",
-    "RedisUnavailableError",
     "Request",
     "RequestError",
     "RequestTemplate",
-    "RequestWorker",
-    "RequestWorkerSettings",
     "Response",
-    "Runner",
     "S3Store",
-    "SecretNotFoundError",
     "SecretRef",
     "ServerError",
-    "SidekiqClient",
     "SqlStore",
-    "TimestampDialect",
     "TooManyRedirectsError",
-    "UnknownCallbackError",
-    "UnknownPayloadStoreError",
-    "Unpacked",
-    "WireFormatError",
-    "WorkerSettings",
     "__version__",
     "after_completion",
     "after_error",
@@ -186,9 +134,7 @@ __all__ = [
     "execute",
     "get",
     "load_config",
-    "load_failure",
     "on_retries_exhausted",
-    "pack",
     "patch",
     "post",
     "put",
@@ -196,6 +142,23 @@ __all__ = [
     "register_encryption",
     "register_preprocessor",
     "register_secret",
-    "unpack",
-    "validate_callback_args",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        # a submodule (``patient_sidekiq.testing`` after a bare ``import patient_sidekiq``)
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise  # the submodule exists; something it imports does not
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
