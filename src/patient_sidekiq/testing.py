@@ -41,7 +41,7 @@ from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
 
 if TYPE_CHECKING:
-    from patient_sidekiq.client.enqueue import Enqueued
+    from patient_sidekiq.client.builder import Enqueued
 
 __all__ = [
     "FakeMode",

@@ -69,7 +69,8 @@ from patient_sidekiq.sidekiq.job import TimestampDialect
 from patient_sidekiq.sidekiq.launcher import WorkerSettings
 from patient_sidekiq.wire.encryption import Encryptor, MessageEncryptor
 from patient_sidekiq.wire.packing import PayloadSettings
-from patient_sidekiq.wire.payload_store import PayloadStore, open_store
+from patient_sidekiq.wire.payload_store import PayloadStore
+from patient_sidekiq.wire.stores import open_store
 
 __all__ = [
     "FIELDS",

@@ -37,6 +37,7 @@ __all__ = [
     "PayloadStoreSpec",
     "PreprocessorSpec",
     "SecretSpec",
+    "available_cpus",
     "describe_store",
     "option_table",
     "options_markdown",
@@ -439,9 +440,20 @@ def _preprocessor_spec(value: Any) -> PreprocessorSpec:
     raise InvalidValue(f"is not {_PREPROCESSOR_FORMS}")
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on: ``--processes auto``.
+
+    The affinity mask honours taskset and a container's cpuset, which ``os.cpu_count``
+    (the whole machine's) does not.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _processes(value: Any) -> int:
     if isinstance(value, str) and value.strip().lower() == "auto":
-        return os.cpu_count() or 1
+        return available_cpus()
     try:
         return _integer(1)(value)
     except InvalidValue:
@@ -587,7 +599,7 @@ def option_table(defaults: Mapping[str, object]) -> dict[str, Option]:
                metavar="6|7|8"),
         option("tag", _text, "a string", "tag shown in the Web UI's process list",
                flags=("-g", "--tag"), metavar="TAG"),
-        option("processes", _processes, 'an integer ≥ 1 or "auto" (CPU count)',
+        option("processes", _processes, 'an integer ≥ 1 or "auto" (the CPUs it may use)',
                "worker processes to run", metavar="N|auto"),
         option("log_format", _choice("plain", "json"), "plain or json",
                "log line format", metavar="plain|json"),

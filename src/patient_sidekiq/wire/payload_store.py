@@ -281,33 +281,3 @@ class FilePayloadStore:
             await trio.to_thread.run_sync(path.unlink, True)
         except OSError as exc:
             raise PayloadStoreError(f"cannot delete payload {path}: {exc}") from exc
-
-
-def open_store(spec: PayloadStoreSpec, bridge: RedisBridge) -> PayloadStore:
-    """The store a configuration entry describes; a ``redis`` one writes through ``bridge``.
-
-    The S3 and SQL adapters are imported here, not at the top: their client libraries are
-    optional extras, needed only by those who configure them.
-    """
-    if spec.adapter == "redis":
-        prefix = keys.PAYLOAD_PREFIX if spec.key_prefix is None else spec.key_prefix
-        return RedisPayloadStore(bridge, prefix=prefix, ttl=spec.ttl)
-    if spec.adapter == "file":
-        assert spec.directory is not None  # checked when the configuration was read
-        return FilePayloadStore(spec.directory)
-    if spec.adapter == "s3":
-        from patient_sidekiq.wire.s3_store import S3PayloadStore
-
-        assert spec.bucket is not None
-        return S3PayloadStore(
-            spec.bucket,
-            key_prefix=spec.key_prefix,
-            endpoint_url=spec.endpoint_url,
-            region=spec.region,
-        )
-    from patient_sidekiq.wire.sql_store import SqlPayloadStore
-
-    assert spec.url is not None
-    if spec.table is None:
-        return SqlPayloadStore(spec.url)
-    return SqlPayloadStore(spec.url, table=spec.table)
