@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from patient_sidekiq._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from patient_sidekiq.client.async_client import AsyncClient as AsyncClient
     from patient_sidekiq.client.builder import FileStore as FileStore
     from patient_sidekiq.client.builder import RedisStore as RedisStore
     from patient_sidekiq.client.builder import S3Store as S3Store
     from patient_sidekiq.client.builder import SqlStore as SqlStore
-    from patient_sidekiq.client.enqueue import AsyncClient as AsyncClient
     from patient_sidekiq.client.enqueue import Client as Client
     from patient_sidekiq.client.module_api import configure as configure
     from patient_sidekiq.client.module_api import delete as delete
@@ -29,18 +29,18 @@ if TYPE_CHECKING:
     from patient_sidekiq.client.module_api import post as post
     from patient_sidekiq.client.module_api import put as put
     from patient_sidekiq.client.templates import RequestTemplate as RequestTemplate
+    from patient_sidekiq.config.loader import load_config as load_config
     from patient_sidekiq.config.model import Config as Config
-    from patient_sidekiq.config.model import load_config as load_config
     from patient_sidekiq.errors import ConfigurationError as ConfigurationError
     from patient_sidekiq.errors import PatientSidekiqError as PatientSidekiqError
     from patient_sidekiq.http.settings import OutgoingRequest as OutgoingRequest
     from patient_sidekiq.registry.callbacks import callback as callback
+    from patient_sidekiq.registry.encryption_hooks import register_decryption as register_decryption
+    from patient_sidekiq.registry.encryption_hooks import register_encryption as register_encryption
     from patient_sidekiq.registry.hooks import after_completion as after_completion
     from patient_sidekiq.registry.hooks import after_error as after_error
     from patient_sidekiq.registry.hooks import default_hooks as default_hooks
     from patient_sidekiq.registry.hooks import on_retries_exhausted as on_retries_exhausted
-    from patient_sidekiq.registry.registrations import register_decryption as register_decryption
-    from patient_sidekiq.registry.registrations import register_encryption as register_encryption
     from patient_sidekiq.registry.registrations import (
         register_preprocessor as register_preprocessor,
     )
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 # only what is asked for.
 _EXPORTS: dict[str, str] = {
     "Client": "patient_sidekiq.client.enqueue",
-    "AsyncClient": "patient_sidekiq.client.enqueue",
+    "AsyncClient": "patient_sidekiq.client.async_client",
     "RedisStore": "patient_sidekiq.client.builder",
     "FileStore": "patient_sidekiq.client.builder",
     "S3Store": "patient_sidekiq.client.builder",
@@ -92,11 +92,11 @@ _EXPORTS: dict[str, str] = {
     "RecursiveRedirectError": "patient_sidekiq.wire.failures",
     "register_secret": "patient_sidekiq.registry.registrations",
     "register_preprocessor": "patient_sidekiq.registry.registrations",
-    "register_encryption": "patient_sidekiq.registry.registrations",
-    "register_decryption": "patient_sidekiq.registry.registrations",
+    "register_encryption": "patient_sidekiq.registry.encryption_hooks",
+    "register_decryption": "patient_sidekiq.registry.encryption_hooks",
     "OutgoingRequest": "patient_sidekiq.http.settings",
     "Config": "patient_sidekiq.config.model",
-    "load_config": "patient_sidekiq.config.model",
+    "load_config": "patient_sidekiq.config.loader",
     "PatientSidekiqError": "patient_sidekiq.errors",
     "ConfigurationError": "patient_sidekiq.errors",
 }

@@ -24,7 +24,8 @@ import trio
 import typer
 
 from patient_sidekiq._version import __version__
-from patient_sidekiq.config.model import FIELDS, Config, load_config
+from patient_sidekiq.config.loader import load_config
+from patient_sidekiq.config.model import FIELDS, Config
 from patient_sidekiq.errors import ConfigurationError, PatientSidekiqError, RedisUnavailableError
 from patient_sidekiq.worker.supervisor import EX_CONFIG, EX_UNAVAILABLE, child_index
 

@@ -23,7 +23,7 @@ from typing import Any, Final, TextIO
 import h11
 import trio
 
-from patient_sidekiq.client.enqueue import AsyncClient
+from patient_sidekiq.client.async_client import AsyncClient
 from patient_sidekiq.config.model import Config
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.registry.callbacks import CallbackRegistry

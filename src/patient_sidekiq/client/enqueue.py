@@ -1,11 +1,11 @@
 """Enqueueing HTTP requests from Python, as ``PatientHttp::Sidekiq.execute`` does in Ruby.
 
-Role: the client API. :class:`Client` is synchronous (redis-py; any Python app),
-:class:`AsyncClient` runs over a trio :class:`~patient_sidekiq.redis_io.redis_bridge.RedisBridge`.
-Both build their jobs with ONE :class:`~patient_sidekiq.client.builder.JobBuilder`, so a job
-is the exact text the gem writes (see :mod:`patient_sidekiq.client.builder`); the callback and
-``callback_args`` are checked before anything is written. This module adds configuration
-(URL, keys, stores, Sidekiq version), the push itself and the test modes.
+Role: the synchronous client API. :class:`Client` uses redis-py (any Python app);
+:class:`~patient_sidekiq.client.async_client.AsyncClient` is its trio twin. Both build their
+jobs with ONE :class:`~patient_sidekiq.client.builder.JobBuilder`, so a job is the exact text
+the gem writes; the callback and ``callback_args`` are checked before anything is written.
+This module adds configuration (URL, keys, stores, Sidekiq version), the push itself and the
+test modes.
 
 Redis keys touched: ``queues`` (SADD), ``queue:<queue>`` (LPUSH) and, for a large payload
 in the Redis store, ``patient_http:payloads:<uuid>`` (SET, in the same MULTI as the push).
@@ -40,19 +40,16 @@ from patient_sidekiq.client.builder import (
     split_options,
 )
 from patient_sidekiq.errors import ConfigurationError, RedisCommandError, RedisUnavailableError
-from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge, raise_first_error
 from patient_sidekiq.redis_io.redis_target import RedisTarget, as_target
-from patient_sidekiq.registry import registrations
 from patient_sidekiq.registry.callbacks import CallbackRegistry
 from patient_sidekiq.registry.callbacks import registry as default_registry
-from patient_sidekiq.registry.registrations import CustomEncryptor
+from patient_sidekiq.registry.encryption_hooks import CustomEncryptor, encryption_hooks
 from patient_sidekiq.sidekiq.job import TimestampDialect, new_jid
 from patient_sidekiq.wire.encryption import Encryptor, MessageEncryptor
 from patient_sidekiq.wire.jobs import DEFAULT_REQUEST_QUEUE
-from patient_sidekiq.wire.packing import DEFAULT_STORE_THRESHOLD, PayloadSettings
+from patient_sidekiq.wire.packing import DEFAULT_STORE_THRESHOLD
 from patient_sidekiq.wire.payload_store import (
     FilePayloadStore,
-    RedisPayloadStore,
     redis_set_command,
     ttl_millis,
 )
@@ -66,7 +63,6 @@ if TYPE_CHECKING:
 
 # JobBuilder and its values are re-exported: enqueue is where users look for them.
 __all__ = [
-    "AsyncClient",
     "CallbackRef",
     "Client",
     "EnqueueOptions",
@@ -87,7 +83,7 @@ ENCRYPTION_KEY_ENV: Final = "PATIENT_HTTP_ENCRYPTION_KEY"
 SidekiqVersion = Literal["6", "7", "8"]
 
 
-def _dialect(version: SidekiqVersion) -> TimestampDialect:
+def dialect(version: SidekiqVersion) -> TimestampDialect:
     if version in ("6", "7"):
         return TimestampDialect.SECONDS
     if version == "8":
@@ -102,8 +98,8 @@ def _encryptor(key: str | Sequence[str] | Encryptor | None) -> Encryptor | None:
         keyed = MessageEncryptor(keys_from_env) if keys_from_env else None
         # Registered hooks apply to every enqueue of the process, as the gem's
         # config.encryption block applies to every PatientHttp::Sidekiq.execute.
-        if registrations.encryption_hooks.configured:
-            return CustomEncryptor(registrations.encryption_hooks, keyed)
+        if encryption_hooks.configured:
+            return CustomEncryptor(encryption_hooks, keyed)
         return keyed
     if isinstance(key, str | Sequence):
         return MessageEncryptor(key)
@@ -181,7 +177,7 @@ class Client:
             store=payload_store.name if payload_store is not None else None,
             store_threshold=payload_store_threshold,
             registry=registry,
-            dialect=_dialect(sidekiq_version),
+            dialect=dialect(sidekiq_version),
             clock=clock,
             new_request_id=new_request_id,
             new_jid=new_jid,
@@ -221,7 +217,7 @@ class Client:
         return cls(
             config.redis_target(),
             queue=queue or config.queues[0][0],
-            encryption_key=config.encryptor(registrations.encryption_hooks),
+            encryption_key=config.encryptor(encryption_hooks),
             payload_store=store,
             payload_store_threshold=config.payload_store_threshold,
             registry=registry if registry is not None else default_registry,
@@ -351,117 +347,3 @@ class Client:
     def delete(self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]) -> str:
         """Enqueue a DELETE; keyword arguments as :meth:`request`."""
         return self.request("delete", url, callback=callback, **kwargs)
-
-
-class AsyncClient:
-    """:class:`Client` for trio code (apps, and async callbacks enqueueing follow-ups).
-
-    Writes through an entered ``bridge``; ``payloads`` are the worker's own payload settings
-    (encryptor, stores, default store, threshold). A large payload for a
-    :class:`~patient_sidekiq.wire.payload_store.RedisPayloadStore` on the same bridge is written
-    in the push's MULTI; any other store is written first.
-    """
-
-    def __init__(
-        self,
-        bridge: RedisBridge,
-        *,
-        queue: str = DEFAULT_REQUEST_QUEUE,
-        payloads: PayloadSettings | None = None,
-        registry: CallbackRegistry = default_registry,
-        sidekiq_version: SidekiqVersion = "7",
-        clock: Callable[[], float] = time.time,
-        new_request_id: Callable[[], str] = new_request_id,
-        new_jid: Callable[[], str] = new_jid,
-    ) -> None:
-        self._bridge = bridge
-        self._payloads = payloads if payloads is not None else PayloadSettings()
-        self.builder = JobBuilder(
-            queue=queue,
-            encryptor=self._payloads.encryptor,
-            store=self._payloads.default_store,
-            store_threshold=self._payloads.store_threshold,
-            registry=registry,
-            dialect=_dialect(sidekiq_version),
-            clock=clock,
-            new_request_id=new_request_id,
-            new_jid=new_jid,
-        )
-
-    async def execute(
-        self,
-        request: Request,
-        *,
-        callback: CallbackRef,
-        callback_args: Mapping[str, Any] | None = None,
-        raise_error_responses: bool | None = False,
-    ) -> str:
-        """Enqueue ``request``; return its request id (see :meth:`Client.execute`)."""
-        enqueued = self.builder.build(
-            request,
-            callback=callback,
-            callback_args=callback_args,
-            raise_error_responses=raise_error_responses,
-        )
-        mode = testing.current_mode()
-        if mode is not None:
-            await mode.handle_async(enqueued, self.builder.registry)
-            return enqueued.request_id
-        commands: list[Sequence[Arg]] = list(enqueued.push_commands)
-        sealed = enqueued.sealed
-        if sealed.reference is not None and sealed.stored_text is not None:
-            store = self._payloads.stores[sealed.reference.store]
-            if isinstance(store, RedisPayloadStore) and store.bridge is self._bridge:
-                commands.insert(0, store.set_command(sealed.reference.key, sealed.stored_text))
-                raise_first_error(await self._bridge.transaction(commands))
-                return enqueued.request_id
-            await store.put(sealed.reference.key, sealed.stored_text)
-        raise_first_error(await self._bridge.pipeline(commands))
-        return enqueued.request_id
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        callback: CallbackRef,
-        **options: Unpack[EnqueueOptions],
-    ) -> str:
-        """Build a request and enqueue it (see :meth:`Client.request`)."""
-        request, options = split_options(method, url, options)
-        return await self.execute(
-            request,
-            callback=callback,
-            callback_args=options.get("callback_args"),
-            raise_error_responses=options.get("raise_error_responses"),
-        )
-
-    async def get(
-        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
-    ) -> str:
-        """Enqueue a GET; keyword arguments as :meth:`request`."""
-        return await self.request("get", url, callback=callback, **kwargs)
-
-    async def post(
-        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
-    ) -> str:
-        """Enqueue a POST; keyword arguments as :meth:`request`."""
-        return await self.request("post", url, callback=callback, **kwargs)
-
-    async def put(
-        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
-    ) -> str:
-        """Enqueue a PUT; keyword arguments as :meth:`request`."""
-        return await self.request("put", url, callback=callback, **kwargs)
-
-    async def patch(
-        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
-    ) -> str:
-        """Enqueue a PATCH; keyword arguments as :meth:`request`."""
-        return await self.request("patch", url, callback=callback, **kwargs)
-
-    async def delete(
-        self, url: str, *, callback: CallbackRef, **kwargs: Unpack[EnqueueOptions]
-    ) -> str:
-        """Enqueue a DELETE; keyword arguments as :meth:`request`."""
-        return await self.request("delete", url, callback=callback, **kwargs)

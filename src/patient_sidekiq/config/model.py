@@ -1,9 +1,9 @@
 """Configuration: one frozen :class:`Config`, built once from every source, passed in.
 
-Role: the :class:`Config` value, its builders and :func:`load_config` (the layering and the
-checks between options). What each option accepts, its flags and variables, and the
-README table live in :mod:`patient_sidekiq.config.options`; every name is importable from
-here too.
+Role: the :class:`Config` value, its builders, the option table built from its defaults, and
+the checks every source's values go through, alone and between options.
+:mod:`patient_sidekiq.config.loader` reads the sources below; what each option accepts, its
+flags and variables, and the README table live in :mod:`patient_sidekiq.config.options`.
 
 Sources, lowest priority first: the defaults below, a TOML file, environment variables,
 command-line flags. A higher source replaces a value whole (a list given by a flag replaces
@@ -34,15 +34,11 @@ Keys: none (the builders create objects; none of them connects to Redis).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
-import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -64,7 +60,7 @@ from patient_sidekiq.errors import ConfigurationError
 from patient_sidekiq.http.settings import HttpSettings, Preprocessor, SecretValue
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.redis_io.redis_target import RedisTarget, hide_password
-from patient_sidekiq.registry.registrations import CustomEncryptor, EncryptionHooks
+from patient_sidekiq.registry.encryption_hooks import CustomEncryptor, EncryptionHooks
 from patient_sidekiq.sidekiq.job import TimestampDialect
 from patient_sidekiq.sidekiq.launcher import WorkerSettings
 from patient_sidekiq.wire.encryption import Encryptor, MessageEncryptor
@@ -73,14 +69,17 @@ from patient_sidekiq.wire.payload_store import PayloadStore
 from patient_sidekiq.wire.stores import open_store
 
 __all__ = [
+    "DEFAULTS",
     "FIELDS",
+    "OPTIONS",
     "Config",
     "OptionInfo",
     "PayloadStoreSpec",
     "PreprocessorSpec",
     "SecretSpec",
-    "load_config",
+    "check_layers",
     "options_table_markdown",
+    "show_value",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ class Config:
         # Direct construction and replace() get the same checks (and normalisation: a queue
         # given as "name,2" becomes ("name", 2)) as load_config.
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        checked = _check({name: (value, "Config") for name, value in values.items()})
+        checked = check_layers({name: (value, "Config") for name, value in values.items()})
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -159,12 +158,12 @@ class Config:
         """Return a copy with ``changes`` applied and checked like every other source."""
         layer = {name: (value, "replace()") for name, value in changes.items()}
         problems = [
-            f"{name}: unknown option (from replace())" for name in layer if name not in _OPTIONS
+            f"{name}: unknown option (from replace())" for name in layer if name not in OPTIONS
         ]
         if problems:
             raise ConfigurationError("\n".join(problems))
         current = {f.name: (getattr(self, f.name), "Config") for f in dataclasses.fields(self)}
-        return Config(**_check(current | layer))
+        return Config(**check_layers(current | layer))
 
     # --- builders: they create settings objects and never open a connection ---
 
@@ -284,17 +283,17 @@ class Config:
 
 # --- the option table, built from Config's defaults ---
 
-_DEFAULTS: Final = {f.name: f.default for f in dataclasses.fields(Config)}
-_OPTIONS: Final = option_table(_DEFAULTS)
+DEFAULTS: Final = {f.name: f.default for f in dataclasses.fields(Config)}
+OPTIONS: Final = option_table(DEFAULTS)
 FIELDS: Final[Mapping[str, OptionInfo]] = MappingProxyType(
-    {name: option.info for name, option in _OPTIONS.items()}
+    {name: option.info for name, option in OPTIONS.items()}
 )
 """Every option's metadata, in :class:`Config` field order."""
 
 
 def options_table_markdown() -> str:
     """Return the README's options table (option, flag, env, TOML, default, meaning)."""
-    return options_markdown(_OPTIONS)
+    return options_markdown(OPTIONS)
 
 
 # --- checking ---
@@ -303,7 +302,7 @@ def options_table_markdown() -> str:
 _PASSWORD_IN_URL: Final = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
-def _show(option: Option, value: object) -> str:
+def show_value(option: Option, value: object) -> str:
     if option.secret:
         return "(a key)" if value else '""'
     if option.info.name == "secrets":
@@ -344,24 +343,24 @@ def _items(option: Option, value: object) -> list[object]:
     return [value]
 
 
-def _check(layers: Mapping[str, tuple[object, str]]) -> dict[str, Any]:
+def check_layers(layers: Mapping[str, tuple[object, str]]) -> dict[str, Any]:
     """Parse and check every option's value; raise one error listing every problem."""
     problems: list[str] = []
     values: dict[str, Any] = {}
     for name, (value, source) in layers.items():
-        option = _OPTIONS[name]
+        option = OPTIONS[name]
         if option.separator is None:
             try:
                 values[name] = option.parse(value)
             except InvalidValue as exc:
-                problems.append(f"{name}: {_show(option, value)} from {source} {exc}")
+                problems.append(f"{name}: {show_value(option, value)} from {source} {exc}")
             continue
         parsed = []
         for item in _items(option, value):
             try:
                 parsed.append(option.parse(item))
             except InvalidValue as exc:
-                problems.append(f"{name}: {_show(option, item)} from {source} {exc}")
+                problems.append(f"{name}: {show_value(option, item)} from {source} {exc}")
         if len(parsed) == len(_items(option, value)):
             values[name] = tuple(parsed)
     # Rules between options only run on options that parsed, so no problem is reported twice.
@@ -424,103 +423,3 @@ def _cross_check(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[
             f"a configured payload store (configured: {', '.join(names) or 'none'})"
         )
     return problems
-
-
-# --- sources ---
-
-
-def load_config(
-    *,
-    flags: Mapping[str, object] | None = None,
-    env: Mapping[str, str] | None = None,
-    config_file: str | Path | None = None,
-) -> Config:
-    """Build the configuration from defaults, a TOML file, the environment and flags.
-
-    ``flags`` holds only what the user passed (keys are field names; a ``"config"`` key
-    names the TOML file when ``config_file`` is not given). ``env`` defaults to
-    ``os.environ``. Raises :class:`ConfigurationError` listing every problem, one per line.
-    """
-    environ: Mapping[str, str] = os.environ if env is None else env
-    given_flags = dict(flags or {})
-    flag_file = given_flags.pop("config", None)
-    layers: dict[str, tuple[object, str]] = {
-        name: (_DEFAULTS[name], "default") for name in _OPTIONS
-    }
-    problems: list[str] = []
-    path = config_file or flag_file or environ.get(CONFIG_FILE_ENV) or None
-    if path is not None:
-        layers |= _file_layer(Path(str(path)), problems)
-    layers |= _env_layer(environ, problems)
-    for name, value in given_flags.items():
-        if name in _OPTIONS:
-            layers[name] = (value, "flag " + "/".join(_OPTIONS[name].info.flags))
-        else:
-            problems.append(f"{name}: unknown option (from the command line)")
-    try:
-        values = _check(layers)
-    except ConfigurationError as exc:
-        problems += str(exc).splitlines()
-    if problems:
-        raise ConfigurationError("\n".join(problems))
-    return Config(**values)
-
-
-def _file_layer(path: Path, problems: list[str]) -> dict[str, tuple[object, str]]:
-    source = f"config file {path}"
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        problems.append(f"config: cannot read {source}: {exc.strerror or exc}")
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(f"config: {source} is not valid TOML: {exc}")
-        return {}
-    layer: dict[str, tuple[object, str]] = {}
-    for key, value in data.items():
-        if key in _OPTIONS:
-            layer[key] = (value, source)
-        else:
-            problems.append(f"{key}: unknown key in {source}{_suggest(key, list(_OPTIONS))}")
-    return layer
-
-
-def _env_layer(environ: Mapping[str, str], problems: list[str]) -> dict[str, tuple[object, str]]:
-    layer: dict[str, tuple[object, str]] = {}
-    # Sidekiq's conventions first, so PATIENT_HTTP_REDIS_URL below overrides them.
-    provider = environ.get("REDIS_PROVIDER")
-    if provider and ":" in provider:
-        problems.append(
-            f"redis_url: REDIS_PROVIDER must name the variable holding the Redis URL "
-            f"(like REDISTOGO_URL), not be a URL: {_show(_OPTIONS['redis_url'], provider)}"
-        )
-    elif provider and environ.get(provider):
-        layer["redis_url"] = (environ[provider], provider)
-    elif environ.get("REDIS_URL"):
-        layer["redis_url"] = (environ["REDIS_URL"], "REDIS_URL")
-    known = {CONFIG_FILE_ENV}
-    for name, option in _OPTIONS.items():
-        variable = option.info.env[0]
-        known.add(variable)
-        text = environ.get(variable)
-        if not text:
-            continue
-        if option.separator is None:
-            layer[name] = (text, variable)
-        else:
-            items = text.split(option.separator)
-            layer[name] = ([item.strip() if option.strip else item for item in items], variable)
-    for variable in sorted(environ):
-        if variable.startswith(ENV_PREFIX) and variable not in known:
-            hint = _suggest(variable, sorted(known))
-            if hint:
-                problems.append(f"{variable}: unknown environment variable{hint}")
-            else:
-                log.warning("ignoring unknown environment variable %s", variable)
-    return layer
-
-
-def _suggest(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word.replace("-", "_"), candidates, n=1, cutoff=0.8)
-    return f" (did you mean {close[0]}?)" if close else ""

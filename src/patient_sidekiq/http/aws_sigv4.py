@@ -55,7 +55,7 @@ from urllib.parse import quote, unquote_to_bytes
 import httpx
 
 from patient_sidekiq.errors import ConfigurationError
-from patient_sidekiq.http.http1_transport import direct_target
+from patient_sidekiq.http.targets import direct_target
 
 if TYPE_CHECKING:
     from patient_sidekiq.http.settings import OutgoingRequest

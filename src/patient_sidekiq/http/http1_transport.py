@@ -37,27 +37,23 @@ from __future__ import annotations
 import select
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Final, cast
-from urllib.parse import urlsplit
 
 import h11
 import httpx
 import trio
 
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
+from patient_sidekiq.http.targets import DEFAULT_PORTS, DirectTarget, Origin
 
-__all__ = ["KEEPALIVE_EXPIRY", "DirectTarget", "H11Transport", "direct_target"]
+__all__ = ["KEEPALIVE_EXPIRY", "H11Transport"]
 
 KEEPALIVE_EXPIRY: Final = 5.0
 _READ_SIZE: Final = 64 * 1024
 _MAX_HEADER_SIZE: Final = 100 * 1024
 _SWEEP_INTERVAL: Final = 1.0
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _INF: Final = float("inf")
-
-_Origin = tuple[str, str, int]
 
 
 class _Connection:
@@ -65,7 +61,7 @@ class _Connection:
 
     __slots__ = ("fd", "h11", "idle_since", "origin", "received", "stream", "tcp")
 
-    def __init__(self, origin: _Origin, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
+    def __init__(self, origin: Origin, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
         self.origin = origin
         self.stream = stream
         self.tcp = tcp
@@ -99,7 +95,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context_for(settings)
         self._ssl_context.set_alpn_protocols(["http/1.1"])
         self._retries = max(0, settings.retries)
-        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._next_sweep = 0.0
         self._closed = False
 
@@ -111,9 +107,9 @@ class H11Transport(httpx.AsyncBaseTransport):
         """Send ``request`` and return once its headers are in; the body streams after."""
         url = request.url
         scheme = url.scheme
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"Unsupported URL protocol {scheme!r}")
-        origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+        origin = (scheme, url.host, url.port or DEFAULT_PORTS[scheme])
         try:
             head = self._encode(request)
         except h11.LocalProtocolError as exc:
@@ -148,7 +144,7 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     async def _request(
         self,
-        origin: _Origin,
+        origin: Origin,
         head: tuple[h11.Request, bytes],
         idempotent: bool,
         timeouts: Mapping[str, object],
@@ -180,7 +176,7 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     # --- connections ------------------------------------------------------------------
 
-    def _idle_connection(self, origin: _Origin) -> _Connection | None:
+    def _idle_connection(self, origin: Origin) -> _Connection | None:
         stack = self._idle.get(origin)
         if not stack:
             return None
@@ -213,7 +209,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         """Close idle connections past the keep-alive expiry (the oldest are at the bottom)."""
         self._next_sweep = now + _SWEEP_INTERVAL
         limit = now - KEEPALIVE_EXPIRY
-        empty: list[_Origin] = []
+        empty: list[Origin] = []
         for origin, stack in self._idle.items():
             expired = 0
             while expired < len(stack) and stack[expired].idle_since < limit:
@@ -226,7 +222,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         for origin in empty:
             del self._idle[origin]
 
-    async def _connect(self, origin: _Origin, timeout: float) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float) -> _Connection:
         delay = 0.0
         for attempt in range(self._retries + 1):
             try:
@@ -238,7 +234,7 @@ class H11Transport(httpx.AsyncBaseTransport):
             delay = 0.5 if delay == 0 else delay * 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _open(self, origin: _Origin, timeout: float) -> _Connection:
+    async def _open(self, origin: Origin, timeout: float) -> _Connection:
         scheme, host, port = origin
         with trio.CancelScope(deadline=trio.current_time() + timeout):
             try:
@@ -447,39 +443,3 @@ class _Body(httpx.AsyncByteStream):
 def _seconds(value: object) -> float:
     """A timeout from the request's extensions: None (or anything not a number) is no limit."""
     return float(value) if isinstance(value, int | float) else _INF
-
-
-@dataclass(frozen=True, slots=True)
-class DirectTarget:
-    """Where :meth:`H11Transport.send` sends a request: origin, ``host`` header, request target."""
-
-    origin: _Origin
-    host_header: str
-    path: str
-
-
-def direct_target(url: str) -> DirectTarget | None:
-    """Split a plain absolute URL for :meth:`H11Transport.send`; None when httpx should.
-
-    Only printable-ASCII URLs without userinfo (what Ruby's ``URI`` accepts) take the direct
-    path; anything needing normalisation (IDNA, percent-encoding, credentials) goes through
-    ``httpx.URL`` as before.
-    """
-    if not url.isascii() or not url.isprintable() or " " in url:
-        return None
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    host = parts.hostname
-    default = _DEFAULT_PORTS.get(scheme)
-    if default is None or not host or "@" in parts.netloc:
-        return None
-    bracketed = f"[{host}]" if ":" in host else host
-    host_header = bracketed if port is None or port == default else f"{bracketed}:{port}"
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
-    return DirectTarget((scheme, host, port or default), host_header, path)

@@ -39,7 +39,7 @@ import httpx
 import trio
 
 from patient_sidekiq.errors import PreprocessorNotFoundError, SecretNotFoundError
-from patient_sidekiq.http.http1_transport import DirectTarget, H11Transport
+from patient_sidekiq.http.http1_transport import H11Transport
 from patient_sidekiq.http.http_transport import (
     ShardedTransport,
     joined_headers,
@@ -47,6 +47,7 @@ from patient_sidekiq.http.http_transport import (
 )
 from patient_sidekiq.http.ruby_errors import ruby_error, ruby_error_type
 from patient_sidekiq.http.settings import HttpSettings, OutgoingRequest
+from patient_sidekiq.http.targets import DirectTarget
 from patient_sidekiq.wire.failures import (
     HttpError,
     RecursiveRedirectError,

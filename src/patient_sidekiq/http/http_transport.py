@@ -48,8 +48,9 @@ import httpx
 import trio
 
 from patient_sidekiq.errors import ResponseTooLargeError
-from patient_sidekiq.http.http1_transport import DirectTarget, H11Transport, direct_target
+from patient_sidekiq.http.http1_transport import H11Transport
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
+from patient_sidekiq.http.targets import DirectTarget, direct_target
 
 __all__ = [
     "MAX_SHARDS",

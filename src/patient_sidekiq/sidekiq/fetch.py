@@ -34,12 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import redis
 import trio
@@ -49,8 +47,7 @@ from patient_sidekiq.errors import ConfigurationError, RedisCommandError, RedisU
 from patient_sidekiq.redis_io.lua import LuaScript
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge, raise_first_error
 from patient_sidekiq.redis_io.redis_target import RedisTarget, as_target
-from patient_sidekiq.sidekiq.poison import dead_entry_commands
-from patient_sidekiq.sidekiq.retry import RetryPolicy
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder, UnitOfWork, decode_bytes
 
 MAX_BLOCK_SECONDS: Final = 1.0
 """Longest single blocking wait: bounds shutdown latency and the latency of non-first queues."""
@@ -58,80 +55,6 @@ MAX_BLOCK_SECONDS: Final = 1.0
 _INPROGRESS_PREFIX: Final = keys.inprogress("", "").removesuffix(":")
 # Sidekiq identities are "<hostname>:<pid>:<hex nonce>"; the queue name follows.
 _INPROGRESS_REST: Final = re.compile(r"(?P<identity>[^:]+:\d+:[0-9a-f]+):(?P<queue>.+)", re.S)
-
-
-def _decode(raw: bytes) -> str:
-    # surrogateescape keeps even non-UTF-8 bytes exact, so LREM/RPUSH find and restore them.
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-class QueueOrder:
-    """The order queues are tried in, following Sidekiq's rule.
-
-    Strict when every weight is 0: the configured order, deduplicated. Otherwise weighted: each
-    call shuffles a list holding each name ``max(weight, 1)`` times and deduplicates it, so a
-    queue comes first with probability weight / total.
-    """
-
-    def __init__(self, queues: Sequence[tuple[str, int]], rng: random.Random | None = None) -> None:
-        if not queues:
-            raise ConfigurationError("at least one queue is required")
-        for name, weight in queues:
-            if not name or weight < 0:
-                raise ConfigurationError(f"invalid queue {name!r} with weight {weight!r}")
-        self.names: tuple[str, ...] = tuple(dict.fromkeys(name for name, _ in queues))
-        self.strict: bool = all(weight == 0 for _, weight in queues)
-        self._pool = [name for name, weight in queues for _ in range(max(weight, 1))]
-        self._rng = rng if rng is not None else random.Random()
-
-    def order(self) -> list[str]:
-        """Return the queue names in the order to try them for one fetch."""
-        if self.strict:
-            return list(self.names)
-        permuted = list(self._pool)
-        self._rng.shuffle(permuted)
-        return list(dict.fromkeys(permuted))
-
-
-@dataclass(frozen=True, slots=True)
-class UnitOfWork:
-    """One fetched job: its queue, its exact JSON text, and the list it is recorded in.
-
-    The unit ends itself: every command that removes or moves the job (acknowledge,
-    requeue, file into ``dead``) is built here from ONE byte form, the bytes the fetch
-    read (``raw`` is their ``surrogateescape`` decoding, so even bytes that are not UTF-8
-    match again). The processor, the callback worker, the RequestWorker hand-off and the
-    poller all end jobs through these commands.
-    """
-
-    queue: str
-    raw: str
-    inprogress_key: str
-
-    @property
-    def raw_bytes(self) -> bytes:
-        """The job's exact bytes, as fetched."""
-        return _encode(self.raw)
-
-    def acknowledge_command(self) -> tuple[Arg, ...]:
-        """LREM of this job from its in-progress list (-1: the oldest, at the right, first)."""
-        return ("LREM", self.inprogress_key, -1, self.raw_bytes)
-
-    def requeue_commands(self) -> list[tuple[Arg, ...]]:
-        """Back to its queue's right end (the next job popped), out of the in-progress list."""
-        raw = self.raw_bytes
-        return [("LREM", self.inprogress_key, 1, raw), ("RPUSH", keys.queue(self.queue), raw)]
-
-    def dead_commands(
-        self, error_class: str, message: str, policy: RetryPolicy
-    ) -> list[tuple[Any, ...]]:
-        """File this job into ``dead`` whatever its content (:mod:`.poison`), acknowledged."""
-        entry = dead_entry_commands(self.raw, error_class, message, queue=self.queue, policy=policy)
-        return [*entry, self.acknowledge_command()]
 
 
 Holdings = Counter[tuple[str, bytes]]
@@ -239,7 +162,7 @@ class ReliableFetch:
         for index, jobs in zip(reply[::2], reply[1::2], strict=True):
             name = order[int(index) - 1]
             inprogress_key = self._lists[name][1]
-            works += (UnitOfWork(name, _decode(job), inprogress_key) for job in jobs)
+            works += (UnitOfWork(name, decode_bytes(job), inprogress_key) for job in jobs)
         return await self._hand_over(works)
 
     async def wait_for_work(self, timeout: float) -> UnitOfWork | None:
@@ -271,7 +194,7 @@ class ReliableFetch:
         )
         if raw is None:
             return None
-        works = await self._hand_over([UnitOfWork(name, _decode(raw), inprogress_key)])
+        works = await self._hand_over([UnitOfWork(name, decode_bytes(raw), inprogress_key)])
         return works[0]
 
     async def acknowledge(self, work: UnitOfWork) -> bool:
@@ -416,7 +339,7 @@ class ReliableFetch:
         flat = await self._bridge.execute("HGETALL", keys.INPROGRESS_REGISTRY)
         found: dict[str, tuple[str, str]] = {}
         for field, value in zip(flat[::2], flat[1::2], strict=True):
-            list_key = _decode(field)
+            list_key = decode_bytes(field)
             try:
                 entry = json.loads(value)
                 owner = (str(entry["identity"]), str(entry["queue"]))
@@ -437,7 +360,7 @@ class ReliableFetch:
                 "SCAN", cursor, "MATCH", keys.inprogress("*", "*"), "COUNT", 1000
             )
             for key in batch:
-                list_key = _decode(key)
+                list_key = decode_bytes(key)
                 parsed = _parse_inprogress_key(list_key)
                 if parsed is not None:
                     found[list_key] = parsed

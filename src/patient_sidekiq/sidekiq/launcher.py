@@ -31,13 +31,14 @@ from patient_sidekiq.errors import PatientSidekiqError
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.redis_io.redis_target import RedisTarget
 from patient_sidekiq.sidekiq.client import SidekiqClient
-from patient_sidekiq.sidekiq.fetch import InTransit, QueueOrder, ReliableFetch
+from patient_sidekiq.sidekiq.fetch import InTransit, ReliableFetch
 from patient_sidekiq.sidekiq.heartbeat import BEAT_INTERVAL, Heartbeat, ProcessInfo, make_identity
 from patient_sidekiq.sidekiq.job import TimestampDialect
 from patient_sidekiq.sidekiq.metrics import ExecutionMetrics
 from patient_sidekiq.sidekiq.processor import Dispatcher, Processor
 from patient_sidekiq.sidekiq.retry import RetryPolicy
 from patient_sidekiq.sidekiq.scheduled import Poller
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder
 
 __all__ = ["Launcher", "Runtime", "Service", "WorkerSettings"]
 

@@ -38,11 +38,12 @@ import trio
 
 from patient_sidekiq.errors import InvalidJobError, PatientSidekiqError
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge, raise_first_error
-from patient_sidekiq.sidekiq.fetch import Holdings, InTransit, ReliableFetch, UnitOfWork
+from patient_sidekiq.sidekiq.fetch import Holdings, InTransit, ReliableFetch
 from patient_sidekiq.sidekiq.heartbeat import WorkEntry
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.poison import dead_entry_commands, filing_commands
 from patient_sidekiq.sidekiq.retry import RetryPolicy
+from patient_sidekiq.sidekiq.unit_of_work import UnitOfWork
 
 __all__ = ["Dispatcher", "ExhaustedCallback", "Handler", "Processor", "Work"]
 

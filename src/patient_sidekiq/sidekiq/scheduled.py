@@ -30,10 +30,11 @@ from patient_sidekiq.redis_io.lua import LuaScript
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge, raise_first_error
 from patient_sidekiq.ruby.rubyjson import ruby_float_repr
 from patient_sidekiq.sidekiq.client import SidekiqClient
-from patient_sidekiq.sidekiq.fetch import InTransit, UnitOfWork
+from patient_sidekiq.sidekiq.fetch import InTransit
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.poison import CONTENT_ERRORS, content_error
 from patient_sidekiq.sidekiq.retry import RetryPolicy
+from patient_sidekiq.sidekiq.unit_of_work import UnitOfWork
 
 __all__ = ["AVERAGE_POLL_INTERVAL", "Poller"]
 

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
         CallbackWorkerSettings as CallbackWorkerSettings,
     )
     from patient_sidekiq.worker.inflight import InflightMonitor as InflightMonitor
-    from patient_sidekiq.worker.request_worker import CallbackRouting as CallbackRouting
+    from patient_sidekiq.worker.request_call import CallbackRouting as CallbackRouting
+    from patient_sidekiq.worker.request_call import RequestWorkerSettings as RequestWorkerSettings
     from patient_sidekiq.worker.request_worker import RequestWorker as RequestWorker
-    from patient_sidekiq.worker.request_worker import RequestWorkerSettings as RequestWorkerSettings
     from patient_sidekiq.worker.runner import Runner as Runner
     from patient_sidekiq.worker.runner import load_requires as load_requires
     from patient_sidekiq.worker.stats import Stats as Stats
@@ -42,8 +42,8 @@ _EXPORTS: dict[str, str] = {
     "Runner": "patient_sidekiq.worker.runner",
     "load_requires": "patient_sidekiq.worker.runner",
     "RequestWorker": "patient_sidekiq.worker.request_worker",
-    "RequestWorkerSettings": "patient_sidekiq.worker.request_worker",
-    "CallbackRouting": "patient_sidekiq.worker.request_worker",
+    "RequestWorkerSettings": "patient_sidekiq.worker.request_call",
+    "CallbackRouting": "patient_sidekiq.worker.request_call",
     "CallbackWorker": "patient_sidekiq.worker.callback_worker",
     "CallbackWorkerSettings": "patient_sidekiq.worker.callback_worker",
     "CallbackDirectory": "patient_sidekiq.worker.callback_directory",

@@ -40,15 +40,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.config.model import Config
 from patient_sidekiq.errors import (
     JobArgumentError,
     MaxCapacityError,
@@ -59,38 +58,33 @@ from patient_sidekiq.errors import (
 )
 from patient_sidekiq.http.http_client import ExecutionResult, execute
 from patient_sidekiq.http.http_transport import ShardedTransport
-from patient_sidekiq.http.settings import HttpSettings
 from patient_sidekiq.redis_io.lua import LuaScript
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge
-from patient_sidekiq.sidekiq.fetch import UnitOfWork
 from patient_sidekiq.sidekiq.job import DEFAULT_QUEUE, Job
 from patient_sidekiq.sidekiq.launcher import Runtime
 from patient_sidekiq.sidekiq.poison import CONTENT_ERRORS, filing_commands
 from patient_sidekiq.sidekiq.processor import Work
-from patient_sidekiq.wire.callback_args import validate_callback_args
-from patient_sidekiq.wire.failures import HttpError, RedirectError
+from patient_sidekiq.sidekiq.unit_of_work import UnitOfWork
 from patient_sidekiq.wire.jobs import (
-    CALLBACK_WORKER,
-    DEFAULT_CALLBACK_QUEUE,
-    DEFAULT_PYTHON_CALLBACK_QUEUE,
     REQUEST_WORKER,
 )
-from patient_sidekiq.wire.packing import PayloadSettings, delete_stored, pack, unpack
+from patient_sidekiq.wire.packing import delete_stored, pack, unpack
 from patient_sidekiq.wire.payload_store import PayloadReference, is_reference
 from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
-from patient_sidekiq.worker.inflight import InflightMonitor, gem_process_id
+from patient_sidekiq.worker.inflight import InflightMonitor
+from patient_sidekiq.worker.request_call import (
+    RequestCall,
+    RequestWorkerSettings,
+    build_callback_job,
+    flatten_commands,
+    result_stats_commands,
+    result_type,
+)
 from patient_sidekiq.worker.stats import Stats
 
 __all__ = [
-    "CALLBACK_WORKER",
-    "REQUEST_WORKER",
-    "CallbackRouting",
-    "RequestCall",
     "RequestWorker",
-    "RequestWorkerSettings",
-    "build_callback_job",
-    "result_stats_commands",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,180 +94,6 @@ CLAIM_MARKER_TTL: Final = 3600
 """Seconds a claim marker outlives a process that died before deleting it."""
 
 _CLAIM: Final = LuaScript("inflight_claim.lua", __package__)
-
-Command = tuple[Arg, ...]
-
-
-def _never_python(callback_name: str) -> bool:
-    return False
-
-
-@dataclass(frozen=True)
-class CallbackRouting:
-    """Which queue a CallbackWorker job goes to.
-
-    ``is_python_callback(name)`` is the hook the Python callback registry plugs into: a
-    callback registered in Python goes to ``python_callback_queue``, every other one to
-    ``callback_queue`` (where the Ruby app's Sidekiq runs it).
-    """
-
-    callback_queue: str = DEFAULT_CALLBACK_QUEUE
-    python_callback_queue: str = DEFAULT_PYTHON_CALLBACK_QUEUE
-    is_python_callback: Callable[[str], bool] = field(default=_never_python, compare=False)
-
-    def queue_for(self, callback_name: str) -> str:
-        """Return the queue of the CallbackWorker job for ``callback_name``."""
-        if self.is_python_callback(callback_name):
-            return self.python_callback_queue
-        return self.callback_queue
-
-
-@dataclass(frozen=True)
-class RequestWorkerSettings:
-    """Everything the HTTP processor needs; defaults are the gem's."""
-
-    http: HttpSettings = field(default_factory=HttpSettings)
-    payloads: PayloadSettings = field(default_factory=PayloadSettings)
-    routing: CallbackRouting = field(default_factory=CallbackRouting)
-    heartbeat_interval: float = 60.0
-    orphan_threshold: float = 300.0
-    result_retry_interval: float = 0.5
-    """First wait (s) before pushing a result again while Redis is unreachable; doubles up
-    to 30 s."""
-    process_id: str = field(default_factory=gem_process_id)
-
-    @classmethod
-    def from_config(
-        cls, config: Config, payloads: PayloadSettings, routing: CallbackRouting, http: HttpSettings
-    ) -> RequestWorkerSettings:
-        """The settings a worker built from ``config`` runs with (in-flight intervals)."""
-        return cls(
-            http=http,
-            payloads=payloads,
-            routing=routing,
-            heartbeat_interval=config.heartbeat_interval,
-            orphan_threshold=config.orphan_threshold,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RequestCall:
-    """The five arguments of a RequestWorker job, with their types checked."""
-
-    data: Any
-    callback_name: str
-    raise_error_responses: bool | None
-    callback_args: dict[str, Any] | None
-    request_id: str | None
-
-    @classmethod
-    def from_args(cls, args: Sequence[Any]) -> RequestCall:
-        """Check ``args`` as ``perform(data, callback, raise_error_responses, callback_args,
-        request_id)`` would; raise :class:`JobArgumentError` naming the bad one.
-
-        A sixth argument (a processor name: string or null, which later gem releases add
-        with a default) is accepted and ignored, as Ruby's optional parameter would be.
-        """
-        if not 5 <= len(args) <= 6:
-            raise JobArgumentError(f"wrong number of arguments (given {len(args)}, expected 5..6)")
-        data, callback_name, raise_errors, callback_args, request_id = args[:5]
-        if len(args) == 6 and args[5] is not None and not isinstance(args[5], str):
-            raise JobArgumentError(f"processor name must be a string or null, got {_kind(args[5])}")
-        if not isinstance(data, dict):
-            raise JobArgumentError(f"request data must be a JSON object, got {_kind(data)}")
-        if not isinstance(callback_name, str) or not callback_name:
-            raise JobArgumentError(
-                f"callback name must be a non-empty string, got {_kind(callback_name)}"
-            )
-        if raise_errors is not None and not isinstance(raise_errors, bool):
-            raise JobArgumentError(
-                f"raise_error_responses must be true, false or null, got {_kind(raise_errors)}"
-            )
-        if callback_args is not None and not isinstance(callback_args, dict):
-            raise JobArgumentError(
-                f"callback_args must be a JSON object or null, got {_kind(callback_args)}"
-            )
-        if request_id is not None and (not isinstance(request_id, str) or not request_id):
-            raise JobArgumentError(
-                f"request_id must be a non-empty string or null, got {_kind(request_id)}"
-            )
-        return cls(
-            data,
-            callback_name,
-            raise_errors,
-            None if callback_args is None else validate_callback_args(callback_args),
-            request_id,
-        )
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "a number"
-    return names.get(type(value), type(value).__name__)
-
-
-def result_type(result: ExecutionResult) -> str:
-    """Return the CallbackWorker ``result_type`` of a result: ``response`` or ``error``."""
-    return "response" if isinstance(result, Response) else "error"
-
-
-def build_callback_job(
-    packed: dict[str, Any],
-    kind: str,
-    callback_name: str,
-    queue: str,
-    *,
-    now: float | int | None = None,
-) -> Job:
-    """Return the CallbackWorker job ``[data, result_type, callback_name]`` the gem pushes.
-
-    With ``now`` (from :meth:`SidekiqClient.timestamp`) the job carries ``created_at`` and
-    ``enqueued_at`` already, in the order Sidekiq's client writes them.
-    """
-    stamps: dict[str, Any] = {} if now is None else {"created_at": now, "enqueued_at": now}
-    return Job.new(
-        CALLBACK_WORKER, [packed, kind, callback_name], queue=queue, retry=True, **stamps
-    )
-
-
-def result_stats_commands(
-    result: ExecutionResult, hops: Iterable[tuple[int, float]] = ()
-) -> list[Command]:
-    """Return the totals updates for one finished request (wire spec §8), one EXPIRE at the end.
-
-    Every followed redirect hop and the final exchange count as a request; an error adds
-    ``errors:http_error``, ``errors:redirect`` or ``errors:exception`` (every transport
-    failure, as the gem counts the raw exception). Only a response delivered to
-    ``on_complete`` counts its ``http_status``: the gem takes the status from the task's
-    completed response, which neither a followed hop nor an HttpError has.
-    """
-    commands: list[Command] = []
-    for _status, duration in hops:
-        commands += Stats.record_request_commands(duration, None)
-    if isinstance(result, Response):
-        commands += Stats.record_request_commands(result.duration or 0.0, result.status)
-    elif isinstance(result, HttpError):
-        commands += Stats.record_request_commands(result.duration or 0.0, None)
-        commands += Stats.record_error_commands("http_error")
-    elif isinstance(result, RedirectError):
-        commands += Stats.record_request_commands(result.duration or 0.0, None)
-        commands += Stats.record_error_commands("redirect")
-    else:
-        commands += Stats.record_request_commands(result.duration or 0.0, None)
-        commands += Stats.record_error_commands("exception")
-    expire = [command for command in commands if command[0] == "EXPIRE"][:1]
-    return [command for command in commands if command[0] != "EXPIRE"] + expire
-
-
-def _flatten(commands: Iterable[Sequence[Arg]]) -> list[Arg]:
-    flat: list[Arg] = []
-    for command in commands:
-        flat.append(len(command))
-        flat.extend(command)
-    return flat
 
 
 @dataclass(eq=False, slots=True)
@@ -557,7 +377,7 @@ class RequestWorker:
         script_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS]
         args: list[Arg] = [task.member, marker, CLAIM_MARKER_TTL, len(settled), *settled]
         try:
-            reply = await _CLAIM.run(bridge, script_keys, [*args, *_flatten(commands)])
+            reply = await _CLAIM.run(bridge, script_keys, [*args, *flatten_commands(commands)])
         except BaseException:
             self._settled_markers += settled  # maybe not deleted: try again next time
             raise

@@ -41,21 +41,23 @@ from patient_sidekiq.config.model import Config
 from patient_sidekiq.errors import ConfigurationError, RedisUnavailableError
 from patient_sidekiq.http.settings import HttpSettings
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
-from patient_sidekiq.registry import registrations
 from patient_sidekiq.registry.callbacks import CallbackRegistry
 from patient_sidekiq.registry.callbacks import registry as default_registry
+from patient_sidekiq.registry.encryption_hooks import encryption_hooks
 from patient_sidekiq.registry.hooks import Hooks, default_hooks
-from patient_sidekiq.registry.registrations import build_preprocessors, build_secrets
+from patient_sidekiq.registry.registrations import (
+    build_preprocessors,
+    build_secrets,
+    preprocessors,
+    secrets,
+)
 from patient_sidekiq.sidekiq.heartbeat import make_identity
 from patient_sidekiq.sidekiq.launcher import Launcher
 from patient_sidekiq.sidekiq.processor import Dispatcher
 from patient_sidekiq.worker.callback_directory import CallbackDirectory
 from patient_sidekiq.worker.callback_worker import CallbackWorker, CallbackWorkerSettings
-from patient_sidekiq.worker.request_worker import (
-    CallbackRouting,
-    RequestWorker,
-    RequestWorkerSettings,
-)
+from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.worker.request_worker import RequestWorker
 
 __all__ = ["Runner", "load_requires"]
 
@@ -146,9 +148,9 @@ class Runner:
             f"patient-sidekiq {__version__} pid={os.getpid()} redis={described['redis']} "
             f"queues=[{queues}] max_connections={config.max_connections} "
             f"encryption={described['encryption']}"
-            f"{'+hooks' if registrations.encryption_hooks.configured else ''} "
-            f"secrets={len(config.secrets) + len(registrations.secrets.names())} "
-            f"preprocessors={len(config.preprocessors) + len(registrations.preprocessors.names())} "
+            f"{'+hooks' if encryption_hooks.configured else ''} "
+            f"secrets={len(config.secrets) + len(secrets.names())} "
+            f"preprocessors={len(config.preprocessors) + len(preprocessors.names())} "
             f"python_callbacks={len(python_callbacks)} "
             f"(queue {config.python_callback_queue}) ruby_callback_queue={config.callback_queue}"
         )
@@ -182,9 +184,7 @@ class Runner:
                 own_store_bridges[url] = await stack.enter_async_context(
                     RedisBridge(url, name="patient-sidekiq-payload-store")
                 )
-            payloads = config.payload_settings(
-                payloads_bridge, own_store_bridges, registrations.encryption_hooks
-            )
+            payloads = config.payload_settings(payloads_bridge, own_store_bridges, encryption_hooks)
             http_settings = replace(config.worker_settings(), handle_os_signals=False)
             directory = CallbackDirectory(
                 payloads_bridge, http_settings.identity, self.registry.names
