@@ -5,6 +5,9 @@ pins them); the machinery is one level down, in :mod:`patient_sidekiq.worker` (r
 worker yourself) and :mod:`patient_sidekiq.wire` (the gem's data), as trio keeps
 ``trio.lowlevel`` apart. Every exception is in :mod:`patient_sidekiq.errors`; test modes in
 :mod:`patient_sidekiq.testing`. Names load at first use.
+
+"wire spec §N" in the code is section N of ``docs/patient-http-wire.md`` (the gem's wire
+format), "protocol spec §N" of ``docs/sidekiq-protocol.md`` (Sidekiq's protocol).
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class SidekiqClient:
         return pushed
 
     async def requeue(self, raw_jobs_by_queue: Mapping[str, Sequence[str]]) -> None:
-        """Put unfinished jobs back at the right end of their queues (shutdown, spec §3).
+        """Put unfinished jobs back at the right end of their queues (shutdown, protocol spec §3).
 
         The raw strings go back unchanged (no new ``enqueued_at``), one ``RPUSH`` per queue,
         pipelined. Within a queue the LAST string given ends up rightmost, i.e. is popped

@@ -3,6 +3,8 @@ encryption, payload stores and packing of job arguments.
 
 The gem's data, re-exported here for code that reads or writes it directly (names load at
 first use).
+
+"wire spec §N" in this package is section N of ``docs/patient-http-wire.md``.
 """
 
 from __future__ import annotations
