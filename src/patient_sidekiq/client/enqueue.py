@@ -259,7 +259,8 @@ class Client:
 
         ``callback`` is a registered Python callback class or a callback name (registered,
         or a Ruby class name the Ruby app runs). ``raise_error_responses`` defaults to
-        False as in the gem; ``None`` leaves it to the worker's configuration.
+        False as in the gem; ``None`` writes ``null``, which the gem's processor and ours read
+        as false (a worker's ``raise_error_responses`` setting applies to inline runs only).
         """
         enqueued = self.builder.build(
             request,

@@ -2,8 +2,8 @@
 
 One httpcore pool holding hundreds of connections spends most of its CPU on pool
 bookkeeping (it scans every connection per request, and polls every idle socket), and an
-HTTP/2 pool never opens a second connection to an origin past its 100-stream cap
-(``shared/research/feasibility.md`` §2-§3). So requests go through K small pools instead:
+HTTP/2 pool never opens a second connection to an origin past its 100-stream cap (both
+measured before this module was written). So requests go through K small pools instead:
 
 * HTTP/1.1 (``auto``, ``http1``): K = ceil(max_connections / 4);
   HTTP/2 only: K = ceil(max_connections / 100) (at most 2,048 either way). Each pool stays

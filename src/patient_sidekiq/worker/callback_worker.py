@@ -23,8 +23,9 @@ A CallbackWorker job is ``[data, result_type, callback_name]``. For one job:
    (which deletes it in ``ensure``), a failed callback keeps it, so its retry finds it.
 
 When a job's retries run out (the processor's ``on_exhausted``), a job with result type
-``error`` runs the ``on_retries_exhausted`` hooks, then its stored payload is deleted, as the
-gem's ``sidekiq_retries_exhausted`` block does.
+``error`` runs the ``on_retries_exhausted`` hooks, then its stored payload is deleted (the
+gem's ``sidekiq_retries_exhausted`` block means to, but calls a method that does not exist:
+docs/patient-http-wire.md §6).
 
 One worker serves every launcher of a process that should run callback jobs; register it
 in each launcher's dispatcher, naming the queues that launcher polls (the worker needs
