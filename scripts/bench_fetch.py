@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis
 import trio
@@ -20,38 +19,26 @@ from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.sidekiq.client import SidekiqClient
 from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
 from patient_sidekiq.sidekiq.job import Job
-from patient_sidekiq.sidekiq.processor import Dispatcher, Processor
+from patient_sidekiq.sidekiq.processor import Dispatcher, Processor, Work
 from patient_sidekiq.sidekiq.retry import RetryPolicy
+
+# Run as ``python scripts/bench_fetch.py``: the repository root on sys.path for tests.support.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.redis import running_redis
 
 
 @contextmanager
 def redis_server() -> Iterator[str]:
+    """REDIS_URL, or a private redis-server (tests/support/redis.py) for the run."""
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as directory:
-        binary = shutil.which("redis-server") or "redis-server"
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", directory, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        for _ in range(500):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.01)
-        try:
-            yield url
-        finally:
-            process.terminate()
-            process.wait()
+    binary = shutil.which("redis-server") or "redis-server"
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        running_redis(Path(directory), binary=binary) as server,
+    ):
+        yield server.url
 
 
 async def bench(url: str, total: int, concurrency: int) -> None:
@@ -71,7 +58,7 @@ async def bench(url: str, total: int, concurrency: int) -> None:
         done = 0
         finished = trio.Event()
 
-        async def noop(job: Job) -> None:
+        async def noop(job: Job, work: Work) -> None:
             nonlocal done
             done += 1
             if done == total:

@@ -68,6 +68,11 @@ from patient_sidekiq.worker.request_worker import (
     RequestWorkerSettings,
 )
 
+# Run as ``python scripts/bench_pipeline.py``: the repository root on sys.path for tests.support.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.programs import free_port
+from tests.support.redis import running_redis
+
 QUEUE = "bench"
 CALLBACK_QUEUE = "bench_callbacks"
 CALLBACK_NAME = "BenchCallback"
@@ -88,13 +93,6 @@ class BenchError(Exception):
 # --- servers ---
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class RedisServer:
     url: str
@@ -103,34 +101,16 @@ class RedisServer:
 
 @contextmanager
 def redis_server(directory: Path) -> Iterator[RedisServer]:
-    """A private redis-server on a free port (or REDIS_URL, which is then FLUSHDB'd per run)."""
+    """A private redis-server (tests/support/redis.py) on a free port, or REDIS_URL (which is
+    then FLUSHDB'd per run)."""
     if os.environ.get("REDIS_URL"):
         yield RedisServer(os.environ["REDIS_URL"], None)
         return
-    port = free_port()
     data = directory / "redis"
     data.mkdir()
     binary = shutil.which("redis-server") or "redis-server"
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(data), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        for _ in range(500):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.01)
-        else:
-            raise BenchError(f"redis-server on port {port} did not answer")
-        client.close()
-        yield RedisServer(url, process.pid)
-    finally:
-        stop_process(process)
+    with running_redis(data, binary=binary) as server:
+        yield RedisServer(server.url, server.pid)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 
 from patient_sidekiq.errors import NotJsonNativeError
 from patient_sidekiq.wire.callback_args import CallbackArgs, validate_callback_args
-from tests.strategies import json_objects
+from tests.support.strategies import json_objects
 
 
 def test_golden_validation_results(golden: dict[str, Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -12,12 +11,6 @@ import trio
 from patient_sidekiq import keys
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.worker.callback_directory import CallbackDirectory
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 def directory(bridge: RedisBridge, identity: str, *names: str) -> CallbackDirectory:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -40,6 +40,7 @@ from patient_sidekiq.worker.callback_worker import (
     CallbackWorker,
     CallbackWorkerSettings,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -114,12 +115,6 @@ def callback_job(
     return Job.new(
         CALLBACK_WORKER, [data, kind, name], queue=CALLBACKS, retry=retry, jid=jid, **fields
     )
-
-
-async def eventually(check: Callable[[], object], seconds: float = 10) -> None:
-    with trio.fail_after(seconds):
-        while not check():
-            await trio.sleep(0.01)
 
 
 def zset_jobs(client: redis.Redis, key: str) -> list[Job]:

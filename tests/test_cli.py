@@ -117,7 +117,7 @@ def valid_flag_values(tmp_path: Path) -> dict[str, tuple[list[str], object]]:
         "queues": (["a,2", "b"], (("a", 2), ("b", 0))),
         "callback_queue": (["ruby_cb"], "ruby_cb"),
         "python_callback_queue": (["py_cb"], "py_cb"),
-        "require": (["json", "tests.http_servers"], ("json", "tests.http_servers")),
+        "require": (["json", "tests.support.http"], ("json", "tests.support.http")),
         "max_connections": (["7"], 7),
         "request_timeout": (["12.5"], 12.5),
         "connection_timeout": (["3"], 3.0),

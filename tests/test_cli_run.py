@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ import redis
 
 from patient_sidekiq import __version__
 from patient_sidekiq.client.enqueue import Client
-from tests.conftest import free_port, require_binary
+from tests.support import waiting
+from tests.support.programs import free_port, require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -153,18 +153,11 @@ def worker(redis_url: str, tmp_path: Path, *args: str, **env: str) -> Iterator[P
 def wait_for(
     check: Callable[[], Any], what: str, proc: Proc | None = None, seconds: float = 10
 ) -> Any:
-    """Poll ``check`` until it returns something true; fail naming ``what`` at the deadline
-    (or at once when ``proc`` ended, as nothing will change then)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        ended = proc is not None and proc.process.poll() is not None
-        if ended or time.monotonic() > deadline:
-            state = f"exited {proc.process.returncode}" if ended and proc else f"{seconds} s"
-            raise AssertionError(f"waiting for {what}: {state}{proc.tail() if proc else ''}")
-        time.sleep(0.02)
+    """:func:`tests.support.waiting.wait_for` on ``proc``: fails at once when it ended, showing
+    the last lines of its stderr."""
+    if proc is None:
+        return waiting.wait_for(check, what, seconds)
+    return waiting.wait_for(check, what, seconds, process=proc.process, detail=proc.tail)
 
 
 def processes(client: redis.Redis) -> set[str]:
@@ -275,7 +268,7 @@ def test_python_callbacks_run_in_a_second_sidekiq_process(
 ) -> None:
     record = tmp_path / "record.jsonl"
     with worker(
-        redis_url, tmp_path, "-r", "tests.cli_callbacks", CLI_TEST_RECORD=str(record)
+        redis_url, tmp_path, "-r", "tests.support.cli_callbacks", CLI_TEST_RECORD=str(record)
     ) as proc:
         members = wait_for(
             lambda: len(processes(redis_client)) == 2 and processes(redis_client),
@@ -470,17 +463,19 @@ def test_enqueue_require_registers_python_callback_names(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     argv = [sys.executable, "-m", "patient_sidekiq", "enqueue", "get", "http://127.0.0.1:9/"]
-    argv += ["--callback", "tests.cli_callbacks.Recorder", "--redis-url", redis_url]
+    argv += ["--callback", "tests.support.cli_callbacks.Recorder", "--redis-url", redis_url]
     with started(argv, tmp_path / "unknown", clean_environ()) as proc:
         assert proc.wait() == 1
     assert "not registered in Python" in proc.stderr
     assert redis_client.llen("queue:patient_http") == 0
 
-    with started([*argv, "-r", "tests.cli_callbacks"], tmp_path / "known", clean_environ()) as proc:
+    with started(
+        [*argv, "-r", "tests.support.cli_callbacks"], tmp_path / "known", clean_environ()
+    ) as proc:
         assert proc.wait() == 0, proc.tail()
     [job] = queue(redis_client, "patient_http")
     # A registered name is written as given; a worker with the same module resolves it.
-    assert job["args"][1] == "tests.cli_callbacks.Recorder"
+    assert job["args"][1] == "tests.support.cli_callbacks.Recorder"
     assert job["args"][4] == proc.stdout.strip()
 
 
@@ -504,7 +499,7 @@ def test_a_worker_without_the_callback_module_routes_to_the_python_queue(
     # test; worker B, a leftover without the module, runs the HTTP request.
     record = tmp_path / "record.jsonl"
     with worker(
-        redis_url, tmp_path / "a", "-r", "tests.cli_callbacks", "-q", "elsewhere",
+        redis_url, tmp_path / "a", "-r", "tests.support.cli_callbacks", "-q", "elsewhere",
         CLI_TEST_RECORD=str(record),
     ) as with_module:  # fmt: skip
         wait_for(

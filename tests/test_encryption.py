@@ -28,7 +28,7 @@ from patient_sidekiq.wire.encryption import (
     is_envelope,
     marshal_dump_string,
 )
-from tests.conftest import load_golden
+from tests.support.golden import load_golden
 
 GOLDEN: dict[str, Any] = load_golden()
 ENC: dict[str, Any] = GOLDEN["encryption"]

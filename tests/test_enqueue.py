@@ -30,11 +30,11 @@ from patient_sidekiq.wire.jobs import CALLBACK_WORKER, DEFAULT_REQUEST_QUEUE, RE
 from patient_sidekiq.wire.packing import PayloadSettings
 from patient_sidekiq.wire.payload_store import FilePayloadStore, RedisPayloadStore
 from patient_sidekiq.wire.request import Request
-from tests.conftest import free_port
-from tests.http_servers import Server
-from tests.test_request_worker import CALLBACKS, QUEUE, callback_jobs, eventually, running_worker
+from tests.support.http import Server
+from tests.support.programs import free_port
+from tests.support.waiting import eventually
+from tests.test_request_worker import CALLBACKS, QUEUE, callback_jobs, running_worker
 
-pytest_plugins = ["tests.conftest_http"]
 pytestmark = pytest.mark.integration
 
 KEY = "oracle-secret-key"

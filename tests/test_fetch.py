@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -34,12 +33,6 @@ def push(client: redis.Redis, queue: str, *jobs: str) -> None:
 
 def strings(values: list[bytes | str]) -> list[str]:
     return [value.decode() if isinstance(value, bytes) else value for value in values]
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 def make_fetch(

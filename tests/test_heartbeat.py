@@ -1,5 +1,4 @@
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -12,12 +11,6 @@ pytestmark = pytest.mark.integration
 
 NOW = 1795615729.5
 JOB = '{"class":"PatientHttp::Sidekiq::RequestWorker","args":[],"jid":"b0a04c29806cdb2637f2fa7e"}'
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 def make_heartbeat(

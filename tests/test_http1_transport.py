@@ -21,10 +21,8 @@ from patient_sidekiq.http.http_transport import ShardedTransport
 from patient_sidekiq.http.settings import HttpSettings
 from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
-from tests.conftest import free_port
-from tests.http_servers import Server, TlsCerts
-
-pytest_plugins = ["tests.conftest_http"]
+from tests.support.http import Server, TlsCerts
+from tests.support.programs import free_port
 
 SETTINGS = HttpSettings(retries=0, request_timeout=10.0)
 TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}

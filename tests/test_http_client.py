@@ -27,10 +27,8 @@ from patient_sidekiq.wire.failures import (
 from patient_sidekiq.wire.headers import SecretRef
 from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
-from tests.conftest import free_port
-from tests.http_servers import Server, TlsCerts
-
-pytest_plugins = ["tests.conftest_http"]
+from tests.support.http import Server, TlsCerts
+from tests.support.programs import free_port
 
 RID = "11111111-2222-4333-8444-555555555555"
 

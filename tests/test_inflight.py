@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -46,12 +46,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 def monitor(

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from patient_sidekiq.errors import InvalidJobError, WireFormatError
 from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.sidekiq.job import Job, TimestampDialect, new_jid, read_time, stamp
-
-from .strategies import json_values
+from tests.support.strategies import json_values
 
 ODD = (
     '{"jid":"b0a04c29806cdb2637f2fa7e","args":[1,"\u00e9\u6f22\U0001f600",{"b":1,"a":2.50}],'

@@ -1,5 +1,3 @@
-from collections.abc import Callable
-
 import pytest
 import redis
 import trio
@@ -8,6 +6,7 @@ from patient_sidekiq import keys
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
 from patient_sidekiq.sidekiq.processor import Dispatcher, Work
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +28,6 @@ def settings(redis_url: str, **overrides: object) -> WorkerSettings:
 
 def job_text(class_name: str, jid: str) -> str:
     return Job.new(class_name, [], queue="q", jid=jid).raw
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
-    with trio.fail_after(seconds):
-        while not check():
-            await trio.sleep(0.01)
 
 
 async def start(nursery: trio.Nursery, launcher: Launcher) -> None:

@@ -4,29 +4,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for(check: Callable[[], bool], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_tstp_quiets_and_term_stops(redis_url: str, redis_client: redis.Redis) -> None:
     identity = "sigbox:1:aaaabbbbcccc"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.launcher_main", redis_url, identity], cwd=ROOT
+        [sys.executable, "-m", "tests.support.launcher_main", redis_url, identity], cwd=ROOT
     )
     try:
         wait_for(lambda: redis_client.hget(identity, "quiet") == b"false")

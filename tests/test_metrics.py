@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from patient_sidekiq.sidekiq.metrics import METRICS_TTL, ExecutionMetrics
-from tests.conftest import require_binary
-from tests.oracle import oracle_env, require_oracle
+from tests.support.oracle import oracle_env, require_oracle
+from tests.support.programs import require_binary
 
 NOW = datetime(2026, 12, 3, 7, 5, 30, tzinfo=UTC)
 WORKER = "PatientHttp::Sidekiq::RequestWorker"

@@ -1,5 +1,4 @@
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,10 @@ from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.wire.encryption import Digest, MessageEncryptor, PlaintextForm
 from patient_sidekiq.wire.packing import PayloadSettings, delete_stored, pack, unpack
 from patient_sidekiq.wire.payload_store import FilePayloadStore, PayloadReference, RedisPayloadStore
-from tests.strategies import json_objects
+from tests.support.strategies import json_objects
 
 ENCRYPTOR = MessageEncryptor(["oracle-secret-key", "oracle-old-key"])
 SAMPLE = {"http_method": "get", "url": "https://example.com/ü?a=1", "headers": {}, "body": None}
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 def store_settings(bridge: RedisBridge, **kwargs: Any) -> PayloadSettings:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from patient_sidekiq.wire.payload_store import (
     is_reference,
     new_key,
 )
-from tests.conftest import load_golden
+from tests.support.golden import load_golden
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 PAYLOAD = '{"status":200,"body":{"value":"é ✓ \\u0000"},"headers":{"b":"1","a":"2"}}'
@@ -74,12 +73,6 @@ def test_new_key_is_a_random_uuid() -> None:
 
 
 # --- Redis store ---
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 @pytest.mark.integration

@@ -29,7 +29,7 @@ import redis
 
 from patient_sidekiq import keys
 from patient_sidekiq.sidekiq.job import Job
-from tests.conftest import RedisServer
+from tests.support.redis import RedisServer
 from tests.test_cli_run import Api, Proc, wait_for, worker
 from tests.test_faults import CALLBACK_QUEUE, QUEUE, WORKER, answered_ids, request_data
 

@@ -11,7 +11,8 @@ import trio.testing
 
 from patient_sidekiq.errors import RedisCommandError, RedisUnavailableError
 from patient_sidekiq.redis_io.redis_bridge import BridgeStatistics, RedisBridge
-from tests.conftest import RedisServer, free_port
+from tests.support.programs import free_port
+from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ from patient_sidekiq.errors import ConfigurationError, RedisUnavailableError
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.redis_io.redis_target import RedisTarget, as_target
 from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
-from tests.conftest import RedisServer, free_port, require_binary
+from tests.support.programs import free_port, require_binary
+from tests.support.redis import RedisServer
 
 # --- no Redis ---
 

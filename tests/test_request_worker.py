@@ -35,10 +35,10 @@ from patient_sidekiq.worker.request_worker import (
     RequestWorkerSettings,
 )
 from patient_sidekiq.worker.stats import TOTALS_TTL
-from tests.conftest import free_port
-from tests.http_servers import Server, TlsCerts
+from tests.support.http import Server, TlsCerts
+from tests.support.programs import free_port
+from tests.support.waiting import eventually
 
-pytest_plugins = ["tests.conftest_http"]
 pytestmark = pytest.mark.integration
 
 QUEUE = "patient_http"
@@ -112,12 +112,6 @@ def numbered_job(url: str, n: int, **kwargs: Any) -> Job:
         callback_args={"n": n},
         **kwargs,
     )
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
-    with trio.fail_after(seconds):
-        while not check():
-            await trio.sleep(0.01)
 
 
 def callback_jobs(client: redis.Redis, queue: str = CALLBACKS) -> list[Job]:

@@ -25,7 +25,7 @@ from patient_sidekiq.worker.request_worker import (
     RequestWorker,
     RequestWorkerSettings,
 )
-from tests.conftest import free_port
+from tests.support.programs import free_port
 
 pytestmark = pytest.mark.integration
 

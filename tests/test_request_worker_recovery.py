@@ -2,7 +2,7 @@
 
 Real Redis, real HTTP servers, real launchers. Stopping, a result claimed elsewhere and a
 Redis restart run a worker inside the test's trio loop; the kill -9 cases run a real worker
-process (``tests/request_worker_main.py``) and recover its requests with a second worker.
+process (``tests/support/request_worker_main.py``) and recover its requests with a second worker.
 
 The HTTP servers: hypercorn's ``/slow?seconds=N`` (``http_server``), and :class:`Gate`, a raw
 HTTP/1.1 server that holds every request until the test releases it, so the first (killed)
@@ -45,18 +45,17 @@ from patient_sidekiq.worker.request_worker import (
     RequestWorker,
     RequestWorkerSettings,
 )
-from tests.conftest import RedisServer
-from tests.http_servers import Server
+from tests.support.http import Server
+from tests.support.redis import RedisServer
+from tests.support.waiting import eventually
 from tests.test_request_worker import (
     CALLBACKS,
     QUEUE,
     callback_jobs,
-    eventually,
     request_job,
     running_worker,
 )
 
-pytest_plugins = ["tests.conftest_http"]
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,11 +127,8 @@ def tail(log: Path | None) -> str:
 async def wait_for(
     check: Callable[[], bool], what: str, seconds: float = 10, log: Path | None = None
 ) -> None:
-    """Poll ``check`` (yielding to trio between polls) until true, or fail naming ``what``."""
-    try:
-        await eventually(check, seconds)
-    except trio.TooSlowError:
-        raise AssertionError(f"timed out after {seconds} s waiting for {what}{tail(log)}") from None
+    """:func:`eventually`, failing with ``what`` and the tail of the worker process's ``log``."""
+    await eventually(check, seconds, what=what, detail=lambda: tail(log))
 
 
 def settings(**changes: Any) -> RequestWorkerSettings:
@@ -182,11 +178,12 @@ async def in_test_worker(
 async def worker_process(
     redis_url: str, log: Path, process_id: str, identity: str, *options: str
 ) -> AsyncIterator[trio.Process]:
-    """``tests/request_worker_main.py`` as a real process; always killed and reaped on exit."""
+    """``tests/support/request_worker_main.py`` as a real process; always killed and reaped
+    on exit."""
     command = [
         sys.executable,
         "-m",
-        "tests.request_worker_main",
+        "tests.support.request_worker_main",
         redis_url,
         "--process-id",
         process_id,

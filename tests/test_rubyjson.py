@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from patient_sidekiq.errors import InvalidJsonError, NotJsonNativeError
 from patient_sidekiq.ruby import rubyjson
-from tests.strategies import json_values
+from tests.support.strategies import json_values
 
 # Spellings checked against Ruby 3.1's Float#to_s (what JSON.generate writes).
 RUBY_FLOATS = [

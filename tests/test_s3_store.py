@@ -16,9 +16,9 @@ import trio
 from patient_sidekiq.errors import ConfigurationError, PayloadStoreError
 from patient_sidekiq.wire.payload_store import PayloadStore, new_key
 from patient_sidekiq.wire.s3_store import DEFAULT_S3_KEY_PREFIX, S3PayloadStore
-from tests.conftest import free_port
+from tests.support.programs import free_port
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.support.s3"]
 
 PAYLOAD = '{"status":200,"body":{"value":"é ✓ \\u0000 😀"},"headers":{"b":"1","a":"2"}}'
 

@@ -1,6 +1,5 @@
 import json
 import random
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -24,12 +23,6 @@ DUE = (
     '"jid":"0123456789abcdef01234567","created_at":1795615000.5,"enqueued_at":1795615001.5,'
     '"zzz":[]}'
 )
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 def make_poller(bridge: RedisBridge, identity: str = IDENTITY, **kwargs: object) -> Poller:

@@ -22,9 +22,9 @@ from psycopg import sql
 from patient_sidekiq.errors import ConfigurationError, PayloadStoreError
 from patient_sidekiq.wire.payload_store import PayloadStore
 from patient_sidekiq.wire.sql_store import DEFAULT_TABLE, SqlPayloadStore
-from tests.conftest import free_port
+from tests.support.programs import free_port
 
-pytest_plugins = ["tests.postgres_server"]
+pytest_plugins = ["tests.support.postgres"]
 
 # The gem's keys are uuids; these are what a job could carry instead. All fit varchar(36).
 HOSTILE_KEYS = [

@@ -8,7 +8,6 @@ own Web tab formula, re-implemented below from its Ruby source.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,7 +35,7 @@ from patient_sidekiq.wire.payload_store import RedisPayloadStore
 from patient_sidekiq.worker.inflight import InflightMonitor, gem_process_id
 from patient_sidekiq.worker.request_worker import CallbackRouting, RequestWorkerSettings
 from patient_sidekiq.worker.stats import Stats
-from tests.http_servers import Server
+from tests.support.http import Server
 from tests.test_request_worker import (
     CALLBACKS,
     QUEUE,
@@ -46,8 +45,6 @@ from tests.test_request_worker import (
     running_worker,
 )
 
-pytest_plugins = ["tests.conftest_http"]
-
 NOW = 1_700_000_100.0
 T0 = 1_700_000_000.25
 
@@ -56,12 +53,6 @@ A2 = gem_process_id("hostA", 111)  # a second processor in the same OS process
 RUBY = gem_process_id("rubyhost", 333)  # an HTTP processor whose Sidekiq hash we lack
 STALE = gem_process_id("hostD", 444)  # in the set, max_connections key expired
 GONE = gem_process_id("hostE", 555)  # not in the set at all
-
-
-@pytest.fixture
-async def bridge(redis_url: str) -> AsyncIterator[RedisBridge]:
-    async with RedisBridge(redis_url) as bridge:
-        yield bridge
 
 
 def clock(now: float = NOW) -> Any:

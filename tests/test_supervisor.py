@@ -1,4 +1,4 @@
-"""The supervisor with real child processes (tests/supervised_child.py) and real signals."""
+"""The supervisor with real child processes (tests/support/supervised_child.py) and real signals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +24,7 @@ from patient_sidekiq.worker.supervisor import (
     default_process_count,
     supervise,
 )
+from tests.support.waiting import eventually, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -34,7 +34,7 @@ def settings_for(directory: Path, *options: str, **fields: Any) -> SupervisorSet
     fields.setdefault("processes", 2)
     fields.setdefault("restart_delay", 0.01)
     fields.setdefault("stop_timeout", 10.0)
-    argv = [sys.executable, "-m", "tests.supervised_child", str(directory), *options]
+    argv = [sys.executable, "-m", "tests.support.supervised_child", str(directory), *options]
     return SupervisorSettings(child_argv=argv, env=ENV, handle_os_signals=False, **fields)
 
 
@@ -53,14 +53,6 @@ def lines_of(directory: Path, pid: int) -> list[str]:
 def wrote(directory: Path, pid: int, line: str) -> Callable[[], bool]:
     """A check: child ``pid`` wrote ``line``."""
     return lambda: line in lines_of(directory, pid)
-
-
-async def eventually(check: Callable[[], Any], seconds: float = 10) -> Any:
-    """Poll ``check`` (another process's doing) until it is truthy; its value."""
-    with trio.fail_after(seconds):
-        while not (value := check()):
-            await trio.sleep(0.02)
-    return value
 
 
 def all_ready(directory: Path, supervisor: Supervisor) -> bool:
@@ -243,7 +235,7 @@ async def test_real_signals_reach_an_embedded_supervisor(tmp_path: Path) -> None
     # The OS signal path in this very process: the receiver is open while supervise runs.
     settings = SupervisorSettings(
         processes=1,
-        child_argv=[sys.executable, "-m", "tests.supervised_child", str(tmp_path)],
+        child_argv=[sys.executable, "-m", "tests.support.supervised_child", str(tmp_path)],
         env=ENV,
     )
     async with trio.open_nursery() as nursery:
@@ -263,17 +255,9 @@ from patient_sidekiq.worker.supervisor import SupervisorSettings, run_supervisor
 logging.basicConfig(level=logging.INFO)
 if sys.argv[2] == "nohup":
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-argv = [sys.executable, "-m", "tests.supervised_child", sys.argv[1]]
+argv = [sys.executable, "-m", "tests.support.supervised_child", sys.argv[1]]
 sys.exit(run_supervisor(SupervisorSettings(2, argv, restart_delay=0.05)))
 """
-
-
-def wait_for(check: Callable[[], Any], seconds: float = 15) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
 
 
 def ready_children(directory: Path) -> dict[int, int]:

@@ -24,10 +24,8 @@ from patient_sidekiq.registry.callbacks import CallbackRegistry
 from patient_sidekiq.registry.hooks import Hooks
 from patient_sidekiq.wire.failures import ClientError, RequestError
 from patient_sidekiq.wire.response import Response
-from tests.conftest import free_port
-from tests.http_servers import Server
-
-pytest_plugins = ["tests.conftest_http"]
+from tests.support.http import Server
+from tests.support.programs import free_port
 
 seen: list[tuple[str, Any]] = []
 

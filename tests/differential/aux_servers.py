@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
-from tests.http_servers import TlsCerts, generate_certs, start_hypercorn
+from tests.support.http import TlsCerts, generate_certs, start_hypercorn
 
 _RAW: dict[str, bytes] = {
     "/odd_headers": (
@@ -154,7 +154,7 @@ def _serve(server: ThreadingHTTPServer) -> threading.Thread:
 
 @contextlib.contextmanager
 def _hypercorn_tls(certs: TlsCerts) -> Iterator[str]:
-    """The test app (``tests/http_servers.py``) over TLS, HTTP/2 by ALPN, in a thread."""
+    """The test app (``tests/support/http.py``) over TLS, HTTP/2 by ALPN, in a thread."""
     ready: dict[str, Any] = {}
     started = threading.Event()
 

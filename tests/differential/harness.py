@@ -40,9 +40,10 @@ from typing import Any, ClassVar
 import redis
 
 from patient_sidekiq import keys
-from tests.conftest import RedisServer, free_port, require_binary
 from tests.interop.e2e_harness import Child
-from tests.oracle import ROOT, oracle_env
+from tests.support.oracle import ROOT, oracle_env
+from tests.support.programs import free_port, require_binary
+from tests.support.redis import RedisServer
 
 HERE = Path(__file__).resolve().parent
 ENQUEUE = HERE / "enqueue_batch.rb"
@@ -199,7 +200,7 @@ class S3Objects(ExternalStore):
         return f"differential-{side.run_id}-{side.name}"
 
     def _client(self) -> Any:
-        from tests.s3_server import boto_client  # after pytest registered it as a plugin
+        from tests.support.s3 import boto_client  # after pytest registered it as a plugin
 
         return boto_client(self.endpoint)
 
@@ -211,7 +212,7 @@ class S3Objects(ExternalStore):
             client.close()
 
     def environment(self, side: Side) -> dict[str, str | None]:
-        from tests.s3_server import UNSET_AWS_VARIABLES, dummy_aws_environment
+        from tests.support.s3 import UNSET_AWS_VARIABLES, dummy_aws_environment
 
         return {
             **super().environment(side),
@@ -223,7 +224,7 @@ class S3Objects(ExternalStore):
         }
 
     def flags(self, side: Side) -> tuple[str, ...]:
-        from tests.s3_server import REGION
+        from tests.support.s3 import REGION
 
         options = (
             f"bucket={self._bucket(side)}&key_prefix={self.key_prefix}"

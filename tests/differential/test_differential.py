@@ -7,7 +7,7 @@ stored payloads). ``DIFFERENTIAL_DUMP=DIR`` writes both sides of each group to
 ``DIR/<group>.json`` for reading.
 
 The servers of the external payload stores (moto for S3, PostgreSQL) are the session
-fixtures of ``tests/s3_server.py`` and ``tests/postgres_server.py``, started only when a
+fixtures of ``tests/support/s3.py`` and ``tests/support/postgres.py``, started only when a
 selected group's store needs them.
 """
 
@@ -27,10 +27,10 @@ from tests.differential import scenarios
 from tests.differential.aux_servers import aux_servers
 from tests.differential.harness import DifferentialRun, Group, http_test_server
 from tests.differential.normalize import differences, record, state
-from tests.oracle import require_oracle
+from tests.support.oracle import require_oracle
 
 pytestmark = [pytest.mark.interop, pytest.mark.differential]
-pytest_plugins = ["tests.s3_server", "tests.postgres_server"]
+pytest_plugins = ["tests.support.s3", "tests.support.postgres"]
 
 # The URL of each server a payload store may need (ExternalStore.servers), from its fixture.
 STORE_SERVERS = {

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require_binary
 from tests.interop.e2e_harness import ruby_side_banner, ruby_side_used
+from tests.support.programs import require_binary
 
 
 def pytest_report_header(config: pytest.Config) -> str:

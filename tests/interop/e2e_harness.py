@@ -1,7 +1,7 @@
 """End-to-end interop harness: a real Ruby Sidekiq + ``patient-sidekiq run`` on one Redis.
 
 A scenario module builds one :class:`E2E` stack per module (``e2e_stack``): a private
-redis-server, the hypercorn test app (``tests/http_servers.py``) in a background thread, a
+redis-server, the hypercorn test app (``tests/support/http.py``) in a background thread, a
 Ruby Sidekiq server working the Ruby callback queue, and a ``python -m patient_sidekiq run``
 worker. Requests are enqueued by Ruby or by Python, and both sides' callbacks RPUSH one
 JSON record per result onto ``interop:records``; tests wait for records by request id
@@ -9,7 +9,7 @@ JSON record per result onto ``interop:records``; tests wait for records by reque
 
 The Ruby side (:class:`RubySide`, chosen once per session by :func:`ruby_side`):
 
-* REAL GEM (the default whenever it is built: ``tests.oracle.oracle_root()``): patient_http
+* REAL GEM (the default whenever it is built: ``tests.support.oracle.oracle_root()``): patient_http
   1.3.0 + patient_http-sidekiq 1.0.1 in Sidekiq 7.3.10 from ``.oracle/``. The callback
   server is Sidekiq 7.3.10 booting ``ruby_interop/gem_boot.rb`` (the oracle's boot file, the
   gem's own CallbackWorker calling ``Interop::Recorder``); enqueueing is the gem's
@@ -175,7 +175,7 @@ class RubySide:
         base.pop("REDIS_PROVIDER", None)  # would win over REDIS_URL in Sidekiq
         if self.oracle is None:
             return base
-        from tests.oracle import oracle_env
+        from tests.support.oracle import oracle_env
 
         return oracle_env(self.oracle, base)
 
@@ -219,7 +219,7 @@ def ruby_side() -> RubySide:
     the gem under ``CI`` (and no explicit ``standin``) the caller fails: see
     :func:`require_ruby_side`.
     """
-    from tests.oracle import oracle_root
+    from tests.support.oracle import oracle_root
 
     wanted = os.environ.get(SIDE_ENV, "").strip().lower()
     if wanted not in ("", "real", "standin"):
@@ -350,7 +350,7 @@ def _wait_registered(client: redis.Redis, child: Child, identities: int) -> None
 
 
 def _which(name: str) -> str:
-    from tests.conftest import require_binary
+    from tests.support.programs import require_binary
 
     return require_binary(name)
 
@@ -385,10 +385,10 @@ def start_python_worker(redis_url: str, options: Sequence[str]) -> Child:
 
 @contextlib.contextmanager
 def background_http_server() -> Iterator[str]:
-    """Serve ``tests.http_servers.app`` over HTTP/1.1 in a thread; yield its base URL."""
+    """Serve ``tests.support.http.app`` over HTTP/1.1 in a thread; yield its base URL."""
     import trio
 
-    from tests.http_servers import start_hypercorn
+    from tests.support.http import start_hypercorn
 
     ready: dict[str, Any] = {}
     started = threading.Event()
@@ -663,7 +663,7 @@ def e2e_stack(
     and ``ruby_payload_store`` configure the Ruby callback server (decryption keys, the
     ``redis`` payload store). Everything is stopped and reaped on exit.
     """
-    from tests.conftest import RedisServer
+    from tests.support.redis import RedisServer
 
     side = require_ruby_side()
 

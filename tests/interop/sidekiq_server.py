@@ -18,7 +18,7 @@ from typing import IO
 import pytest
 import redis
 
-from tests.conftest import require_binary
+from tests.support.programs import require_binary
 
 BOOT_FILE = Path(__file__).resolve().parents[2] / "ruby_interop" / "sidekiq_boot.rb"
 QUEUE = "pyjobs"

@@ -12,7 +12,7 @@ from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.ruby.ruby_marshal import marshal_dump_string
 from patient_sidekiq.wire.encryption import Digest, MessageEncryptor
 from tests.interop.conftest import run_ruby
-from tests.strategies import json_values
+from tests.support.strategies import json_values
 
 pytestmark = pytest.mark.interop
 

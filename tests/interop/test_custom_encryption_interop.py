@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from patient_sidekiq.registry.registrations import CustomEncryptor, EncryptionHooks
-from tests.conftest import require_binary
 from tests.differential import custom_cipher
-from tests.oracle import oracle_env, require_oracle
+from tests.support.oracle import oracle_env, require_oracle
+from tests.support.programs import require_binary
 
 pytestmark = pytest.mark.interop
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port
 from tests.interop.e2e_harness import E2E, e2e_stack
+from tests.support.programs import free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 

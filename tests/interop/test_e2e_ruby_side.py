@@ -1,6 +1,6 @@
 """Which Ruby side the end-to-end interop suite runs against, and when a missing gem fails.
 
-No processes: ``tests.oracle.oracle_root`` is replaced to pretend the gem is (not) built.
+No processes: ``tests.support.oracle.oracle_root`` is replaced to pretend the gem is (not) built.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def fresh_choice(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _gem(monkeypatch: pytest.MonkeyPatch, root: Path | None) -> None:
-    monkeypatch.setattr("tests.oracle.oracle_root", lambda: root)
+    monkeypatch.setattr("tests.support.oracle.oracle_root", lambda: root)
 
 
 def test_the_real_gem_is_used_whenever_it_is_built(

@@ -19,8 +19,8 @@ import pytest
 
 from patient_sidekiq import keys
 from patient_sidekiq.worker.inflight import gem_process_id
-from tests.conftest import free_port
 from tests.interop.e2e_harness import E2E, ROOT, e2e_stack
+from tests.support.programs import free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.integration]
 

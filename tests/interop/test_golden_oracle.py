@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GOLDEN_PATH, require_binary
-from tests.oracle import oracle_env, require_oracle
+from tests.support.golden import GOLDEN_PATH
+from tests.support.oracle import oracle_env, require_oracle
+from tests.support.programs import require_binary
 
 pytestmark = pytest.mark.interop
 

@@ -18,8 +18,8 @@ import pytest
 import patient_sidekiq
 from patient_sidekiq.errors import PatientSidekiqError
 from patient_sidekiq.http.ruby_errors import RUBY_CLASS_NAMES
-from tests.conftest import require_binary
-from tests.oracle import oracle_env, require_oracle
+from tests.support.oracle import oracle_env, require_oracle
+from tests.support.programs import require_binary
 
 pytestmark = pytest.mark.interop
 

@@ -2,7 +2,7 @@
 
 The Ruby side is ``PatientHttp::PayloadStore::S3Store`` from the real patient_http 1.3.0
 with Debian's aws-sdk-s3, run by ``s3_store_peer.rb`` (one Ruby process for the module,
-spoken to one JSON line at a time); the server is moto (tests/s3_server.py). What Ruby
+spoken to one JSON line at a time); the server is moto (tests/support/s3.py). What Ruby
 stores we read back as the exact text its ``JSON.generate`` printed; what we store Ruby
 fetches as the same Hash; deletes on either side are seen by the other.
 """
@@ -21,14 +21,14 @@ import pytest
 
 from patient_sidekiq.wire.payload_store import new_key
 from patient_sidekiq.wire.s3_store import DEFAULT_S3_KEY_PREFIX, S3PayloadStore
-from tests.conftest import require_binary
-from tests.oracle import oracle_env, require_oracle
+from tests.support.oracle import oracle_env, require_oracle
+from tests.support.programs import require_binary
 
 if TYPE_CHECKING:  # importing it for real would load the plugin before pytest rewrites it
-    from tests.s3_server import MotoServer
+    from tests.support.s3 import MotoServer
 
 pytestmark = pytest.mark.interop
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.support.s3"]
 
 PEER = Path(__file__).resolve().parent / "s3_store_peer.rb"
 REPLY_TIMEOUT = 30.0

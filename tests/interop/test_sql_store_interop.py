@@ -24,13 +24,13 @@ import pytest
 
 from patient_sidekiq.wire.sql_store import DEFAULT_TABLE, SqlPayloadStore
 from tests.interop.conftest import run_ruby_args
-from tests.oracle import oracle_env, require_oracle
+from tests.support.oracle import oracle_env, require_oracle
 
 if TYPE_CHECKING:  # imported by pytest_plugins below: an earlier import defeats its rewriting
-    from tests.postgres_server import PostgresServer
+    from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.interop
-pytest_plugins = ["tests.postgres_server"]
+pytest_plugins = ["tests.support.postgres"]
 
 PEER = Path(__file__).with_name("sql_store_peer.rb")
 # A POSIX zone 5:45 east of UTC (no tz database needed): local time is never UTC there.

@@ -1,4 +1,4 @@
-"""Python callbacks a ``patient-sidekiq run -r tests.cli_callbacks`` process loads in the CLI tests.
+"""Python callbacks the CLI tests load: ``patient-sidekiq run -r tests.support.cli_callbacks``.
 
 Each result is appended as one JSON line to the file named by ``$CLI_TEST_RECORD``; hooks
 add their own lines, so a test sees the order in which hooks and callbacks ran.

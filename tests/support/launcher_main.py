@@ -1,4 +1,7 @@
-"""A worker process for the OS-signal tests: ``python -m tests.launcher_main URL IDENTITY``."""
+"""A worker process for the OS-signal tests.
+
+``python -m tests.support.launcher_main URL IDENTITY``
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / ".oracle"
 SOURCE = ROOT.parent / "shared" / "oracle"
 GEMS = (

@@ -1,6 +1,6 @@
 """A real PostgreSQL server for the SQL payload store's tests, started once per session.
 
-Registered with ``pytest_plugins = ["tests.postgres_server"]`` by the test modules that use
+Registered with ``pytest_plugins = ["tests.support.postgres"]`` by the test modules that use
 it. ``initdb`` makes a throw-away cluster in a temporary directory (trust authentication,
 UTF-8, no fsync: nothing here must survive a crash), ``postgres`` serves it on a free
 loopback port with its socket in the same directory, and ``pg_ctl stop -m immediate`` ends
@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.programs import free_port
 
 # Debian installs the server outside PATH; /usr/local/bin may hold symlinks to it.
 _DEBIAN_BINDIRS = "/usr/lib/postgresql/*/bin"

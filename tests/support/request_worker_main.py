@@ -1,6 +1,6 @@
 """A real RequestWorker process for the crash-recovery tests.
 
-``python -m tests.request_worker_main REDIS_URL --process-id ID --identity ID [options]``
+``python -m tests.support.request_worker_main REDIS_URL --process-id ID --identity ID [options]``
 
 Runs a :class:`~patient_sidekiq.sidekiq.launcher.Launcher` with the HTTP processor as its service,
 OS signals handled (TERM/INT stop, TSTP quiets), and short intervals so that a killed
@@ -32,7 +32,7 @@ from patient_sidekiq.worker.request_worker import (
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.request_worker_main")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.request_worker_main")
     parser.add_argument("redis_url")
     parser.add_argument("--process-id", required=True, help="the gem's process id")
     parser.add_argument("--identity", required=True, help="the Sidekiq identity")

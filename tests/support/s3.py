@@ -3,7 +3,7 @@
 A subprocess rather than moto in this process: importing moto installs hooks into botocore,
 and the store under test must talk plain HTTP to a separate server, as it would to S3.
 
-Registered with ``pytest_plugins = ["tests.s3_server"]`` by the test modules that use it:
+Registered with ``pytest_plugins = ["tests.support.s3"]`` by the test modules that use it:
 
 * ``s3_server`` (session): the running server, started once;
 * ``s3_process_env``: an environment for other processes with only dummy AWS settings;
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.programs import free_port
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"

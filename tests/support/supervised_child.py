@@ -1,4 +1,4 @@
-"""A stand-in worker for the supervisor tests: ``python -m tests.supervised_child DIR [options]``.
+"""A stand-in worker for the supervisor tests: ``python -m tests.support.supervised_child DIR``.
 
 Appends what happens to it to ``DIR/<index>.<pid>`` (index from PATIENT_SIDEKIQ_CHILD_INDEX):
 ``start``, ``ready`` once its handlers are installed, then the name of each signal it
