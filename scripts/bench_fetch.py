@@ -17,10 +17,11 @@ import trio
 
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.sidekiq.client import SidekiqClient
-from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
+from patient_sidekiq.sidekiq.fetch import ReliableFetch
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.processor import Dispatcher, Processor, Work
 from patient_sidekiq.sidekiq.retry import RetryPolicy
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder
 
 # Run as ``python scripts/bench_fetch.py``: the repository root on sys.path for tests.support.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -62,11 +62,8 @@ from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
 from patient_sidekiq.sidekiq.processor import Dispatcher
 from patient_sidekiq.wire.jobs import CALLBACK_WORKER, REQUEST_WORKER
-from patient_sidekiq.worker.request_worker import (
-    CallbackRouting,
-    RequestWorker,
-    RequestWorkerSettings,
-)
+from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.worker.request_worker import RequestWorker
 
 # Run as ``python scripts/bench_pipeline.py``: the repository root on sys.path for tests.support.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis
 
+from patient_sidekiq.config.loader import load_config
 from patient_sidekiq.config.model import (
     FIELDS,
     Config,
     PayloadStoreSpec,
     PreprocessorSpec,
     SecretSpec,
-    load_config,
     options_table_markdown,
 )
 from patient_sidekiq.errors import ConfigurationError

@@ -13,7 +13,8 @@ import redis
 
 from patient_sidekiq import keys
 from patient_sidekiq.client import module_api
-from patient_sidekiq.client.enqueue import AsyncClient, Client, FileStore, RedisStore
+from patient_sidekiq.client.async_client import AsyncClient
+from patient_sidekiq.client.enqueue import Client, FileStore, RedisStore
 from patient_sidekiq.errors import (
     ConfigurationError,
     MessageAuthenticationError,

@@ -14,7 +14,8 @@ import trio.testing
 from patient_sidekiq import keys
 from patient_sidekiq.errors import ConfigurationError
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
-from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch, UnitOfWork
+from patient_sidekiq.sidekiq.fetch import ReliableFetch
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder, UnitOfWork
 
 IDENTITY = "workerhost:4242:0123456789ab"
 DEAD = "deadhost:1:abcdefabcdef"

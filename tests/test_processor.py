@@ -8,10 +8,11 @@ import trio
 from patient_sidekiq import keys
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.ruby import rubyjson
-from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
+from patient_sidekiq.sidekiq.fetch import ReliableFetch
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.processor import Dispatcher, Processor, Work
 from patient_sidekiq.sidekiq.retry import RetryPolicy
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from patient_sidekiq.errors import ConfigurationError, RedisUnavailableError
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.redis_io.redis_target import RedisTarget, as_target
-from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
+from patient_sidekiq.sidekiq.fetch import ReliableFetch
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder
 from tests.support.programs import free_port, require_binary
 from tests.support.redis import RedisServer
 

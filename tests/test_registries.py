@@ -10,9 +10,8 @@ import pytest
 
 from patient_sidekiq.errors import ConfigurationError, MalformedMessageError
 from patient_sidekiq.http.settings import OutgoingRequest
+from patient_sidekiq.registry.encryption_hooks import CustomEncryptor, EncryptionHooks
 from patient_sidekiq.registry.registrations import (
-    CustomEncryptor,
-    EncryptionHooks,
     PreprocessorRegistry,
     PreprocessorSpec,
     SecretRegistry,

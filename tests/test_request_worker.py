@@ -28,12 +28,8 @@ from patient_sidekiq.wire.encryption import MessageEncryptor
 from patient_sidekiq.wire.jobs import CALLBACK_WORKER, REQUEST_WORKER
 from patient_sidekiq.wire.packing import PayloadSettings, pack, unpack
 from patient_sidekiq.wire.payload_store import RedisPayloadStore
-from patient_sidekiq.worker.request_worker import (
-    CallbackRouting,
-    RequestCall,
-    RequestWorker,
-    RequestWorkerSettings,
-)
+from patient_sidekiq.worker.request_call import CallbackRouting, RequestCall, RequestWorkerSettings
+from patient_sidekiq.worker.request_worker import RequestWorker
 from patient_sidekiq.worker.stats import TOTALS_TTL
 from tests.support.http import Server, TlsCerts
 from tests.support.programs import free_port

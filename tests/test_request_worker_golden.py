@@ -20,11 +20,8 @@ from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
 from patient_sidekiq.sidekiq.processor import Dispatcher
-from patient_sidekiq.worker.request_worker import (
-    CallbackRouting,
-    RequestWorker,
-    RequestWorkerSettings,
-)
+from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.worker.request_worker import RequestWorker
 from tests.support.programs import free_port
 
 pytestmark = pytest.mark.integration

@@ -40,11 +40,8 @@ from patient_sidekiq.wire.packing import PayloadSettings, pack
 from patient_sidekiq.wire.payload import Payload
 from patient_sidekiq.wire.payload_store import PayloadReference, RedisPayloadStore
 from patient_sidekiq.worker.inflight import gem_process_id
-from patient_sidekiq.worker.request_worker import (
-    CallbackRouting,
-    RequestWorker,
-    RequestWorkerSettings,
-)
+from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.worker.request_worker import RequestWorker
 from tests.support.http import Server
 from tests.support.redis import RedisServer
 from tests.support.waiting import eventually

@@ -9,10 +9,11 @@ from patient_sidekiq.redis_io.lua import LuaScript
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.sidekiq.client import SidekiqClient
-from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch
+from patient_sidekiq.sidekiq.fetch import ReliableFetch
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.retry import RetryPolicy
 from patient_sidekiq.sidekiq.scheduled import Poller
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder
 
 pytestmark = pytest.mark.integration
 

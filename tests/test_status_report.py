@@ -33,7 +33,7 @@ from patient_sidekiq.wire.encryption import MessageEncryptor
 from patient_sidekiq.wire.packing import PayloadSettings, pack
 from patient_sidekiq.wire.payload_store import RedisPayloadStore
 from patient_sidekiq.worker.inflight import InflightMonitor, gem_process_id
-from patient_sidekiq.worker.request_worker import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
 from patient_sidekiq.worker.stats import Stats
 from tests.support.http import Server
 from tests.test_request_worker import (

@@ -15,7 +15,8 @@ import pytest
 
 from patient_sidekiq import testing
 from patient_sidekiq.client import module_api
-from patient_sidekiq.client.enqueue import AsyncClient, Client
+from patient_sidekiq.client.async_client import AsyncClient
+from patient_sidekiq.client.enqueue import Client
 from patient_sidekiq.client.templates import RequestTemplate
 from patient_sidekiq.errors import InlineNotPossibleError, UnknownCallbackError
 from patient_sidekiq.http.settings import HttpSettings

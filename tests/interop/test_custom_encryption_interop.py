@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from patient_sidekiq.registry.registrations import CustomEncryptor, EncryptionHooks
+from patient_sidekiq.registry.encryption_hooks import CustomEncryptor, EncryptionHooks
 from tests.differential import custom_cipher
 from tests.support.oracle import oracle_env, require_oracle
 from tests.support.programs import require_binary

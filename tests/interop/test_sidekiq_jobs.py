@@ -19,11 +19,12 @@ import redis
 
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.sidekiq.client import SidekiqClient
-from patient_sidekiq.sidekiq.fetch import QueueOrder, ReliableFetch, UnitOfWork
+from patient_sidekiq.sidekiq.fetch import ReliableFetch
 from patient_sidekiq.sidekiq.heartbeat import make_identity
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.sidekiq.retry import RetryPolicy, file_failure, prepare_failure
 from patient_sidekiq.sidekiq.scheduled import Poller
+from patient_sidekiq.sidekiq.unit_of_work import QueueOrder, UnitOfWork
 from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
 from tests.interop.sidekiq_server import PERFORMED, QUEUE, performed, sidekiq_server
 

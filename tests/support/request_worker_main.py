@@ -24,11 +24,8 @@ from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
 from patient_sidekiq.sidekiq.processor import Dispatcher
 from patient_sidekiq.wire.packing import PayloadSettings
 from patient_sidekiq.wire.payload_store import RedisPayloadStore
-from patient_sidekiq.worker.request_worker import (
-    CallbackRouting,
-    RequestWorker,
-    RequestWorkerSettings,
-)
+from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
+from patient_sidekiq.worker.request_worker import RequestWorker
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
