@@ -67,7 +67,7 @@ from patient_sidekiq.worker.request_worker import RequestWorker
 
 # Run as ``python scripts/bench_pipeline.py``: the repository root on sys.path for tests.support.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.programs import free_port
+from tests.support.programs import free_port, stop_process
 from tests.support.redis import running_redis
 
 QUEUE = "bench"
@@ -108,16 +108,6 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server") or "redis-server"
     with running_redis(data, binary=binary) as server:
         yield RedisServer(server.url, server.pid)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """TERM, then KILL after 10 s: a server of ours never outlives the benchmark."""
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def write_certificate(directory: Path) -> tuple[Path, Path]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +31,16 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def stop_process(process: subprocess.Popen[Any] | None, seconds: float = 10) -> None:
+    """SIGTERM ``process`` and reap it, SIGKILL after ``seconds``: a server of ours never
+    outlives its test or benchmark. Nothing to do when it was never started or has ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.programs import free_port, require_binary
+from tests.support.programs import free_port, require_binary, stop_process
 
 
 class RedisServer:
@@ -81,13 +81,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM the server and reap it (SIGKILL if it takes over 10 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def terminate(self) -> None:
         """SIGTERM the server (a persistent one writes its data and exits)."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.programs import free_port
+from tests.support.programs import free_port, stop_process
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -119,13 +119,7 @@ class MotoServer:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="session")

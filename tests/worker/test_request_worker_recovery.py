@@ -43,9 +43,10 @@ from patient_sidekiq.worker.inflight import gem_process_id
 from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
 from patient_sidekiq.worker.request_worker import RequestWorker
 from tests.support.http import Server
+from tests.support.programs import REPO
 from tests.support.redis import RedisServer
 from tests.support.waiting import eventually
-from tests.test_request_worker import (
+from tests.worker.test_request_worker import (
     CALLBACKS,
     QUEUE,
     callback_jobs,
@@ -54,8 +55,6 @@ from tests.test_request_worker import (
 )
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- helpers ---
@@ -193,7 +192,7 @@ async def worker_process(
         *options,
     ]
     with log.open("wb") as output:
-        process = await trio.lowlevel.open_process(command, cwd=ROOT, stdout=output, stderr=output)
+        process = await trio.lowlevel.open_process(command, cwd=REPO, stdout=output, stderr=output)
     try:
         yield process
     finally:

@@ -27,11 +27,10 @@ import redis
 from patient_sidekiq import __version__
 from patient_sidekiq.client.enqueue import Client
 from tests.support import waiting
-from tests.support.programs import free_port, require_binary
+from tests.support.programs import REPO, free_port, require_binary
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
 CALLBACK_WORKER = "PatientHttp::Sidekiq::CallbackWorker"
 # Short intervals so a process is fully up (and gone) quickly.
 FAST = ["--heartbeat-interval", "1", "--orphan-threshold", "5", "-t", "5"]

@@ -40,7 +40,7 @@ class Other:
         pass
 
 
-FETCH_PATH = "tests.test_callbacks.FetchInvoice"
+FETCH_PATH = "tests.registry.test_callbacks.FetchInvoice"
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,8 @@ def test_class_without_callback_methods_is_refused_at_decoration() -> None:
 def test_a_taken_name_is_refused_for_another_class() -> None:
     registry = CallbackRegistry()
     registry.register(FetchInvoice, "Billing::Fetch")
-    with pytest.raises(ConfigurationError, match=r"already registered for tests\.test_callbacks"):
+    taken = r"already registered for tests\.registry\.test_callbacks"
+    with pytest.raises(ConfigurationError, match=taken):
         registry.register(Other, "Billing::Fetch")
     # Nothing of the refused registration is kept.
     assert Other not in registry

@@ -36,7 +36,7 @@ from patient_sidekiq.worker.inflight import InflightMonitor, gem_process_id
 from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
 from patient_sidekiq.worker.stats import Stats
 from tests.support.http import Server
-from tests.test_request_worker import (
+from tests.worker.test_request_worker import (
     CALLBACKS,
     QUEUE,
     numbered_job,

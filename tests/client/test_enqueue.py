@@ -34,7 +34,7 @@ from patient_sidekiq.wire.request import Request
 from tests.support.http import Server
 from tests.support.programs import free_port
 from tests.support.waiting import eventually
-from tests.test_request_worker import CALLBACKS, QUEUE, callback_jobs, running_worker
+from tests.worker.test_request_worker import CALLBACKS, QUEUE, callback_jobs, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -268,9 +268,9 @@ def test_registered_callbacks_are_written_by_their_job_name(
 ) -> None:
     sync_client.get("https://x.test/", callback=Recorder)
     sync_client.get("https://x.test/", callback="Tests::Recorder")
-    sync_client.get("https://x.test/", callback="tests.test_enqueue.Recorder")
+    sync_client.get("https://x.test/", callback="tests.client.test_enqueue.Recorder")
     names = [Job.parse(raw).args[1] for raw in queued(redis_client, QUEUE)]
-    assert names == ["Tests::Recorder", "Tests::Recorder", "tests.test_enqueue.Recorder"]
+    assert names == ["Tests::Recorder", "Tests::Recorder", "tests.client.test_enqueue.Recorder"]
 
 
 def test_argument_mistakes_are_type_errors(sync_client: Client) -> None:

@@ -469,7 +469,7 @@ async def test_a_raising_callback_goes_to_retry(
     await run_one(redis_url, redis_client, registry, job.raw)
     [retried] = zset_jobs(redis_client, keys.RETRY)
     assert retried.jid == job.jid
-    assert retried["error_class"] == "tests.test_callback_worker.InvoiceMissingError"
+    assert retried["error_class"] == "tests.worker.test_callback_worker.InvoiceMissingError"
     assert retried["error_message"] == "invoice 7 is gone"
     assert retried["retry_count"] == 0
     assert retried["queue"] == CALLBACKS
@@ -752,7 +752,7 @@ async def test_retries_exhausted_runs_the_hook_once_and_deletes_the_payload(
     assert error.to_wire() == failure.to_wire()
     [dead] = zset_jobs(redis_client, keys.DEAD)
     assert dead.jid == job.jid
-    assert dead["error_class"] == "tests.test_callback_worker.InvoiceMissingError"
+    assert dead["error_class"] == "tests.worker.test_callback_worker.InvoiceMissingError"
     assert redis_client.zcard(keys.RETRY) == 0
 
 

@@ -24,10 +24,10 @@ from patient_sidekiq.worker.supervisor import (
     default_process_count,
     supervise,
 )
+from tests.support.programs import REPO
 from tests.support.waiting import eventually, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def settings_for(directory: Path, *options: str, **fields: Any) -> SupervisorSettings:
@@ -276,7 +276,7 @@ def ready_children(directory: Path) -> dict[int, int]:
 def test_os_signals_to_a_supervisor_process(tmp_path: Path, stop_signal: int, hup: str) -> None:
     supervisor = subprocess.Popen(
         [sys.executable, "-c", SUPERVISOR_SCRIPT, str(tmp_path), hup],
-        cwd=ROOT,
+        cwd=REPO,
         env=ENV,
         stderr=subprocess.PIPE,
         text=True,

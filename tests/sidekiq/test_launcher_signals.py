@@ -4,22 +4,20 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import redis
 
+from tests.support.programs import REPO
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tstp_quiets_and_term_stops(redis_url: str, redis_client: redis.Redis) -> None:
     identity = "sigbox:1:aaaabbbbcccc"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.launcher_main", redis_url, identity], cwd=ROOT
+        [sys.executable, "-m", "tests.support.launcher_main", redis_url, identity], cwd=REPO
     )
     try:
         wait_for(lambda: redis_client.hget(identity, "quiet") == b"false")

@@ -29,9 +29,9 @@ import redis
 
 from patient_sidekiq import keys
 from patient_sidekiq.sidekiq.job import Job
+from tests.cli.test_cli_run import Api, Proc, wait_for, worker
+from tests.cli.test_faults import CALLBACK_QUEUE, QUEUE, WORKER, answered_ids, request_data
 from tests.support.redis import RedisServer
-from tests.test_cli_run import Api, Proc, wait_for, worker
-from tests.test_faults import CALLBACK_QUEUE, QUEUE, WORKER, answered_ids, request_data
 
 pytestmark = [pytest.mark.integration]
 

@@ -1,5 +1,5 @@
 """The ``patient-sidekiq`` command line through typer's CliRunner (the subprocess tests of
-``run`` are in test_cli_run.py)."""
+``run`` are in tests/cli/test_cli_run.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.redis_io.redis_target import RedisTarget, as_target
 from patient_sidekiq.sidekiq.fetch import ReliableFetch
 from patient_sidekiq.sidekiq.unit_of_work import QueueOrder
-from tests.support.programs import free_port, require_binary
+from tests.support.programs import free_port, require_binary, stop_process
 from tests.support.redis import RedisServer
 
 # --- no Redis ---
@@ -155,9 +155,7 @@ class Sentinel:
             client.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ from hypothesis import strategies as st
 from patient_sidekiq import keys
 from patient_sidekiq.sidekiq.job import Job
 from patient_sidekiq.wire.encryption import MessageEncryptor, is_envelope
+from tests.cli.test_cli_run import Api, Proc, api, wait_for, worker
 from tests.support.strategies import json_values
-from tests.test_cli_run import Api, Proc, api, wait_for, worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
