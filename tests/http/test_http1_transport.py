@@ -369,29 +369,6 @@ async def test_invalid_request_header_is_a_local_protocol_error(transport: H11Tr
 # --- the direct path (no httpx.Request) ------------------------------------------------------
 
 
-def test_direct_target_splits_plain_urls_and_refuses_the_rest() -> None:
-    target = http1_transport.direct_target("http://Example.com:8080/a/b?x=1&y=%20")
-    assert target == http1_transport.DirectTarget(
-        ("http", "example.com", 8080), "example.com:8080", "/a/b?x=1&y=%20"
-    )
-    default = http1_transport.direct_target("https://api.example.com")
-    assert default == http1_transport.DirectTarget(
-        ("https", "api.example.com", 443), "api.example.com", "/"
-    )
-    ipv6 = http1_transport.direct_target("http://[::1]:81/x")
-    assert ipv6 is not None
-    assert (ipv6.origin, ipv6.host_header) == (("http", "::1", 81), "[::1]:81")
-    for url in (
-        "http://exämple.com/",  # IDNA: httpx normalises it
-        "http://example.com/a b",
-        "http://user:pw@example.com/",
-        "ftp://example.com/",
-        "http://example.com:99999/",
-        "/relative",
-    ):
-        assert http1_transport.direct_target(url) is None, url
-
-
 async def test_direct_path_writes_host_and_content_length_like_httpx(
     http_server: Server,
 ) -> None:
