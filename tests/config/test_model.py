@@ -774,3 +774,13 @@ async def test_redis_store_with_its_own_url_writes_there(redis_url: str) -> None
         await store.put("k", "[1]")
     assert redis.Redis.from_url(own_url).get("app:k") == b"[1]"
     assert redis.Redis.from_url(redis_url).exists("app:k") == 0
+
+
+def test_processes_auto_counts_the_cpus_this_process_may_use() -> None:
+    # the affinity mask (taskset, a container's cpuset), not the machine's CPU count
+    assert load_config(env={}, flags={"processes": "auto"}).processes == len(
+        os.sched_getaffinity(0)
+    )
+    assert load_config(env={}, flags={"processes": "3"}).processes == 3
+    (line,) = problems(flags={"processes": "many"})
+    assert 'is not an integer ≥ 1 or "auto"' in line

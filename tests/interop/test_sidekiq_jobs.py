@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
-from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge, raise_first_error
 from patient_sidekiq.sidekiq.client import SidekiqClient
 from patient_sidekiq.sidekiq.fetch import ReliableFetch
 from patient_sidekiq.sidekiq.heartbeat import make_identity
 from patient_sidekiq.sidekiq.job import Job
-from patient_sidekiq.sidekiq.retry import RetryPolicy, file_failure, prepare_failure
+from patient_sidekiq.sidekiq.retry import RetryPolicy, failure_commands, prepare_failure
 from patient_sidekiq.sidekiq.scheduled import Poller
 from patient_sidekiq.sidekiq.unit_of_work import QueueOrder, UnitOfWork
 from tests.interop.conftest import SIDEKIQ_CLIENT, run_ruby
@@ -212,7 +212,7 @@ async def test_ruby_api_reads_python_failures_and_retry_now_comes_back(
             ]
             assert [o.kind for o in outcomes] == ["retry", "retry", "dead"]
             for outcome, work in zip(outcomes, works, strict=True):
-                await file_failure(bridge, outcome, policy)
+                raise_first_error(await bridge.transaction(failure_commands(outcome, policy)))
                 assert await fetch.acknowledge(work)
             latency_job = await client.push(Job.new("Plain", [0], queue="pyq"))
             before = time.time()

@@ -11,14 +11,14 @@ import pytest
 import redis
 
 from patient_sidekiq.errors import InvalidJobError
-from patient_sidekiq.redis_io.redis_bridge import RedisBridge
+from patient_sidekiq.redis_io.redis_bridge import RedisBridge, raise_first_error
 from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.sidekiq.job import Job, TimestampDialect
 from patient_sidekiq.sidekiq.retry import (
     FailureOutcome,
     RetryPolicy,
-    bury_raw,
-    file_failure,
+    bury_commands,
+    failure_commands,
     prepare_failure,
 )
 
@@ -220,6 +220,11 @@ def test_seeded_rng_is_deterministic() -> None:
     assert _fail(_job(), _policy()).score == _fail(_job(), _policy()).score
 
 
+async def file_failure(bridge: RedisBridge, outcome: FailureOutcome, policy: RetryPolicy) -> None:
+    """What the processor does with an outcome: its commands in one MULTI."""
+    raise_first_error(await bridge.transaction(failure_commands(outcome, policy)))
+
+
 @pytest.mark.integration
 async def test_file_failure_retry(redis_url: str, redis_client: redis.Redis) -> None:
     policy = _policy()
@@ -270,5 +275,5 @@ async def test_bury_raw(redis_url: str, redis_client: redis.Redis) -> None:
     policy = _policy(dead_max_jobs=2)
     redis_client.zadd("dead", {"a": NOW - 2, "b": NOW - 1})
     async with RedisBridge(redis_url) as bridge:
-        await bury_raw(bridge, "{not json", policy)
+        raise_first_error(await bridge.transaction(bury_commands("{not json", policy)))
     assert redis_client.zrange("dead", 0, -1, withscores=True) == [(b"{not json", NOW)]

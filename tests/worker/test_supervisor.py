@@ -21,7 +21,6 @@ from patient_sidekiq.worker.supervisor import (
     Supervisor,
     SupervisorSettings,
     child_index,
-    default_process_count,
     supervise,
 )
 from tests.support.programs import REPO
@@ -306,19 +305,6 @@ def test_os_signals_to_a_supervisor_process(tmp_path: Path, stop_signal: int, hu
         }
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"), [("1", 1), ("4", 4), (3, 3), ("auto", len(os.sched_getaffinity(0)))]
-)
-def test_default_process_count(value: str | int, expected: int) -> None:
-    assert default_process_count(value) == expected
-
-
-@pytest.mark.parametrize("value", ["0", -1, "many", "", "1.5"])
-def test_default_process_count_refuses(value: str | int) -> None:
-    with pytest.raises(ConfigurationError):
-        default_process_count(value)
 
 
 def test_settings_are_checked() -> None:

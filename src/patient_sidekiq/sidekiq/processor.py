@@ -111,11 +111,6 @@ class Dispatcher:
         """Return the ``on_exhausted`` callback of ``class_name``, or None."""
         return self._exhausted.get(class_name)
 
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """Every class name with a handler."""
-        return tuple(self._handlers)
-
 
 @dataclass(eq=False, slots=True)
 class _Running:

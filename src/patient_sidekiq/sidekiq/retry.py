@@ -3,7 +3,8 @@
 Redis keys touched: ``retry`` (ZADD), ``dead`` (ZADD, ZREMRANGEBYSCORE, ZREMRANGEBYRANK).
 
 Deciding and filing are split: :func:`prepare_failure` is pure (no I/O, injectable clock and
-random source) so every rule can be tested exactly; :func:`file_failure` writes the outcome.
+random source) so every rule can be tested exactly; :func:`failure_commands` are the writes
+of an outcome, sent by the processor with the job's acknowledgement.
 
 Decision where Ruby depends on the job class: when a job has no ``retry`` key, the Ruby
 processor falls back to the class's ``sidekiq_options`` and stores that value in the job.
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from patient_sidekiq import keys
-from patient_sidekiq.redis_io.redis_bridge import RedisBridge, raise_first_error
 from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.sidekiq.job import Job, TimestampDialect, stamp
 
@@ -32,10 +32,8 @@ __all__ = [
     "FailureOutcome",
     "RetryPolicy",
     "bury_commands",
-    "bury_raw",
     "compress_backtrace",
     "failure_commands",
-    "file_failure",
     "prepare_failure",
 ]
 
@@ -214,19 +212,3 @@ def failure_commands(outcome: FailureOutcome, policy: RetryPolicy) -> list[tuple
 def bury_commands(raw: str, policy: RetryPolicy) -> list[tuple[Any, ...]]:
     """Return the commands that put unparseable job text straight into ``dead``."""
     return _bury_commands(raw, float(policy.clock()), policy)
-
-
-async def file_failure(bridge: RedisBridge, outcome: FailureOutcome, policy: RetryPolicy) -> None:
-    """Write ``outcome``: ``ZADD retry``, the dead-set MULTI, or nothing for ``discard``.
-
-    The dead set's score is ``outcome.score`` (the time of death decided by
-    :func:`prepare_failure`); the age trim is relative to it.
-    """
-    commands = failure_commands(outcome, policy)
-    if commands:
-        raise_first_error(await bridge.transaction(commands))
-
-
-async def bury_raw(bridge: RedisBridge, raw: str, policy: RetryPolicy) -> None:
-    """Move a job whose text does not parse straight to ``dead``, as Sidekiq's processor does."""
-    raise_first_error(await bridge.transaction(bury_commands(raw, policy)))

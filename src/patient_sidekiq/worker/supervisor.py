@@ -53,7 +53,6 @@ __all__ = [
     "Supervisor",
     "SupervisorSettings",
     "child_index",
-    "default_process_count",
     "run_supervisor",
     "supervise",
 ]
@@ -101,22 +100,6 @@ class SupervisorSettings:
         for name in ("restart_delay", "max_restart_delay", "stop_timeout", "stable_after"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must not be negative")
-
-
-def default_process_count(value: str | int) -> int:
-    """The ``--processes`` value as a count: ``"auto"`` is the CPUs this process may use."""
-    if value == "auto":
-        # The affinity mask honours taskset and container cpusets; cpu_count does not.
-        if hasattr(os, "sched_getaffinity"):
-            return max(1, len(os.sched_getaffinity(0)))
-        return os.cpu_count() or 1
-    try:
-        count = int(value)
-    except ValueError:
-        raise ConfigurationError(f"processes must be a number or 'auto', not {value!r}") from None
-    if count < 1:
-        raise ConfigurationError(f"processes must be at least 1, not {count}")
-    return count
 
 
 def child_index(environ: Mapping[str, str] | None = None) -> int | None:
