@@ -1,4 +1,4 @@
-"""Real local HTTP servers for the HTTP client tests (fixtures in ``tests/conftest_http.py``).
+"""Real local HTTP servers for the HTTP client tests (fixtures in ``tests/conftest.py``).
 
 * ``http_server``: hypercorn serving :func:`app` over plain HTTP/1.1 on 127.0.0.1.
 * ``tls_server``: the same app over TLS with ALPN ``h2``/``http/1.1``, using a certificate
