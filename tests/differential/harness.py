@@ -419,6 +419,8 @@ class DifferentialRun:
             **self.group.oracle_env,
             **extra,
         )
+        # before anything else: patient_http's autoloads resolved once (eager_load.rb says why)
+        env["RUBYOPT"] = f"-r{HERE / 'eager_load.rb'} {env.get('RUBYOPT', '')}".strip()
         return self._with_store(env, db)
 
     def _with_store(self, env: dict[str, str], db: int) -> dict[str, str]:
