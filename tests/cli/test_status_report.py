@@ -147,11 +147,15 @@ async def build_cluster(bridge: RedisBridge, client: redis.Redis) -> dict[str, s
     client.delete(keys.gem_process_max_connections(STALE))
 
     stats = Stats(bridge)
-    await stats.record_request(0.5, 200)
-    await stats.record_request(0.5, 200)
-    await stats.record_request(0.25, 404)
-    await stats.record_error("http_error")
-    await stats.record_error("exception")
+    await stats.apply(
+        [
+            *Stats.record_request_commands(0.5, 200),
+            *Stats.record_request_commands(0.5, 200),
+            *Stats.record_request_commands(0.25, 404),
+            *Stats.record_error_commands("http_error"),
+            *Stats.record_error_commands("exception"),
+        ]
+    )
     await stats.record_capacity_refusal()
 
     job = Job.new("Plain", [1], queue="seconds")

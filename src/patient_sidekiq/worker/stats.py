@@ -36,7 +36,8 @@ def _expire() -> Command:
 
 
 class Stats:
-    """Updates and reads ``sidekiq:patient_http:totals``."""
+    """Updates ``sidekiq:patient_http:totals`` (``patient-sidekiq status`` reads it, as the
+    gem's Web tab does: :mod:`patient_sidekiq.cli.status_collect`)."""
 
     def __init__(self, bridge: RedisBridge) -> None:
         """Use ``bridge`` (already entered) for every command."""
@@ -87,36 +88,6 @@ class Stats:
             return
         raise_first_error(await self._bridge.transaction(commands))
 
-    async def record_request(self, duration: float, status: int | None) -> None:
-        """Count one finished request (or followed redirect hop)."""
-        await self.apply(self.record_request_commands(duration, status))
-
-    async def record_error(self, kind: str) -> None:
-        """Count one error of ``kind``."""
-        await self.apply(self.record_error_commands(kind))
-
     async def record_capacity_refusal(self) -> None:
         """Count one request refused because the processor was full."""
         await self.apply(self.record_capacity_refusal_commands())
-
-    # --- read ---
-
-    async def read(self) -> dict[str, float | int]:
-        """Return the hash: ``duration`` as float, every counter as int.
-
-        A counter that is not an integer (written by something else) is returned as float,
-        and a value that is no number at all is left out.
-        """
-        reply = await self._bridge.execute("HGETALL", keys.TOTALS)
-        result: dict[str, float | int] = {}
-        for raw_field, raw_value in zip(reply[::2], reply[1::2], strict=True):
-            field = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
-            text = raw_value.decode() if isinstance(raw_value, bytes) else str(raw_value)
-            try:
-                result[field] = float(text) if field == "duration" else int(text)
-            except ValueError:
-                try:
-                    result[field] = float(text)
-                except ValueError:
-                    continue  # not a number at all: nothing the gem would have written
-        return result
