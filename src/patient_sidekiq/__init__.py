@@ -13,6 +13,7 @@ format), "protocol spec §N" of ``docs/sidekiq-protocol.md`` (Sidekiq's protocol
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from patient_sidekiq._version import __version__ as __version__
@@ -148,20 +149,34 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        # a submodule (``patient_sidekiq.testing`` after a bare ``import patient_sidekiq``)
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise  # the submodule exists; something it imports does not
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next access is a plain lookup
-    return value
+# Shared with patient_sidekiq.worker and patient_sidekiq.wire (their parent is always loaded
+# first), so importing the package loads no module of its own for it.
+def _lazy_exports(
+    package: str, exports: Mapping[str, str], namespace: MutableMapping[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Return the ``__getattr__`` and ``__dir__`` of ``package``.
+
+    ``exports`` maps each name to the module defining it; ``namespace`` is the package's
+    ``globals()``, where a loaded name is kept so the next access is a plain lookup.
+    """
+
+    def getattr_(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            try:
+                return importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{name}":
+                    raise  # the submodule exists; something it imports does not
+                raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    def dir_() -> list[str]:
+        return sorted(set(namespace) | set(namespace.get("__all__", ())))
+
+    return getattr_, dir_
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())

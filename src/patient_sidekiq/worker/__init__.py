@@ -6,8 +6,9 @@ The machinery for running a worker from code, re-exported here (names load at fi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from patient_sidekiq import _lazy_exports
 
 if TYPE_CHECKING:
     from patient_sidekiq.http.settings import HttpSettings as HttpSettings
@@ -90,21 +91,4 @@ __all__ = [
     "load_requires",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        # a submodule (``patient_sidekiq.testing`` after a bare ``import patient_sidekiq``)
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise  # the submodule exists; something it imports does not
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next access is a plain lookup
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
