@@ -36,13 +36,16 @@ __all__ = ["CallbackDirectory"]
 log = logging.getLogger(__name__)
 
 _REDIS_ERRORS: Final = (RedisUnavailableError, RedisCommandError)
+_WARNED_NAMES: Final = 1000
+"""Names logged at most: callback names come from jobs, and hostile ones must not grow a set
+(or the log) without bound."""
 
 
 class CallbackDirectory:
     """Publishes this worker's Python callback names and knows everyone's.
 
-    ``local_names`` is called at each beat (the registry may grow while importing); its
-    names are always routed to Python, even before Redis answered once.
+    ``local_names`` is read at start and at each beat; its names are always routed to Python,
+    even before Redis answered once.
     """
 
     def __init__(
@@ -58,6 +61,9 @@ class CallbackDirectory:
         self._local_names = local_names
         self._interval = interval
         self._known: frozenset[str] = frozenset()
+        # Read once here and at each refresh, not per routed result: the registry is filled
+        # at import time, and listing it is not free.
+        self._local = frozenset(local_names())
         self._warned: set[str] = set()
 
     @property
@@ -67,9 +73,14 @@ class CallbackDirectory:
 
     def is_python_callback(self, name: str) -> bool:
         """Whether a CallbackWorker job for ``name`` goes to the Python callback queue."""
-        if name in self._known or name in set(self._local_names()):
+        if name in self._known or name in self._local:
             return True
-        if name not in self._warned and "." in name and not is_ruby_constant_name(name):
+        if (
+            name not in self._warned
+            and len(self._warned) < _WARNED_NAMES
+            and "." in name
+            and not is_ruby_constant_name(name)
+        ):
             self._warned.add(name)
             log.error(
                 "callback %r looks like a Python callback but no live worker registered it: "
@@ -81,7 +92,8 @@ class CallbackDirectory:
 
     async def refresh(self) -> None:
         """Publish this worker's names, then read every live worker's. Raises on Redis errors."""
-        names = sorted(set(self._local_names()))
+        self._local = frozenset(self._local_names())
+        names = sorted(self._local)
         key = keys.python_callbacks(self._identity)
         if names:
             await self._bridge.transaction(
