@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from patient_sidekiq.errors import ConfigurationError, MalformedMessageError
+from patient_sidekiq.errors import (
+    ConfigurationError,
+    MalformedMessageError,
+    MessageAuthenticationError,
+)
 from patient_sidekiq.http.settings import OutgoingRequest
 from patient_sidekiq.registry.encryption_hooks import CustomEncryptor, EncryptionHooks
 from patient_sidekiq.registry.registrations import (
@@ -175,3 +179,14 @@ def test_hooks_returning_text_and_lenient_base64() -> None:
     assert encryptor.decrypt_text(wrapped).text == '{"a":1}'
     with pytest.raises(MalformedMessageError, match="no string 'value'"):
         encryptor.decrypt_text({"__encrypted__": True, "value": None})
+
+
+def test_a_payload_the_decryption_hook_refuses_is_an_envelope_error() -> None:
+    def refuse(data: bytes) -> bytes:
+        raise KeyError("tampered")
+
+    encryptor = CustomEncryptor(EncryptionHooks(encrypt=xor, decrypt=refuse))
+    with pytest.raises(MessageAuthenticationError, match="refused the payload: KeyError"):
+        encryptor.decrypt_text(encryptor.encrypt({"a": 1}))
+    # filed under a Ruby class name, as every envelope error
+    assert MessageAuthenticationError.ruby_class_name == "ArgumentError"

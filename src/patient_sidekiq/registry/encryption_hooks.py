@@ -16,7 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from patient_sidekiq.errors import ConfigurationError, MalformedMessageError, PlaintextFormatError
+from patient_sidekiq.errors import (
+    ConfigurationError,
+    MalformedMessageError,
+    MessageAuthenticationError,
+    PlaintextFormatError,
+)
 from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.wire.encryption import ENVELOPE_FLAG, Decrypted, MessageEncryptor
 
@@ -109,7 +114,15 @@ class CustomEncryptor:
             cipher = base64.b64decode(value.encode("ascii", "ignore"), validate=False)
         except (binascii.Error, ValueError) as exc:
             raise MalformedMessageError(f"encrypted payload 'value' is not base64: {exc}") from exc
-        plain = self._decrypt(cipher)
+        try:
+            plain = self._decrypt(cipher)
+        except Exception as exc:
+            # The ciphertext comes from Redis: a tampered or foreign payload makes the app's
+            # hook raise whatever its cipher raises. File it under the envelope error (a Ruby
+            # name), never the hook's Python class (``cryptography.exceptions.InvalidTag``).
+            raise MessageAuthenticationError(
+                f"the decryption hook refused the payload: {type(exc).__name__}: {exc}"
+            ) from exc
         if isinstance(plain, bytes | bytearray):
             try:
                 plain = bytes(plain).decode("utf-8")
