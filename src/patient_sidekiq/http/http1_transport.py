@@ -1,4 +1,4 @@
-"""H11Transport: a lean HTTP/1.1 transport (h11 directly over trio streams).
+"""H11Transport: a lean HTTP/1.1 transport (our own client over trio streams).
 
 httpx's own transport goes through httpcore, whose per-request pool bookkeeping, nested
 context managers and per-operation ``fail_after`` scopes cost about as much CPU as the HTTP
@@ -8,7 +8,8 @@ what the worker needs:
 * One pool of idle connections per origin ``(scheme, host, port)``, used as a stack (the
   most recently used connection first). There is no global limit: the worker's capacity
   bounds the number of requests in flight.
-* An idle connection is reused only if h11 says both sides are idle, it has been idle for
+* An idle connection is reused only if its last response was read to the end and allows
+  reuse (``http1_codec.ResponseParser.reusable``), it has been idle for
   less than :data:`KEEPALIVE_EXPIRY` seconds, and its socket is not readable (a zero-timeout
   poll: a server that closed it shows EOF, and stray bytes are no reusable state either).
   Idle connections past the expiry are also swept, at most once a second, when a
@@ -17,9 +18,9 @@ what the worker needs:
   it as the request went out), an idempotent request (GET, PUT, DELETE) is sent once more
   on a new connection; a POST or PATCH fails with the connection error instead, since the
   server may have acted on it.
-* A connection goes back to its pool only when its response was read to the end and both
-  h11 sides are ``DONE``; anything else (an error, cancellation, a body left unread,
-  ``Connection: close``) closes it.
+* A connection goes back to its pool only when its response was read to the end and may
+  be reused; anything else (an error, cancellation, a body left unread,
+  ``Connection: close``, HTTP/1.0, a HEAD response) closes it.
 * Timeouts: ``request.extensions["timeout"]`` ``connect`` / ``write`` / ``read`` apply to
   each connect, write and read (httpx.ConnectTimeout / WriteTimeout / ReadTimeout); the
   caller applies the overall deadline.
@@ -28,7 +29,9 @@ what the worker needs:
   malformed response, or EOF before its end). ``settings.retries`` extra connect attempts
   follow a failed connect (0 s, then 0.5 s, 1 s … apart, as httpcore's ``retries``).
 
-Request bodies are ``request.content`` bytes, framed by the ``content-length`` httpx adds.
+The bytes on the wire are written and parsed by :mod:`~patient_sidekiq.http.http1_codec`
+(llhttp; h11 only validates unusual requests). Request bodies are ``request.content`` bytes,
+framed by the ``content-length`` httpx adds.
 No proxies (those stay on httpx) and no HTTP/2. Touches no Redis keys.
 """
 
@@ -39,10 +42,10 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Final, cast
 
-import h11
 import httpx
 import trio
 
+from patient_sidekiq.http.http1_codec import ResponseParser, encode_request
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
 from patient_sidekiq.http.targets import DEFAULT_PORTS, DirectTarget, Origin
 
@@ -50,32 +53,28 @@ __all__ = ["KEEPALIVE_EXPIRY", "H11Transport"]
 
 KEEPALIVE_EXPIRY: Final = 5.0
 _READ_SIZE: Final = 64 * 1024
-_MAX_HEADER_SIZE: Final = 100 * 1024
 _SWEEP_INTERVAL: Final = 1.0
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _INF: Final = float("inf")
 
 
 class _Connection:
-    """One HTTP/1.1 connection: the trio stream, its raw socket and the h11 state machine."""
+    """One HTTP/1.1 connection: the trio stream, its raw socket and the response being read."""
 
-    __slots__ = ("fd", "h11", "idle_since", "origin", "received", "stream", "tcp")
+    __slots__ = ("fd", "idle_since", "origin", "parser", "received", "stream", "tcp")
 
     def __init__(self, origin: Origin, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
         self.origin = origin
         self.stream = stream
         self.tcp = tcp
         self.fd = tcp.socket.fileno()
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEADER_SIZE)
+        self.parser: ResponseParser | None = None  # the current (or last) response
         self.idle_since = 0.0
         self.received = False  # whether the current response has begun to arrive
 
     def reusable(self, now: float) -> bool:
         """Whether this idle connection may carry another request."""
-        conn = self.h11
-        if conn.our_state is not h11.IDLE or conn.their_state is not h11.IDLE:
-            return False
-        if conn.trailing_data[0] or now - self.idle_since > KEEPALIVE_EXPIRY:
+        if now - self.idle_since > KEEPALIVE_EXPIRY:
             return False
         try:
             readable, _, _ = select.select([self.fd], [], [], 0)
@@ -89,7 +88,7 @@ class _Connection:
 
 
 class H11Transport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 over h11 and trio, with per-origin keep-alive pools (see module doc)."""
+    """HTTP/1.1 over trio, with per-origin keep-alive pools (see module doc)."""
 
     def __init__(self, settings: HttpSettings) -> None:
         self._ssl_context = ssl_context_for(settings)
@@ -110,10 +109,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         if scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"Unsupported URL protocol {scheme!r}")
         origin = (scheme, url.host, url.port or DEFAULT_PORTS[scheme])
-        try:
-            head = self._encode(request)
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc)) from exc
+        head = self._encode(request)
         timeouts = request.extensions.get("timeout") or {}
         return await self._request(origin, head, request.method in _IDEMPOTENT, timeouts)
 
@@ -131,21 +127,21 @@ class H11Transport(httpx.AsyncBaseTransport):
         added as httpx adds them.
         """
         method_name = method.upper()
-        fields = [("host", target.host_header), *headers]
+        content = body or b""
+        fields = [(b"host", target.host_header.encode("ascii"))]
+        fields += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
         # Every request states its length, an empty body too ("content-length: 0"), as
         # the gem's HTTP/1 client writes it; servers and signatures may see the difference.
-        fields.append(("content-length", str(len(body or b""))))
-        try:
-            event = h11.Request(method=method_name, target=target.path, headers=fields)
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc)) from exc
-        head = (event, body or b"")
+        fields.append((b"content-length", str(len(content)).encode("ascii")))
+        method_bytes = method_name.encode("ascii")
+        data = encode_request(method_bytes, target.path.encode("ascii"), fields, content)
+        head = _Head(data, method_name == "HEAD")
         return await self._request(target.origin, head, method_name in _IDEMPOTENT, timeouts)
 
     async def _request(
         self,
         origin: Origin,
-        head: tuple[h11.Request, bytes],
+        head: _Head,
         idempotent: bool,
         timeouts: Mapping[str, object],
     ) -> httpx.Response:
@@ -190,11 +186,10 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     def _release(self, conn: _Connection) -> None:
         """Return a connection whose response was read to the end, or close it."""
-        h = conn.h11
-        if self._closed or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+        parser = conn.parser
+        if self._closed or parser is None or not parser.reusable:
             conn.close()
             return
-        h.start_next_cycle()
         now = trio.current_time()
         conn.idle_since = now
         stack = self._idle.get(conn.origin)
@@ -261,21 +256,18 @@ class H11Transport(httpx.AsyncBaseTransport):
     # --- one exchange ---------------------------------------------------------------------
 
     @staticmethod
-    def _encode(request: httpx.Request) -> tuple[h11.Request, bytes]:
+    def _encode(request: httpx.Request) -> _Head:
         headers = request.headers.raw
         if "content-length" not in request.headers and "transfer-encoding" not in request.headers:
             headers = [*headers, (b"content-length", b"0")]  # as in send(): the gem's way
-        event = h11.Request(
-            method=request.method.encode("ascii"),
-            target=request.url.raw_path,
-            headers=headers,
-        )
-        return event, request.content
+        method = request.method.encode("ascii")
+        data = encode_request(method, request.url.raw_path, headers, request.content)
+        return _Head(data, method == b"HEAD")
 
     async def _exchange(
         self,
         conn: _Connection,
-        head: tuple[h11.Request, bytes],
+        head: _Head,
         write_timeout: float,
         read_timeout: float,
         reused: bool,
@@ -286,14 +278,8 @@ class H11Transport(httpx.AsyncBaseTransport):
         connection fails before any byte of the response arrived.
         """
         try:
-            await _send_request(conn, head, write_timeout)
-            event = await _read_head(conn, read_timeout)
-        except h11.RemoteProtocolError as exc:
-            conn.close()
-            error = httpx.RemoteProtocolError(str(exc) or "Invalid HTTP response")
-            if reused and not conn.received:
-                raise _StaleConnection from error
-            raise error from exc
+            await _send_request(conn, head.data, write_timeout)
+            parser = await _read_head(conn, read_timeout, head.head_only)
         except httpx.TransportError as exc:
             conn.close()
             if reused and not conn.received and not isinstance(exc, httpx.TimeoutException):
@@ -303,23 +289,27 @@ class H11Transport(httpx.AsyncBaseTransport):
             conn.close()
             raise
         return httpx.Response(
-            event.status_code,
-            headers=event.headers.raw_items(),
+            parser.status,
+            headers=parser.headers,
             stream=_Body(self, conn, read_timeout),
             extensions={
                 "http_version": b"HTTP/1.1",
-                "reason_phrase": bytes(event.reason),
+                "reason_phrase": parser.reason,
             },
         )
 
 
-async def _send_request(conn: _Connection, head: tuple[h11.Request, bytes], timeout: float) -> None:
-    h = conn.h11
-    event, body = head
-    data = h.send(event) or b""
-    if body:
-        data += h.send(h11.Data(data=body)) or b""
-    data += h.send(h11.EndOfMessage()) or b""
+class _Head:
+    """A request ready to go: its bytes, and whether it is a HEAD (no response body)."""
+
+    __slots__ = ("data", "head_only")
+
+    def __init__(self, data: bytes, head_only: bool) -> None:
+        self.data = data
+        self.head_only = head_only
+
+
+async def _send_request(conn: _Connection, data: bytes, timeout: float) -> None:
     deadline = _tighter_deadline(timeout)
     if deadline is None:  # the caller's deadline comes first: no scope of our own
         await _send_all(conn, data)
@@ -347,19 +337,17 @@ def _tighter_deadline(timeout: float) -> float | None:
     return deadline if deadline < trio.current_effective_deadline() else None
 
 
-async def _read_head(conn: _Connection, timeout: float) -> h11.Response:
-    h = conn.h11
+async def _read_head(conn: _Connection, timeout: float, head_only: bool) -> ResponseParser:
+    parser = conn.parser = ResponseParser(head_only=head_only)
     conn.received = False
-    while True:
-        event = h.next_event()
-        if event is h11.NEED_DATA:
-            chunk = await _receive(conn, timeout)
-            conn.received = conn.received or bool(chunk)
-            h.receive_data(chunk)
-        elif type(event) is h11.Response:
-            return event
-        elif type(event) is not h11.InformationalResponse:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    while not parser.head_done:
+        chunk = await _receive(conn, timeout)
+        if chunk:
+            conn.received = True
+            parser.feed(chunk)
+        else:
+            parser.feed_eof()
+    return parser
 
 
 class _StaleConnection(Exception):
@@ -381,7 +369,7 @@ async def _receive_some(conn: _Connection) -> bytes:
         data = await conn.stream.receive_some(_READ_SIZE)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         raise httpx.ReadError(str(exc.__cause__ or exc) or type(exc).__name__) from exc
-    return cast("bytes", data)  # SSLStream's bytearray suits h11.receive_data as well
+    return cast("bytes", data)  # SSLStream's bytearray suits the parser as well
 
 
 class _Body(httpx.AsyncByteStream):
@@ -392,6 +380,7 @@ class _Body(httpx.AsyncByteStream):
         self._conn: _Connection | None = conn
         self._read_timeout = read_timeout
         self._done = False
+        self._pending: list[bytes] = []
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -402,9 +391,6 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         try:
             chunk = await self._next_chunk(conn)
-        except h11.RemoteProtocolError as exc:
-            self._discard()
-            raise httpx.RemoteProtocolError(str(exc) or "Invalid HTTP response") from exc
         except BaseException:
             self._discard()
             raise
@@ -414,17 +400,24 @@ class _Body(httpx.AsyncByteStream):
         return chunk
 
     async def _next_chunk(self, conn: _Connection) -> bytes | None:
-        h = conn.h11
+        parser = conn.parser
+        assert parser is not None
+        pending = self._pending
         while True:
-            event = h.next_event()
-            if type(event) is h11.Data:
-                return bytes(event.data)
-            if event is h11.NEED_DATA:
-                h.receive_data(await _receive(conn, self._read_timeout))
-            elif type(event) is h11.EndOfMessage:
+            if not pending:
+                pending += parser.take_body()
+            if pending:
+                # several pieces parsed at once go out as one chunk (fewer iterations)
+                chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                return chunk
+            if parser.complete:
                 return None
+            data = await _receive(conn, self._read_timeout)
+            if data:
+                parser.feed(data)
             else:
-                raise httpx.RemoteProtocolError("Server disconnected before the body ended.")
+                parser.feed_eof()
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
