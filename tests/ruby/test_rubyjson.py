@@ -49,6 +49,23 @@ def test_exact_path_is_used_when_a_string_merely_looks_like_an_exponent() -> Non
     assert rubyjson.dumps(value) == '{"s":"1e+5 and 1234567890123456.7","f":1.0e+16,"n":[0.5]}'
 
 
+@given(json_values, st.lists(st.floats(allow_nan=False, allow_infinity=False)))
+def test_the_fast_path_never_misses_a_float_ruby_spells_differently(
+    value: object, floats: list[float]
+) -> None:
+    # dumps skips the exact (slow) writer when its scan finds no such float: whatever the
+    # values and the strings around them, the result must be the exact writer's.
+    for candidate in (value, [value, *floats], {"id": "4f5e-9c1e", "v": floats}):
+        assert rubyjson.dumps(candidate) == "".join(rubyjson._encode_exact(candidate))
+
+
+def test_uuid_like_text_does_not_hide_a_float() -> None:
+    value = {"request_id": "8c3a06e6-f52b-4f5e-9c1e-123456789abc", "duration": 9.5e-05}
+    assert rubyjson.dumps(value) == (
+        '{"request_id":"8c3a06e6-f52b-4f5e-9c1e-123456789abc","duration":9.5e-05}'
+    )
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, {1, 2}, b"bytes", object()])
 def test_values_ruby_cannot_receive_are_refused(bad: object) -> None:
     with pytest.raises(NotJsonNativeError):
