@@ -131,6 +131,8 @@ async def _handle(conn: _Connection, stream_id: int, nursery: trio.Nursery) -> N
     try:
         if await _answer(conn, stream_id, headers, bytes(body)):
             nursery.cancel_scope.cancel()  # the connection ends here (RST)
+    except h2.exceptions.StreamClosedError:
+        pass  # the client reset the stream (it stopped reading): the connection goes on
     finally:
         state.open_streams -= 1
 
@@ -252,7 +254,9 @@ def _dispatch(conn: _Connection, event: h2.events.Event, nursery: trio.Nursery) 
     elif isinstance(event, h2.events.StreamEnded):
         assert event.stream_id is not None
         nursery.start_soon(_handle, conn, event.stream_id, nursery)
-    elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+    elif isinstance(
+        event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged | h2.events.StreamReset
+    ):
         conn.window_opened.set()
         conn.window_opened = trio.Event()
 

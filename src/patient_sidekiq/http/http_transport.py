@@ -49,6 +49,7 @@ import trio
 
 from patient_sidekiq.errors import ResponseTooLargeError
 from patient_sidekiq.http.http1_transport import H11Transport
+from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
 from patient_sidekiq.http.targets import DirectTarget, direct_target
 
@@ -98,7 +99,7 @@ class _Release:
 class ShardedTransport(httpx.AsyncBaseTransport):
     """K independent ``httpx.AsyncHTTPTransport`` pools, chosen per origin (see module doc)."""
 
-    def __init__(self, settings: HttpSettings) -> None:
+    def __init__(self, settings: HttpSettings, *, nursery: trio.Nursery | None = None) -> None:
         per_shard_target = _HTTP2_PER_SHARD if settings.protocol == "http2" else _HTTP1_PER_SHARD
         total = max(1, settings.max_connections)
         self.shard_count: int = min(MAX_SHARDS, max(1, math.ceil(total / per_shard_target)))
@@ -129,6 +130,12 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         if settings.proxy_url is None and settings.protocol != "http2":
             self._h11 = H11Transport(settings)
             self._h11_https = settings.protocol == "http1"
+        # HTTP/2 without a proxy: https unless pinned to HTTP/1.1 (in "auto" an origin whose
+        # ALPN picks HTTP/1.1 goes on to the HTTP/1.1 transport), and h2c when pinned to it.
+        self._h2: H2Transport | None = None
+        self._h2_plain = settings.protocol == "http2"
+        if settings.proxy_url is None and settings.protocol != "http1":
+            self._h2 = H2Transport(settings, http1=self._h11, nursery=nursery)
 
     def in_flight(self) -> tuple[int, ...]:
         """Requests currently holding a slot, per shard (a snapshot)."""
@@ -166,11 +173,16 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through one shard; the slot is released when the response closes.
 
-        HTTP/1.1 requests that :class:`H11Transport` can carry go there instead.
+        HTTP/1.1 requests that :class:`H11Transport` can carry go there instead, and HTTP/2
+        ones (no proxy) to :class:`H2Transport`.
         """
+        scheme = request.url.scheme
         h11_transport = self._h11
-        if h11_transport is not None and self._h11_carries(request.url.scheme):
+        if h11_transport is not None and self._h11_carries(scheme):
             return await h11_transport.handle_async_request(request)
+        h2_transport = self._h2
+        if h2_transport is not None and (scheme == "https" or self._h2_plain):
+            return await h2_transport.handle_async_request(request)
         index = self.choose_shard(request.url)
         self._in_flight[index] += 1
         release = _Release(self, index)
@@ -185,7 +197,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        """Close every shard's connections, and the HTTP/1.1 transport's idle ones."""
+        """Close every shard's connections, the HTTP/2 ones, and the HTTP/1.1 idle ones."""
+        if self._h2 is not None:
+            await self._h2.aclose()
         if self._h11 is not None:
             await self._h11.aclose()
         for shard in self._shards:

@@ -1,0 +1,446 @@
+"""One HTTP/2 connection of :mod:`~patient_sidekiq.http.http2_transport`: h2's state machine,
+one reader task and one writer task.
+
+Why tasks of its own: httpcore lets whichever request needs bytes read for every stream
+under one lock, so a stream waits on its neighbours' reads (~45 ms per request at moderate
+load). Here one reader per connection feeds the socket's bytes to h2 and hands each stream
+its events, waking only the request that waits on that stream; a request never holds a lock
+across an await. One writer per connection sends what h2 has queued: the frames several
+requests queue in one scheduler pass go out in one TLS record, and a request cancelled by
+its deadline can never leave the TLS stream half-written for the others.
+
+* Flow control: we advertise :data:`STREAM_WINDOW` per stream and :data:`CONNECTION_WINDOW`
+  for the connection, so a response of the worker's default size limit (1 MiB) never waits
+  for a WINDOW_UPDATE; what a request has read is given back every :data:`_ACK_EVERY` bytes
+  (h2 then sends the update when half a window is used), and what it never read when its
+  stream is released. Request bodies wait for the server's windows.
+* Failures reach each waiting request as a fresh httpx exception of the class httpcore
+  raised for the same event, chained to its cause (``http/ruby_errors.py`` reads the
+  chain): a stream reset is RemoteProtocolError with h2's event text, EOF is
+  RemoteProtocolError "Server disconnected" (or the GOAWAY's text once one came), a socket
+  error ReadError / WriteError from the trio error.
+* GOAWAY: streams above its last stream id were never processed and fail with
+  :class:`Refused` (the transport sends them once more on another connection). With an
+  error code every other open stream fails too; a graceful one (NO_ERROR, as nginx sends
+  after ``keepalive_requests``) lets the streams it names finish, as the RFC and the gem's
+  protocol-http2 do, which needs h2's state machine reopened: h2 refuses every frame after
+  a GOAWAY (python-hyper/h2#1181). The connection takes no new stream either way.
+
+Touches no Redis keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import httpx
+import trio
+
+from patient_sidekiq.http.targets import Origin
+
+__all__ = ["CONNECTION_WINDOW", "STREAM_WINDOW", "Connection", "Failure", "Refused", "Stream"]
+
+STREAM_WINDOW: Final = 2 * 1024 * 1024
+CONNECTION_WINDOW: Final = 16 * 1024 * 1024
+MAX_STREAMS_CAP: Final = 1000  # when the server sets no SETTINGS_MAX_CONCURRENT_STREAMS
+_ACK_EVERY: Final = 256 * 1024
+_READ_SIZE: Final = 256 * 1024
+_LAST_STREAM_ID: Final = 2**31 - 1 - 2 * MAX_STREAMS_CAP  # leave before h2 runs out of ids
+# Headers are normalised by the transport (h2's own pass costs CPU and, failing half-way,
+# would leave the HPACK encoder out of step with the server's decoder).
+_CONFIG: Final = h2.config.H2Configuration(
+    client_side=True,
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    validate_inbound_headers=False,
+)
+_SETTINGS: Final = {
+    h2.settings.SettingCodes.ENABLE_PUSH: 0,
+    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+}
+_IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_TimeoutClass = type[httpx.ReadTimeout] | type[httpx.WriteTimeout]
+
+
+class Failure:
+    """How a stream or connection broke; raised afresh (with its cause) in each request."""
+
+    __slots__ = ("cause", "kind", "refused", "text")
+
+    def __init__(
+        self, kind: type[Exception], text: str, cause: BaseException | None = None
+    ) -> None:
+        self.kind = kind
+        self.text = text
+        self.cause = cause
+        self.refused = False
+
+    def exception(self) -> Exception:
+        exc = Refused(self) if self.refused else self.kind(self.text)
+        if self.cause is not None:
+            exc.__cause__ = self.cause
+        return exc
+
+
+class Refused(Exception):
+    """A GOAWAY said the server never processed this stream: it may be sent again."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.text)
+        self.failure = failure
+
+
+class Stream:
+    """One request's stream: what the reader delivered, and the task waiting for it."""
+
+    __slots__ = (
+        "chunks", "consumed", "ended", "failure", "headers", "id", "sent", "unacked", "waiter",
+    )  # fmt: skip
+
+    def __init__(self, stream_id: int) -> None:
+        self.id = stream_id
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.chunks: deque[bytes] = deque()
+        self.ended = False  # the response ended (END_STREAM)
+        self.sent = False  # our request ended
+        self.failure: Failure | None = None
+        self.waiter: trio.lowlevel.Task | None = None
+        self.unacked = 0  # flow-controlled bytes received, not yet given back to the server
+        self.consumed = 0  # of those, read by the request since the last acknowledgement
+
+    def wake(self) -> None:
+        task = self.waiter
+        if task is not None:
+            self.waiter = None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self, timeout: float, on_timeout: _TimeoutClass) -> None:
+        """Sleep until the reader wakes this stream, at most ``timeout`` seconds."""
+        deadline = trio.current_time() + timeout
+        if deadline >= trio.current_effective_deadline():
+            await self._park()  # the caller's deadline comes first: no scope of our own
+            return
+        with trio.CancelScope(deadline=deadline):
+            await self._park()
+            return
+        raise on_timeout("Timed out waiting for the server")
+
+    async def _park(self) -> None:
+        self.waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self.waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class Connection:
+    """One HTTP/2 connection to an origin; ``on_change`` is told whenever its capacity or
+    usability changes (a stream released, new settings, GOAWAY, failure)."""
+
+    def __init__(
+        self,
+        origin: Origin,
+        stream: trio.abc.Stream,
+        tcp: trio.SocketStream,
+        on_change: Callable[[Connection], None],
+    ) -> None:
+        self.origin = origin
+        self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        self.streams: dict[int, Stream] = {}
+        self.active = 0  # slots taken: streams opened (or about to be) and not yet released
+        self.max_streams = 1  # until the server's SETTINGS arrive
+        self.usable = True  # may take new streams
+        self.failure: Failure | None = None
+        self.goaway: h2.events.ConnectionTerminated | None = None
+        self.ready = trio.Event()  # the server's SETTINGS arrived, or the connection failed
+        self.idle_since = trio.current_time()
+        self._stream = stream
+        self._tcp = tcp
+        self._on_change = on_change
+        self._out: list[bytes] = []
+        self._writer: trio.lowlevel.Task | None = None
+        self._blocked: list[Stream] = []  # streams waiting for a send window
+
+    def start(self, spawn: Callable[[Callable[[], Any]], None]) -> None:
+        """Queue the connection preface and start the reader and writer tasks."""
+        h = self.h2
+        h.local_settings = h2.settings.Settings(client=True, initial_values=dict(_SETTINGS))
+        # Some servers balk at this setting in the preface, unknown to the original RFC.
+        del h.local_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL]
+        h.initiate_connection()
+        h.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.flush()
+        spawn(self._read_loop)
+        spawn(self._write_loop)
+
+    # --- used by the requests ---------------------------------------------------------
+
+    def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> Stream:
+        """Send a request's headers on a new stream (its slot is already taken)."""
+        h = self.h2
+        stream_id = h.get_next_available_stream_id()
+        stream = Stream(stream_id)
+        self.streams[stream_id] = stream
+        h.send_headers(stream_id, headers, end_stream=end_stream)
+        stream.sent = end_stream
+        if stream_id >= _LAST_STREAM_ID:
+            self.usable = False
+        self.flush()
+        return stream
+
+    async def send_body(self, stream: Stream, body: bytes, timeout: float) -> None:
+        """Send the request body as the server's flow-control windows allow, then END_STREAM."""
+        h = self.h2
+        total = len(body)
+        offset = 0
+        while True:
+            if stream.failure is not None:
+                raise stream.failure.exception()
+            window = min(h.local_flow_control_window(stream.id), h.max_outbound_frame_size)
+            if window <= 0 and total:
+                self._blocked.append(stream)
+                await stream.wait(timeout, httpx.WriteTimeout)
+                continue
+            end = min(total, offset + window)
+            h.send_data(stream.id, body[offset:end], end_stream=end == total)
+            offset = end
+            if end == total:
+                stream.sent = True
+                self.flush()
+                return
+
+    async def response_head(
+        self, stream: Stream, timeout: float
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Wait for the response headers: the status and the other headers as received."""
+        while stream.headers is None:
+            if stream.failure is not None:
+                raise stream.failure.exception()
+            await stream.wait(timeout, httpx.ReadTimeout)
+        status = 200
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in stream.headers:
+            if name[:1] != b":":
+                headers.append((name, value))
+            elif name == b":status":
+                status = int(value.decode("ascii", "ignore"))
+        return status, headers
+
+    async def next_chunk(self, stream: Stream, timeout: float) -> bytes | None:
+        """The next piece of the response body; None once it ended."""
+        while True:
+            chunks = stream.chunks
+            if chunks:
+                chunk = chunks.popleft()
+                stream.consumed += len(chunk)
+                if stream.consumed >= _ACK_EVERY:
+                    self._acknowledge(stream, stream.consumed)
+                return chunk
+            if stream.ended:
+                return None
+            if stream.failure is not None:
+                raise stream.failure.exception()
+            await stream.wait(timeout, httpx.ReadTimeout)
+
+    def release(self, stream: Stream) -> None:
+        """The request is done with ``stream`` (read to the end or not): free its slot."""
+        if self.streams.pop(stream.id, None) is None:
+            return
+        if self.failure is None:
+            h = self.h2
+            if not (stream.ended and stream.sent) and stream.failure is None:
+                # given up half-way: the server may stop working on it
+                with contextlib.suppress(h2.exceptions.H2Error):  # closed on h2's side
+                    h.reset_stream(stream.id, h2.errors.ErrorCodes.CANCEL)
+            if stream.unacked:
+                self._acknowledge(stream, stream.unacked)
+            self.flush()
+        self.release_slot()
+
+    def release_slot(self) -> None:
+        """Give back a slot taken for a stream that never opened, or whose stream ended."""
+        self.active -= 1
+        if not self.active:
+            self.idle_since = trio.current_time()
+            if not self.usable:
+                self.close()
+                return
+        self._on_change(self)
+
+    def close(self) -> None:
+        """Close at once; requests still on it fail with ReadError."""
+        self._fail(Failure(httpx.ReadError, "connection closed"))
+
+    def flush(self) -> None:
+        """Hand what h2 has queued to the writer task."""
+        data = self.h2.data_to_send()
+        if data:
+            self._out.append(data)
+            task = self._writer
+            if task is not None:
+                self._writer = None
+                trio.lowlevel.reschedule(task)
+
+    def _acknowledge(self, stream: Stream, amount: int) -> None:
+        stream.unacked -= amount
+        stream.consumed = 0
+        self.h2.acknowledge_received_data(amount, stream.id)
+        self.flush()
+
+    # --- the reader and the writer ----------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        receive = self._stream.receive_some
+        h = self.h2
+        try:
+            while True:
+                data = await receive(_READ_SIZE)
+                if not data:
+                    goaway = self.goaway
+                    text = str(goaway) if goaway is not None else "Server disconnected"
+                    self._fail(Failure(httpx.RemoteProtocolError, text))
+                    return
+                for event in h.receive_data(data):
+                    self._dispatch(event)
+                self.flush()
+        except _IO_ERRORS as exc:
+            self._fail(Failure(httpx.ReadError, _text(exc), exc))
+        except h2.exceptions.ProtocolError as exc:
+            self._fail(Failure(httpx.RemoteProtocolError, str(exc), exc))
+        except Exception as exc:  # never let a bug here end the program (a system task)
+            self._fail(Failure(httpx.RemoteProtocolError, _text(exc), exc))
+        finally:
+            self._fail(Failure(httpx.ReadError, "connection closed"))
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        kind = type(event)
+        if kind is h2.events.DataReceived:
+            assert isinstance(event, h2.events.DataReceived)
+            stream = self.streams.get(event.stream_id or 0)
+            if stream is not None:
+                data = event.data or b""
+                length = event.flow_controlled_length or 0
+                stream.chunks.append(data)
+                stream.unacked += length
+                stream.consumed += length - len(data)  # padding: nobody will read it
+                stream.wake()
+        elif kind is h2.events.ResponseReceived:
+            assert isinstance(event, h2.events.ResponseReceived)
+            stream = self.streams.get(event.stream_id or 0)
+            if stream is not None:
+                stream.headers = list(event.headers or ())
+                stream.wake()
+        elif kind is h2.events.StreamEnded:
+            stream = self.streams.get(event.stream_id or 0)  # type: ignore[attr-defined]
+            if stream is not None:
+                stream.ended = True
+                stream.wake()
+        elif kind is h2.events.StreamReset:
+            stream = self.streams.get(event.stream_id or 0)  # type: ignore[attr-defined]
+            if stream is not None and not stream.ended:
+                stream.failure = Failure(httpx.RemoteProtocolError, str(event))
+                stream.wake()
+        elif kind is h2.events.WindowUpdated:
+            self._unblock()
+        elif kind is h2.events.RemoteSettingsChanged:
+            limit = self.h2.remote_settings.max_concurrent_streams
+            self.max_streams = min(limit, MAX_STREAMS_CAP)
+            self.ready.set()
+            self._unblock()
+            self._on_change(self)
+        elif kind is h2.events.ConnectionTerminated:
+            assert isinstance(event, h2.events.ConnectionTerminated)
+            self._goaway(event)
+
+    def _unblock(self) -> None:
+        blocked = self._blocked
+        if blocked:
+            self._blocked = []
+            for stream in blocked:
+                stream.wake()
+
+    def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        self.usable = False
+        self.goaway = event
+        last = event.last_stream_id or 0
+        failure = Failure(httpx.RemoteProtocolError, str(event))
+        refused = Failure(httpx.RemoteProtocolError, str(event))
+        refused.refused = True
+        graceful = event.error_code == h2.errors.ErrorCodes.NO_ERROR
+        finishing = False
+        for stream_id, stream in self.streams.items():
+            if stream.ended or stream.failure is not None:
+                continue
+            if stream_id > last:
+                stream.failure = refused
+                stream.wake()
+            elif graceful:
+                finishing = True
+            else:
+                stream.failure = failure
+                stream.wake()
+        if not graceful:
+            self._fail(failure)
+            return
+        if finishing:
+            # h2 refuses every frame once a GOAWAY came (python-hyper/h2#1181)
+            self.h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        self._on_change(self)
+
+    async def _write_loop(self) -> None:
+        send_all = self._stream.send_all
+        try:
+            while self.failure is None:
+                out = self._out
+                if out:
+                    self._out = []
+                    await send_all(out[0] if len(out) == 1 else b"".join(out))
+                else:
+                    self._writer = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._abort_writer)
+        except _IO_ERRORS as exc:
+            self._fail(Failure(httpx.WriteError, _text(exc), exc))
+        except Exception as exc:  # never let a bug here end the program (a system task)
+            self._fail(Failure(httpx.WriteError, _text(exc), exc))
+        finally:
+            self._fail(Failure(httpx.WriteError, "connection closed"))
+
+    def _abort_writer(self, _: Any) -> trio.lowlevel.Abort:
+        self._writer = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _fail(self, failure: Failure) -> None:
+        """The connection is done: every open stream fails with ``failure``, the socket closes."""
+        if self.failure is not None:
+            return
+        self.failure = failure
+        self.usable = False
+        for stream in self.streams.values():
+            if not stream.ended and stream.failure is None:
+                stream.failure = failure
+            stream.wake()
+        self._blocked = []
+        self.ready.set()
+        self._tcp.socket.close()
+        task = self._writer
+        if task is not None:
+            self._writer = None
+            trio.lowlevel.reschedule(task)
+        self._on_change(self)
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc.__cause__ or exc) or type(exc).__name__

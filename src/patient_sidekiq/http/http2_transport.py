@@ -1,0 +1,395 @@
+"""H2Transport: HTTP/2 of our own, on h2 over trio (https in ``auto``/``http2``, and h2c).
+
+httpcore's HTTP/2 let every stream of a connection wait on one read lock (~45 ms more per
+request at moderate load), capped a connection at 100 streams, never opened a second
+connection to an origin, and cost ~2 ms of CPU per job over TLS. This transport keeps
+httpcore's behaviour where the gem's callbacks can see it (status, headers as received,
+the exception classes and texts ``http/ruby_errors.py`` reads) and does the rest leaner:
+
+* Connections per origin, each carrying up to the server's
+  ``SETTINGS_MAX_CONCURRENT_STREAMS`` (followed when it changes; at most
+  :data:`~patient_sidekiq.http.http2_connection.MAX_STREAMS_CAP` when it sets none). A
+  request takes a slot on the first connection with one free; when all are full one request
+  opens a new connection while the others wait for it (or for a slot) within their
+  ``pool`` timeout. A new connection is used once the server's SETTINGS arrive (within the
+  ``connect`` timeout), so the first burst never exceeds the server's limit.
+* A connection with no stream is reused for :data:`KEEPALIVE_EXPIRY` seconds (as the
+  HTTP/1.1 transport's keep-alive) and closed after, at most a second late. The reader task
+  sees a server's close at once, so no liveness poll is needed.
+* TLS offers ALPN ``h2`` and, in ``auto``, ``http/1.1``. When a server picks HTTP/1.1 (or no
+  protocol) that handshake is dropped and the request goes to the HTTP/1.1 transport
+  (``http1``), which opens its own connection; the origin is remembered as HTTP/1.1 for
+  :data:`_HTTP1_MEMORY` seconds, then ALPN is asked again (a server may gain HTTP/2). One
+  handshake per origin per period is the whole cost, and the HTTP/1.1 transport stays the
+  only owner of HTTP/1.1 connections. With protocol ``http2`` the connection speaks HTTP/2
+  whatever ALPN says, and ``http://`` is h2c with prior knowledge, as httpcore did.
+* Retries: ``settings.retries`` extra connect attempts (0 s, 0.5 s, 1 s … apart, as
+  httpcore's). A stream a GOAWAY refused (above its last stream id: never processed) is
+  sent once more on another connection, as httpcore's pool and async-http do; refused
+  again, it fails with RemoteProtocolError and the GOAWAY's text.
+* Request headers go out as httpcore sent them: ``:method``, ``:authority`` (the ``host``
+  header), ``:scheme``, ``:path``, then the others in the caller's order (``http_client``
+  puts ``content-length`` first), names lowercased, connection-specific headers dropped,
+  ``authorization`` and short cookies never indexed by HPACK; a ``te`` other than
+  ``trailers`` is httpx.LocalProtocolError, as h2 refused it.
+* Timeouts from ``request.extensions["timeout"]``: ``connect`` (TCP, TLS, the server's
+  SETTINGS: ConnectTimeout), ``pool`` (waiting for a slot: PoolTimeout), ``write``
+  (waiting for the server's flow-control window: WriteTimeout), ``read`` (each wait for
+  the response head or a piece of body: ReadTimeout); the caller applies the overall
+  deadline.
+
+Connection tasks run in the nursery given (the worker's), else as trio system tasks. The
+wire side of each connection is :mod:`~patient_sidekiq.http.http2_connection`. Touches no
+Redis keys.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Final
+
+import httpx
+import trio
+from hpack import NeverIndexedHeaderTuple
+
+from patient_sidekiq.http.http1_transport import KEEPALIVE_EXPIRY
+from patient_sidekiq.http.http2_connection import Connection, Refused, Stream
+from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
+from patient_sidekiq.http.targets import DEFAULT_PORTS, Origin
+
+__all__ = ["KEEPALIVE_EXPIRY", "H2Transport"]
+
+_HTTP1_MEMORY: Final = 300.0
+_SWEEP_INTERVAL: Final = 1.0
+_INF: Final = float("inf")
+# RFC 9113 §8.2.2 connection-specific fields (h2 dropped them), and host (-> :authority)
+_DROPPED: Final = frozenset(
+    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"host"}
+)
+_NEVER_INDEXED: Final = frozenset({b"authorization", b"proxy-authorization"})
+_PSEUDO: Final = frozenset({b":method", b":authority", b":scheme", b":path"})
+
+
+class _Pool:
+    """The connections to one origin and the requests waiting for one."""
+
+    __slots__ = ("changed", "connections", "failures", "http1_until", "opening")
+
+    def __init__(self) -> None:
+        self.connections: list[Connection] = []
+        self.opening = 0  # connections being opened
+        self.failures = 0  # connects that failed (waiters then open their own)
+        self.http1_until = 0.0  # ALPN picked HTTP/1.1: go there directly until then
+        self.changed: trio.Event | None = None  # set when capacity may have appeared
+
+    def pick(self, now: float) -> Connection | None:
+        for conn in self.connections:
+            if (
+                conn.usable
+                and conn.active < conn.max_streams
+                and (conn.active or now - conn.idle_since <= KEEPALIVE_EXPIRY)
+            ):
+                return conn
+        return None
+
+    def on_change(self, conn: Connection) -> None:
+        if not conn.usable and conn in self.connections:
+            self.connections.remove(conn)
+        self.notify()
+
+    def notify(self) -> None:
+        event = self.changed
+        if event is not None:
+            self.changed = None
+            event.set()
+
+    async def wait(self, deadline: float) -> bool:
+        """Wait for a change until ``deadline``; False when it passed."""
+        event = self.changed
+        if event is None:
+            event = self.changed = trio.Event()
+        with trio.move_on_at(deadline):
+            await event.wait()
+            return True
+        return False
+
+
+class H2Transport(httpx.AsyncBaseTransport):
+    """HTTP/2 over h2 and trio, connections multiplexed per origin (see module doc)."""
+
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        http1: httpx.AsyncBaseTransport | None = None,
+        nursery: trio.Nursery | None = None,
+    ) -> None:
+        self._negotiate = settings.protocol != "http2" and http1 is not None
+        self._http1 = http1
+        self._ssl_context = ssl_context_for(settings)
+        self._ssl_context.set_alpn_protocols(["h2", "http/1.1"] if self._negotiate else ["h2"])
+        self._nursery = nursery
+        self._retries = max(0, settings.retries)
+        self._pools: dict[Origin, _Pool] = {}
+        self._next_sweep = 0.0
+
+    def connections(self) -> int:
+        """How many connections the pools hold (for tests and diagnostics)."""
+        return sum(len(pool.connections) for pool in self._pools.values())
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` on a stream; return once its headers are in (the body streams)."""
+        url = request.url
+        scheme = url.scheme
+        default_port = DEFAULT_PORTS.get(scheme)
+        if default_port is None:
+            raise httpx.UnsupportedProtocol(f"Unsupported URL protocol {scheme!r}")
+        origin = (scheme, url.host, url.port or default_port)
+        headers, end_stream = _request_headers(request)
+        body = b"" if end_stream else request.content
+        timeouts = request.extensions.get("timeout") or {}
+        for attempt in range(2):
+            conn = await self._acquire(origin, timeouts)
+            if conn is None:
+                assert self._http1 is not None
+                return await self._http1.handle_async_request(request)
+            try:
+                return await _exchange(conn, headers, end_stream, body, timeouts)
+            except Refused as refused:
+                if attempt:
+                    raise httpx.RemoteProtocolError(str(refused)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Close every connection; requests still on them fail with ReadError."""
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            for conn in list(pool.connections):
+                conn.close()
+        await trio.lowlevel.checkpoint()
+
+    # --- connections ------------------------------------------------------------------
+
+    async def _acquire(self, origin: Origin, timeouts: Mapping[str, object]) -> Connection | None:
+        """A connection with a slot taken for the caller; None: send it over HTTP/1.1."""
+        now = trio.current_time()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = _Pool()
+        conn = pool.pick(now)
+        if conn is not None:
+            conn.active += 1
+            return conn
+        if pool.http1_until > now:
+            return None
+        deadline = now + _seconds(timeouts.get("pool"))
+        failures = pool.failures
+        while pool.opening and pool.failures == failures:
+            if not await pool.wait(deadline):
+                raise httpx.PoolTimeout("Timed out waiting for a connection")
+            now = trio.current_time()
+            conn = pool.pick(now)
+            if conn is not None:
+                conn.active += 1
+                return conn
+            if pool.http1_until > now:
+                return None
+        return await self._open(pool, origin, _seconds(timeouts.get("connect")))
+
+    async def _open(self, pool: _Pool, origin: Origin, timeout: float) -> Connection | None:
+        pool.opening += 1
+        try:
+            stream, tcp, alpn = await self._connect(origin, timeout)
+            if self._negotiate and origin[0] == "https" and alpn != "h2":
+                tcp.socket.close()
+                pool.http1_until = trio.current_time() + _HTTP1_MEMORY
+                return None
+            conn = Connection(origin, stream, tcp, pool.on_change)
+            conn.active = 1  # the caller's slot
+            pool.connections.append(conn)
+            conn.start(self._spawn)
+            await _settings_of(conn, timeout)
+        except BaseException:
+            pool.failures += 1
+            raise
+        finally:
+            pool.opening -= 1
+            pool.notify()
+        return conn
+
+    def _spawn(self, task: Callable[[], Any]) -> None:
+        nursery = self._nursery
+        if nursery is not None:
+            try:
+                nursery.start_soon(task)
+            except RuntimeError:  # the nursery is closing: fall back to the system nursery
+                pass
+            else:
+                return
+        trio.lowlevel.spawn_system_task(task)
+
+    def _sweep(self, now: float) -> None:
+        """Close connections idle past the keep-alive expiry; forget pools with nothing left."""
+        self._next_sweep = now + _SWEEP_INTERVAL
+        empty: list[Origin] = []
+        for origin, pool in self._pools.items():
+            for conn in list(pool.connections):
+                if not conn.active and now - conn.idle_since > KEEPALIVE_EXPIRY:
+                    conn.close()
+            if not pool.connections and not pool.opening and pool.http1_until <= now:
+                empty.append(origin)
+        for origin in empty:
+            if self._pools[origin].changed is None:
+                del self._pools[origin]
+
+    async def _connect(
+        self, origin: Origin, timeout: float
+    ) -> tuple[trio.abc.Stream, trio.SocketStream, str | None]:
+        delay = 0.0
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._connect_once(origin, timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if attempt == self._retries:
+                    raise
+            await trio.sleep(delay)
+            delay = 0.5 if delay == 0 else delay * 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect_once(
+        self, origin: Origin, timeout: float
+    ) -> tuple[trio.abc.Stream, trio.SocketStream, str | None]:
+        scheme, host, port = origin
+        with trio.CancelScope(deadline=trio.current_time() + timeout):
+            try:
+                tcp = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+            if scheme != "https":
+                return tcp, tcp, None
+            stream = trio.SSLStream(
+                tcp, self._ssl_context, server_hostname=host, https_compatible=True
+            )
+            try:
+                await stream.do_handshake()
+            except (trio.BrokenResourceError, OSError) as exc:
+                tcp.socket.close()
+                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
+                raise httpx.ConnectError(str(cause) or type(cause).__name__) from exc
+            except BaseException:
+                tcp.socket.close()
+                raise
+            return stream, tcp, stream.selected_alpn_protocol()
+        raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}")
+
+
+async def _settings_of(conn: Connection, timeout: float) -> None:
+    """Wait for the server's first SETTINGS (its stream limit) on a new connection."""
+    with trio.move_on_after(timeout):
+        await conn.ready.wait()
+    if conn.failure is not None:
+        raise conn.failure.exception()
+    if not conn.ready.is_set():
+        conn.close()
+        raise httpx.ConnectTimeout("Timed out waiting for the server's HTTP/2 settings")
+
+
+async def _exchange(
+    conn: Connection,
+    headers: list[tuple[bytes, bytes]],
+    end_stream: bool,
+    body: bytes,
+    timeouts: Mapping[str, object],
+) -> httpx.Response:
+    """One request on ``conn``, whose slot the caller holds; the response once its head is in."""
+    read_timeout = _seconds(timeouts.get("read"))
+    try:
+        stream = conn.open_stream(headers, end_stream)
+    except BaseException:
+        conn.release_slot()
+        raise
+    try:
+        if not end_stream:
+            await conn.send_body(stream, body, _seconds(timeouts.get("write")))
+        status, response_headers = await conn.response_head(stream, read_timeout)
+    except BaseException:
+        conn.release(stream)
+        raise
+    return httpx.Response(
+        status,
+        headers=response_headers,
+        stream=_Body(conn, stream, read_timeout),
+        extensions={"http_version": b"HTTP/2", "stream_id": stream.id},
+    )
+
+
+def _request_headers(request: httpx.Request) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The header block httpcore and h2 sent for ``request``, and whether it has no body."""
+    url = request.url
+    authority: bytes | None = None
+    has_body = False
+    regular: list[tuple[bytes, bytes]] = []
+    for raw_name, raw_value in request.headers.raw:
+        name = raw_name.lower().strip()
+        if name == b"content-length" or name == b"transfer-encoding":
+            has_body = True
+        if name in _DROPPED:
+            if name == b"host" and authority is None:
+                authority = raw_value.strip()
+            continue
+        value = raw_value.strip()
+        if name[:1] == b":":  # after ours, as h2 words it
+            if name in _PSEUDO:
+                raise httpx.LocalProtocolError(f"Received duplicate pseudo-header field {name!r}")
+            raise httpx.LocalProtocolError(
+                f"Received pseudo-header field out of sequence: {name!r}"
+            )
+        if name == b"te" and value.lower() != b"trailers":
+            raise httpx.LocalProtocolError(f"Invalid value for TE header: {value!r}")
+        if name in _NEVER_INDEXED or (name == b"cookie" and len(value) < 20):
+            regular.append(NeverIndexedHeaderTuple(name, value))
+        else:
+            regular.append((name, value))
+    headers = [
+        (b":method", request.method.encode("ascii")),
+        (b":authority", authority if authority is not None else url.netloc),
+        (b":scheme", url.scheme.encode("ascii")),
+        (b":path", url.raw_path),
+    ]
+    headers += regular
+    return headers, not has_body
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body, piece by piece; closing it releases the stream's slot."""
+
+    __slots__ = ("_conn", "_read_timeout", "_stream")
+
+    def __init__(self, conn: Connection, stream: Stream, read_timeout: float) -> None:
+        self._conn = conn
+        self._stream = stream
+        self._read_timeout = read_timeout
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._conn.next_chunk(self._stream, self._read_timeout)
+        except BaseException:
+            self._conn.release(self._stream)
+            raise
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self._conn.release(self._stream)
+
+
+def _seconds(value: object) -> float:
+    """A timeout from the request's extensions: None (or anything not a number) is no limit."""
+    return float(value) if isinstance(value, int | float) else _INF
