@@ -8,18 +8,24 @@ the transport of our own.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 import trio
 
+from patient_sidekiq.http import http2_transport
+from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_client import ExecutionResult, execute
 from patient_sidekiq.http.http_transport import ShardedTransport
 from patient_sidekiq.http.settings import HttpSettings
 from patient_sidekiq.wire.failures import RequestError
 from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
-from tests.support.h2_server import RawH2Server, start_raw_h2
+from tests.support.h2_server import RawH2Server, start_http1_only_tls, start_raw_h2
 from tests.support.http import Server, TlsCerts
 from tests.support.programs import free_port
 
@@ -129,3 +135,245 @@ async def test_connection_refused(h2_transport: ShardedTransport) -> None:
     class_name, error_type, message = await failure(h2_transport, f"https://127.0.0.1:{port}/x")
     assert (class_name, error_type) == ("Errno::ECONNREFUSED", "connection")
     assert message == f"Connection refused - connect(2) for 127.0.0.1:{port}"
+
+
+# --- the transport itself --------------------------------------------------------------------
+
+TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+
+
+@pytest.fixture
+async def h2(tls_certs: TlsCerts) -> AsyncIterator[H2Transport]:
+    """H2Transport alone, pinned to HTTP/2."""
+    settings = dataclasses.replace(SETTINGS, ca_bundle=str(tls_certs.ca_file), protocol="http2")
+    transport = H2Transport(settings)
+    yield transport
+    await transport.aclose()
+
+
+async def fetch(
+    transport: httpx.AsyncBaseTransport,
+    url: str,
+    method: str = "GET",
+    content: bytes | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    timeouts: dict[str, float] | None = None,
+) -> tuple[httpx.Response, bytes]:
+    """Send one request; return the response and its body."""
+    request = httpx.Request(
+        method, url, content=content, headers=headers, extensions={"timeout": timeouts or TIMEOUTS}
+    )
+    response = await transport.handle_async_request(request)
+    chunks: list[bytes] = []
+    try:
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        async for chunk in response.stream:
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return response, b"".join(chunks)
+
+
+def echo_of(body: bytes) -> dict[str, Any]:
+    echo: dict[str, Any] = json.loads(body)
+    return echo
+
+
+async def test_get_and_post_header_blocks(raw_server: RawH2Server, h2: H2Transport) -> None:
+    response, body = await fetch(
+        h2, raw_server.url("/echo?q=1"), headers=[("X-Trace", " abc "), ("Connection", "close")]
+    )
+    assert response.status_code == 200
+    assert response.extensions["http_version"] == b"HTTP/2"
+    assert response.headers["content-type"] == "application/json"
+    echo = echo_of(body)
+    names = [name for name, _ in echo["headers"]]
+    assert names[:4] == [":method", ":authority", ":scheme", ":path"]
+    assert echo["headers"][1][1] == f"127.0.0.1:{raw_server.port}"
+    assert echo["path"] == "/echo?q=1"
+    assert "host" not in names  # it went as :authority
+    assert "connection" not in names  # connection-specific: not HTTP/2
+    assert ["x-trace", "abc"] in echo["headers"]  # lowercase, trimmed as h2 sent it
+    request = [("content-length", "5"), ("x-after", "1")]
+    _, body = await fetch(h2, raw_server.url("/echo"), "POST", b"hello", headers=request)
+    echo = echo_of(body)
+    assert echo["method"] == "POST"
+    assert echo["body_length"] == 5
+    assert [name for name, _ in echo["headers"]][4:6] == ["content-length", "x-after"]
+    assert echo["connection"] == 1  # both on one connection
+
+
+async def test_a_te_header_h2_refused_is_a_local_protocol_error(
+    raw_server: RawH2Server, h2: H2Transport
+) -> None:
+    with pytest.raises(httpx.LocalProtocolError, match="Invalid value for TE header"):
+        await fetch(h2, raw_server.url("/echo"), headers=[("TE", "gzip")])
+    _, body = await fetch(h2, raw_server.url("/echo"), headers=[("TE", "trailers")])
+    assert ["te", "trailers"] in echo_of(body)["headers"]
+
+
+async def test_big_bodies_both_ways(
+    nursery: trio.Nursery, tls_certs: TlsCerts, h2: H2Transport
+) -> None:
+    # the server's 64 KiB stream window makes the upload wait for WINDOW_UPDATEs; the 5 MB
+    # download passes our 2 MiB stream window several times over
+    server = await start_raw_h2(nursery, tls_certs, initial_window=65535)
+    upload = bytes(range(256)) * (3 * 4096)
+    _, body = await fetch(h2, server.url("/echo"), "POST", upload)
+    echo = echo_of(body)
+    assert echo["body_length"] == len(upload)
+    assert echo["body_sha256"] == hashlib.sha256(upload).hexdigest()
+    response, body = await fetch(h2, server.url("/big?bytes=5000000"))
+    assert response.status_code == 200
+    assert body == b"x" * 5_000_000
+
+
+async def test_streams_share_connections_up_to_the_server_limit(
+    nursery: trio.Nursery, tls_certs: TlsCerts, h2: H2Transport
+) -> None:
+    # every response waits until all 50 streams are open at once: 5 connections of 10
+    server = await start_raw_h2(nursery, tls_certs, max_concurrent_streams=10, hold=50)
+    bodies: list[bytes] = []
+
+    async def one() -> None:
+        bodies.append((await fetch(h2, server.url("/hold")))[1])
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as requests:
+            for _ in range(50):
+                requests.start_soon(one)
+    assert server.state.connections == 5
+    assert server.state.peak_streams == 50
+    assert h2.connections() == 5
+    per_connection = sorted(bodies.count(f"held {n}".encode()) for n in range(1, 6))
+    assert per_connection == [10] * 5
+
+
+async def test_a_second_connection_when_the_first_is_full(
+    nursery: trio.Nursery, tls_certs: TlsCerts, h2: H2Transport
+) -> None:
+    server = await start_raw_h2(nursery, tls_certs, max_concurrent_streams=2, hold=3)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as requests:
+            for _ in range(3):
+                requests.start_soon(fetch, h2, server.url("/hold"))
+    assert server.state.connections == 2
+    # both stay for reuse; the next request takes the first with room
+    _, body = await fetch(h2, server.url("/echo"))
+    assert echo_of(body)["connection"] == 1
+    assert server.state.connections == 2
+
+
+async def test_idle_connection_reused_then_expired(
+    raw_server: RawH2Server, h2: H2Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        _, body = await fetch(h2, raw_server.url("/echo"))
+        assert echo_of(body)["connection"] == 1
+    assert h2.connections() == 1
+    monkeypatch.setattr(http2_transport, "KEEPALIVE_EXPIRY", -1.0)  # any idle one expired
+    _, body = await fetch(h2, raw_server.url("/echo"))
+    assert echo_of(body)["connection"] == 2
+    assert raw_server.state.connections == 2
+    assert h2.connections() == 1  # the expired one closed
+
+
+async def test_graceful_goaway_finishes_the_stream_it_names(
+    raw_server: RawH2Server, h2: H2Transport
+) -> None:
+    response, body = await fetch(h2, raw_server.url("/goaway-graceful"))
+    assert (response.status_code, body) == (200, b"finished")
+    _, body = await fetch(h2, raw_server.url("/echo"))  # never on the closing connection
+    assert echo_of(body)["connection"] == 2
+
+
+async def test_refused_stream_is_sent_once_more(
+    nursery: trio.Nursery, tls_certs: TlsCerts, h2: H2Transport
+) -> None:
+    server = await start_raw_h2(nursery, tls_certs, refuse_connections=1)
+    _, body = await fetch(h2, server.url("/echo"), "POST", b"again")
+    echo = echo_of(body)
+    assert (echo["connection"], echo["body_length"]) == (2, 5)
+    twice = await start_raw_h2(nursery, tls_certs, refuse_connections=2)
+    with pytest.raises(httpx.RemoteProtocolError, match="last_stream_id:0"):
+        await fetch(h2, twice.url("/echo"))
+    assert twice.state.connections == 2
+
+
+async def test_read_timeout(raw_server: RawH2Server, h2: H2Transport) -> None:
+    timeouts = {**TIMEOUTS, "read": 0.2}
+    with pytest.raises(httpx.ReadTimeout):
+        await fetch(h2, raw_server.url("/slow?seconds=5"), timeouts=timeouts)
+    _, body = await fetch(h2, raw_server.url("/echo"))  # the connection is still fine
+    assert echo_of(body)["connection"] == 1
+
+
+async def test_connection_drop_fails_every_stream_on_it(
+    raw_server: RawH2Server, h2: H2Transport
+) -> None:
+    errors: list[BaseException] = []
+
+    async def slow() -> None:
+        try:
+            await fetch(h2, raw_server.url("/slow?seconds=5"))
+        except httpx.RemoteProtocolError as exc:
+            errors.append(exc)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as requests:
+            requests.start_soon(slow)
+            requests.start_soon(slow)
+            await raw_server.state.wait_open_streams(2)
+            with pytest.raises(httpx.RemoteProtocolError, match="Server disconnected"):
+                await fetch(h2, raw_server.url("/drop-mid-body"))
+    assert [str(exc) for exc in errors] == ["Server disconnected"] * 2
+    assert h2.connections() == 0
+
+
+async def test_h2c_prior_knowledge(nursery: trio.Nursery, http_server: Server) -> None:
+    raw = await start_raw_h2(nursery)
+    settings = dataclasses.replace(SETTINGS, protocol="http2")
+    sharded = ShardedTransport(settings)
+    try:
+        response = await run(sharded, http_server.url("/echo"))  # hypercorn, plain port
+        assert isinstance(response, Response)
+        assert response.json()["http_version"] == "2"
+        response = await run(sharded, raw.url("/echo"))
+        assert isinstance(response, Response)
+        assert response.json()["path"] == "/echo"
+    finally:
+        await sharded.aclose()
+
+
+async def test_auto_falls_back_to_http1_when_alpn_picks_it(
+    nursery: trio.Nursery, tls_certs: TlsCerts
+) -> None:
+    server = await start_http1_only_tls(nursery, tls_certs)
+    settings = dataclasses.replace(SETTINGS, ca_bundle=str(tls_certs.ca_file))
+    sharded = ShardedTransport(settings)
+    try:
+        for _ in range(2):
+            request = Request.build("post", server.url("/echo"), body="over h1")
+            response = await execute(sharded, settings, request, request_id="rid")
+            assert isinstance(response, Response), response
+            echo = response.json()
+            assert (echo["http_version"], echo["body"]) == ("1.1", "over h1")
+        assert sharded._h2 is not None
+        assert sharded._h2.connections() == 0
+        assert sharded._h11 is not None
+        assert sharded._h11.idle_connections() == 1  # the second request reused it
+    finally:
+        await sharded.aclose()
+
+
+async def test_connection_tasks_run_in_the_nursery_given(
+    raw_server: RawH2Server, tls_certs: TlsCerts
+) -> None:
+    settings = dataclasses.replace(SETTINGS, ca_bundle=str(tls_certs.ca_file), protocol="http2")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            sharded = ShardedTransport(settings, nursery=nursery)
+            assert isinstance(await run(sharded, raw_server.url("/echo")), Response)
+            assert len(nursery.child_tasks) == 2  # the connection's reader and writer
+            await sharded.aclose()
+        # the nursery closed: aclose ended both tasks

@@ -14,6 +14,9 @@ before the response), ``/reset-mid-body``, ``/drop-mid-body`` (FIN after part of
 INTERNAL_ERROR, then close), ``/goaway-graceful`` (GOAWAY NO_ERROR naming this stream,
 then the response, then close). ``refuse_connections=n``: each of the first n connections
 answers its first request with GOAWAY NO_ERROR, last stream 0 (never processed), and closes.
+
+:func:`start_http1_only_tls` is hypercorn with the usual test app over TLS offering ALPN
+``http/1.1`` alone: a server that ``auto`` must reach over HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ssl
 import struct
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import h2.config
@@ -33,9 +37,11 @@ import h2.errors
 import h2.events
 import h2.settings
 import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
 from hyperframe.frame import GoAwayFrame
 
-from tests.support.http import TlsCerts
+from tests.support.http import Server, TlsCerts, app
 
 
 @dataclass
@@ -49,6 +55,16 @@ class H2ServerState:
     peak_streams: int = 0
     holding: int = 0
     released: trio.Event = field(default_factory=trio.Event)
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def streams_changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_open_streams(self, count: int) -> None:
+        """Return once ``count`` requests are being answered at the same time."""
+        while self.open_streams != count:
+            await self.changed.wait()
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,7 @@ async def _handle(conn: _Connection, stream_id: int, nursery: trio.Nursery) -> N
     state = conn.state
     state.open_streams += 1
     state.peak_streams = max(state.peak_streams, state.open_streams)
+    state.streams_changed()
     try:
         if await _answer(conn, stream_id, headers, bytes(body)):
             nursery.cancel_scope.cancel()  # the connection ends here (RST)
@@ -135,6 +152,7 @@ async def _handle(conn: _Connection, stream_id: int, nursery: trio.Nursery) -> N
         pass  # the client reset the stream (it stopped reading): the connection goes on
     finally:
         state.open_streams -= 1
+        state.streams_changed()
 
 
 async def _answer(
@@ -285,3 +303,16 @@ async def start_raw_h2(
     listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
     port = int(listeners[0].socket.getsockname()[1])
     return RawH2Server("https" if certs is not None else "http", port, state)
+
+
+async def start_http1_only_tls(nursery: trio.Nursery, certs: TlsCerts) -> Server:
+    """hypercorn over TLS whose ALPN offers ``http/1.1`` only."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+    config.certfile = str(certs.cert_file)
+    config.keyfile = str(certs.key_file)
+    config.alpn_protocols = ["http/1.1"]
+    binds = await nursery.start(partial(serve, cast(Any, app), config, mode="asgi"))
+    return Server("https", int(binds[0].rsplit(":", 1)[1]))

@@ -200,6 +200,10 @@ class H2Transport(httpx.AsyncBaseTransport):
         return await self._open(pool, origin, _seconds(timeouts.get("connect")))
 
     async def _open(self, pool: _Pool, origin: Origin, timeout: float) -> Connection | None:
+        now = trio.current_time()
+        for conn in list(pool.connections):  # replaced now rather than at the next sweep
+            if not conn.active and now - conn.idle_since > KEEPALIVE_EXPIRY:
+                conn.close()
         pool.opening += 1
         try:
             stream, tcp, alpn = await self._connect(origin, timeout)
