@@ -37,6 +37,7 @@ No proxies (those stay on httpx) and no HTTP/2. Touches no Redis keys.
 
 from __future__ import annotations
 
+import os
 import select
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -61,13 +62,17 @@ _INF: Final = float("inf")
 class _Connection:
     """One HTTP/1.1 connection: the trio stream, its raw socket and the response being read."""
 
-    __slots__ = ("fd", "idle_since", "origin", "parser", "received", "stream", "tcp")
+    __slots__ = ("fd", "idle_since", "origin", "parser", "plain", "received", "stream", "tcp")
 
     def __init__(self, origin: Origin, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
         self.origin = origin
         self.stream = stream
         self.tcp = tcp
         self.fd = tcp.socket.fileno()
+        # Plain TCP is read and written on the descriptor itself: trio's socket wrapper
+        # takes two trips through the scheduler per call even when the kernel has the
+        # bytes ready (~8 % of the CPU per job). TLS stays on trio's SSLStream.
+        self.plain = stream is tcp
         self.parser: ResponseParser | None = None  # the current (or last) response
         self.idle_since = 0.0
         self.received = False  # whether the current response has begun to arrive
@@ -84,6 +89,7 @@ class _Connection:
 
     def close(self) -> None:
         """Close the socket at once (no TLS close_notify: HTTP needs none)."""
+        self.fd = -1  # the number may be reused at once: never read or write it again
         self.tcp.socket.close()
 
 
@@ -321,10 +327,28 @@ async def _send_request(conn: _Connection, data: bytes, timeout: float) -> None:
 
 
 async def _send_all(conn: _Connection, data: bytes) -> None:
+    if conn.plain:
+        await _write_fd(conn, data)
+        return
     try:
         await conn.stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         raise httpx.WriteError(str(exc.__cause__ or exc) or type(exc).__name__) from exc
+
+
+async def _write_fd(conn: _Connection, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            sent = os.write(conn.fd, view)
+            view = view[sent:]
+        except BlockingIOError:
+            try:
+                await trio.lowlevel.wait_writable(conn.fd)
+            except trio.ClosedResourceError as exc:
+                raise httpx.WriteError("connection closed") from exc
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
 
 
 def _tighter_deadline(timeout: float) -> float | None:
@@ -365,6 +389,17 @@ async def _receive(conn: _Connection, timeout: float) -> bytes:
 
 
 async def _receive_some(conn: _Connection) -> bytes:
+    if conn.plain:
+        while True:
+            try:
+                return os.read(conn.fd, _READ_SIZE)
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(conn.fd)
+                except trio.ClosedResourceError as exc:
+                    raise httpx.ReadError("connection closed") from exc
+            except OSError as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
     try:
         data = await conn.stream.receive_some(_READ_SIZE)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
