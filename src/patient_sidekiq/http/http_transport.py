@@ -228,6 +228,8 @@ def joined_headers(headers: httpx.Headers) -> dict[str, str]:
             text = "\n".join(items)
         elif name in _CONCATENATED:
             text = "".join(items)
+        elif len(items) == 1 and "," not in items[0]:
+            text = items[0]  # what the split and join below give, without the regex
         else:
             text = ", ".join(part for item in items for part in _split_commas(item))
         joined[name] = text.lower() if name in _LOWERCASED else text

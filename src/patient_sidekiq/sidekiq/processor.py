@@ -229,7 +229,8 @@ class Processor:
         wid = f"{self._next_id:x}"
         running = _Running(Work(unit), self._clock())
         self._running[wid] = running
-        self._idle = trio.Event()
+        if self._idle.is_set():  # busy again: a new event for wait_idle (not one per job)
+            self._idle = trio.Event()
         jobs.start_soon(self._perform, wid, running)
 
     async def _perform(self, wid: str, running: _Running) -> None:
