@@ -100,18 +100,19 @@ class InlineMode:
                 "test the Ruby side in Ruby)"
             )
         request = Request.from_wire(_json_round_trip(enqueued.request.to_wire()))
-        transport = ShardedTransport(self.http)
-        try:
-            result = await execute(
-                transport,
-                self.http,
-                request,
-                request_id=enqueued.request_id,
-                callback_args=enqueued.callback_args,
-                raise_error_responses=enqueued.raise_error_responses,
-            )
-        finally:
-            await transport.aclose()
+        async with trio.open_nursery() as connections:  # HTTP/2 readers and writers
+            transport = ShardedTransport(self.http, nursery=connections)
+            try:
+                result = await execute(
+                    transport,
+                    self.http,
+                    request,
+                    request_id=enqueued.request_id,
+                    callback_args=enqueued.callback_args,
+                    raise_error_responses=enqueued.raise_error_responses,
+                )
+            finally:
+                await transport.aclose()
         await self._deliver(result, callback_class())
 
     async def _deliver(self, result: ExecutionResult, callback: Any) -> None:

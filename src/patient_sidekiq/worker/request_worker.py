@@ -165,14 +165,18 @@ class RequestWorker:
             clock=runtime.clock,
             dead_policy=runtime.policy,
         )
-        self._transport = self._given_transport or ShardedTransport(settings.http)
-        runtime.dispatcher.register(REQUEST_WORKER, self.perform)
         try:
-            await self._beat_and_sweep()
-            task_status.started()
-            while True:
-                await trio.sleep(settings.heartbeat_interval)
+            # the HTTP/2 connections' reader and writer tasks live as long as this service
+            async with trio.open_nursery() as connections:
+                self._transport = self._given_transport or ShardedTransport(
+                    settings.http, nursery=connections
+                )
+                runtime.dispatcher.register(REQUEST_WORKER, self.perform)
                 await self._beat_and_sweep()
+                task_status.started()
+                while True:
+                    await trio.sleep(settings.heartbeat_interval)
+                    await self._beat_and_sweep()
         finally:
             with trio.CancelScope(shield=True):
                 await self._leave()
