@@ -199,6 +199,19 @@ async def test_cancelled_waiter_does_not_break_bridge(
     assert redis_client.get("c") == b"3"
 
 
+async def test_a_shielded_wait_returns_the_reply_and_is_cancelled_after(redis_url: str) -> None:
+    async with RedisBridge(redis_url) as bridge:
+        replies: list[Any] = []
+        with trio.CancelScope() as scope:
+            scope.cancel()  # cancelled before the command is even sent
+            replies.append(await bridge.execute("INCR", "n", shielded=True))
+            await trio.lowlevel.checkpoint()  # the cancellation lands here
+            replies.append("not reached")
+        assert scope.cancelled_caught
+        assert replies == [1]
+        assert await bridge.execute("GET", "n") == b"1"
+
+
 async def test_misuse() -> None:
     bridge = RedisBridge("redis://127.0.0.1:1/0")
     with pytest.raises(RuntimeError):

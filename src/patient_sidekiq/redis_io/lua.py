@@ -27,14 +27,23 @@ class LuaScript:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # what SCRIPT LOAD answers
 
     async def run(
-        self, bridge: RedisBridge, script_keys: Sequence[Arg], args: Sequence[Arg]
+        self,
+        bridge: RedisBridge,
+        script_keys: Sequence[Arg],
+        args: Sequence[Arg],
+        *,
+        shielded: bool = False,
     ) -> Any:
-        """Run the script with ``script_keys`` and ``args``; return its raw reply."""
+        """Run the script with ``script_keys`` and ``args``; return its raw reply.
+
+        ``shielded``: no cancellation interrupts the waits for replies (see
+        :meth:`RedisBridge.execute`).
+        """
         command = ("EVALSHA", self.sha, len(script_keys), *script_keys, *args)
         try:
-            return await bridge.execute(*command)
+            return await bridge.execute(*command, shielded=shielded)
         except RedisCommandError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        await bridge.execute("SCRIPT", "LOAD", self.source)
-        return await bridge.execute(*command)
+        await bridge.execute("SCRIPT", "LOAD", self.source, shielded=shielded)
+        return await bridge.execute(*command, shielded=shielded)

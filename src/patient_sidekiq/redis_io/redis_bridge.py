@@ -73,15 +73,21 @@ class BridgeStatistics:
 
 
 class _Submission:
-    """One caller's contiguous commands; the thread fills in the outcome, trio wakes the caller."""
+    """One caller's contiguous commands; the thread fills in the outcome, trio wakes the caller.
 
-    __slots__ = ("commands", "done", "failure", "replies")
+    The caller parks on trio's low-level wait and is rescheduled directly: a trio.Event
+    (with its parking lot), and for shielded callers a CancelScope, cost more than the
+    rest of a submission's trip through the trio side.
+    """
+
+    __slots__ = ("commands", "failure", "replies", "task")
 
     def __init__(self, commands: list[tuple[bytes | int | float, ...]]) -> None:
         self.commands = commands
         self.replies: list[Any] = []
         self.failure: BaseException | None = None
-        self.done = trio.Event()  # created (and later set) in the trio thread
+        # Created in the caller's task; None once nobody waits (a cancelled caller).
+        self.task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
 
 
 def _prepare(command: Sequence[Arg]) -> tuple[bytes | int | float, ...]:
@@ -193,9 +199,14 @@ class RedisBridge:
         """Return a snapshot of the counters (replaced whole by the thread, so consistent)."""
         return self._stats
 
-    async def execute(self, *args: Arg) -> Any:
-        """Send one command; return its raw reply, or raise :class:`RedisCommandError`."""
-        (reply,) = await self._submit([_prepare(args)])
+    async def execute(self, *args: Arg, shielded: bool = False) -> Any:
+        """Send one command; return its raw reply, or raise :class:`RedisCommandError`.
+
+        ``shielded``: a cancellation does not interrupt the wait for the reply (it takes
+        effect at the caller's next checkpoint), so the caller always learns the outcome,
+        as inside a shielded CancelScope.
+        """
+        (reply,) = await self._submit([_prepare(args)], shielded=shielded)
         if isinstance(reply, RedisCommandError):
             raise reply
         return reply
@@ -226,14 +237,24 @@ class RedisBridge:
             raise RedisCommandError(f"transaction aborted: EXEC replied {result!r}")
         return result
 
-    async def _submit(self, commands: list[tuple[bytes | int | float, ...]]) -> list[Any]:
+    async def _submit(
+        self, commands: list[tuple[bytes | int | float, ...]], *, shielded: bool = False
+    ) -> list[Any]:
         if self._closed:
             raise RedisUnavailableError("bridge is closed")
         if self._thread is None:
             raise RuntimeError("use the RedisBridge inside 'async with' first")
         submission = _Submission(commands)
         self._queue.put(submission)  # from here on the command WILL be sent, cancelled or not
-        await submission.done.wait()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if shielded:
+                return trio.lowlevel.Abort.FAILED  # the answer wakes us; Cancelled comes after
+            submission.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        # The answer runs in this thread via run_sync_soon, so never before we park here.
+        await trio.lowlevel.wait_task_rescheduled(abort)
         if submission.failure is not None:
             message = f"Redis connection failed: {submission.failure}"
             raise RedisUnavailableError(message) from submission.failure
@@ -306,4 +327,7 @@ class RedisBridge:
     def _answer(batch: list[_Submission]) -> None:
         """Wake every waiter of one batch (runs in the trio thread)."""
         for submission in batch:
-            submission.done.set()
+            task = submission.task
+            if task is not None:
+                submission.task = None
+                trio.lowlevel.reschedule(task)

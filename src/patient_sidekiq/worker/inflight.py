@@ -195,11 +195,16 @@ class InflightMonitor:
         ]
 
     async def hand_off(self, inprogress_key: str, request_id: str, job_raw: str | bytes) -> None:
-        """Move a fetched job from its in-progress list into the in-flight keys (one step)."""
+        """Move a fetched job from its in-progress list into the in-flight keys (one step).
+
+        Never interrupted by a cancellation (which then comes at the caller's next
+        checkpoint): the caller always learns which record holds the job.
+        """
         await _HAND_OFF.run(
             self._bridge,
             [inprogress_key, keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS],
             [job_raw, self.task_id(request_id), self._now_ms(), self.inflight_ttl],
+            shielded=True,
         )
 
     async def register(self, request_id: str, job_raw: str) -> None:

@@ -285,10 +285,9 @@ class RequestWorker:
             log.warning("could not count a capacity refusal: %s", exc)
 
     async def _hand_off(self, monitor: InflightMonitor, task: _Task, unit: UnitOfWork) -> None:
-        # Shielded so that we always know which record holds the job.
-        with trio.CancelScope(shield=True):
-            # The fetched bytes: the same form the unit's LREM and the sweep compare with.
-            await monitor.hand_off(unit.inprogress_key, task.request_id, unit.raw_bytes)
+        # Not interruptible (hand_off waits shielded): we always know which record holds
+        # the job. The fetched bytes: the same form the unit's LREM and the sweep compare with.
+        await monitor.hand_off(unit.inprogress_key, task.request_id, unit.raw_bytes)
 
     async def _run(
         self,
