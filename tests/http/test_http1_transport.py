@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from patient_sidekiq.http import http1_transport
+from patient_sidekiq.http import http1_connection
 from patient_sidekiq.http.http1_transport import H11Transport
 from patient_sidekiq.http.http_client import classify_error, execute
 from patient_sidekiq.http.http_transport import ShardedTransport
@@ -171,7 +171,7 @@ async def test_idle_connections_expire(
     nursery: trio.Nursery, transport: H11Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, connections = await raw_server(nursery, keep_alive)
-    monkeypatch.setattr(http1_transport, "KEEPALIVE_EXPIRY", 0.05)
+    monkeypatch.setattr(http1_connection, "KEEPALIVE_EXPIRY", 0.05)
     await fetch(transport, f"{base}/x")
     await trio.sleep(0.1)
     await fetch(transport, f"{base}/x")

@@ -1,4 +1,4 @@
-"""H11Transport: a lean HTTP/1.1 transport (our own client over trio streams).
+"""H11Transport: a lean HTTP/1.1 transport of our own over trio (named for h11, its first parser).
 
 httpx's own transport goes through httpcore, whose per-request pool bookkeeping, nested
 context managers and per-operation ``fail_after`` scopes cost about as much CPU as the HTTP
@@ -30,67 +30,36 @@ what the worker needs:
   follow a failed connect (0 s, then 0.5 s, 1 s … apart, as httpcore's ``retries``).
 
 The bytes on the wire are written and parsed by :mod:`~patient_sidekiq.http.http1_codec`
-(llhttp; h11 only validates unusual requests). Request bodies are ``request.content`` bytes,
+(llhttp; h11 only validates unusual requests); connections are opened, read and written by
+:mod:`~patient_sidekiq.http.http1_connection`. Request bodies are ``request.content`` bytes,
 framed by the ``content-length`` httpx adds.
 No proxies (those stay on httpx) and no HTTP/2. Touches no Redis keys.
 """
 
 from __future__ import annotations
 
-import os
-import select
-import ssl
 from collections.abc import AsyncIterator, Mapping
-from typing import Final, cast
+from typing import Final
 
 import httpx
 import trio
 
 from patient_sidekiq.http.http1_codec import ResponseParser, encode_request
+from patient_sidekiq.http.http1_connection import (
+    KEEPALIVE_EXPIRY,
+    Connection,
+    open_connection,
+    receive_some,
+    send_all,
+)
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
 from patient_sidekiq.http.targets import DEFAULT_PORTS, DirectTarget, Origin
 
 __all__ = ["KEEPALIVE_EXPIRY", "H11Transport"]
 
-KEEPALIVE_EXPIRY: Final = 5.0
-_READ_SIZE: Final = 64 * 1024
 _SWEEP_INTERVAL: Final = 1.0
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _INF: Final = float("inf")
-
-
-class _Connection:
-    """One HTTP/1.1 connection: the trio stream, its raw socket and the response being read."""
-
-    __slots__ = ("fd", "idle_since", "origin", "parser", "plain", "received", "stream", "tcp")
-
-    def __init__(self, origin: Origin, stream: trio.abc.Stream, tcp: trio.SocketStream) -> None:
-        self.origin = origin
-        self.stream = stream
-        self.tcp = tcp
-        self.fd = tcp.socket.fileno()
-        # Plain TCP is read and written on the descriptor itself: trio's socket wrapper
-        # takes two trips through the scheduler per call even when the kernel has the
-        # bytes ready (~8 % of the CPU per job). TLS stays on trio's SSLStream.
-        self.plain = stream is tcp
-        self.parser: ResponseParser | None = None  # the current (or last) response
-        self.idle_since = 0.0
-        self.received = False  # whether the current response has begun to arrive
-
-    def reusable(self, now: float) -> bool:
-        """Whether this idle connection may carry another request."""
-        if now - self.idle_since > KEEPALIVE_EXPIRY:
-            return False
-        try:
-            readable, _, _ = select.select([self.fd], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable  # readable: EOF, or bytes nobody asked for
-
-    def close(self) -> None:
-        """Close the socket at once (no TLS close_notify: HTTP needs none)."""
-        self.fd = -1  # the number may be reused at once: never read or write it again
-        self.tcp.socket.close()
 
 
 class H11Transport(httpx.AsyncBaseTransport):
@@ -100,7 +69,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context_for(settings)
         self._ssl_context.set_alpn_protocols(["http/1.1"])
         self._retries = max(0, settings.retries)
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._next_sweep = 0.0
         self._closed = False
 
@@ -178,7 +147,7 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     # --- connections ------------------------------------------------------------------
 
-    def _idle_connection(self, origin: Origin) -> _Connection | None:
+    def _idle_connection(self, origin: Origin) -> Connection | None:
         stack = self._idle.get(origin)
         if not stack:
             return None
@@ -190,7 +159,7 @@ class H11Transport(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: Connection) -> None:
         """Return a connection whose response was read to the end, or close it."""
         parser = conn.parser
         if self._closed or parser is None or not parser.reusable:
@@ -223,7 +192,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         for origin in empty:
             del self._idle[origin]
 
-    async def _connect(self, origin: Origin, timeout: float) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float) -> Connection:
         delay = 0.0
         for attempt in range(self._retries + 1):
             try:
@@ -235,28 +204,13 @@ class H11Transport(httpx.AsyncBaseTransport):
             delay = 0.5 if delay == 0 else delay * 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _open(self, origin: Origin, timeout: float) -> _Connection:
-        scheme, host, port = origin
-        with trio.CancelScope(deadline=trio.current_time() + timeout):
-            try:
-                tcp = await trio.open_tcp_stream(host, port)
-            except OSError as exc:
-                raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
-            if scheme != "https":
-                return _Connection(origin, tcp, tcp)
-            stream = trio.SSLStream(
-                tcp, self._ssl_context, server_hostname=host, https_compatible=True
-            )
-            try:
-                await stream.do_handshake()
-            except (trio.BrokenResourceError, OSError) as exc:
-                tcp.socket.close()
-                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-                raise httpx.ConnectError(str(cause) or type(cause).__name__) from exc
-            except BaseException:
-                tcp.socket.close()
-                raise
-            return _Connection(origin, stream, tcp)
+    async def _open(self, origin: Origin, timeout: float) -> Connection:
+        _, host, port = origin
+        deadline = _tighter_deadline(timeout)
+        if deadline is None:  # the request's own deadline comes first: no scope of our own
+            return await open_connection(origin, self._ssl_context)
+        with trio.CancelScope(deadline=deadline):
+            return await open_connection(origin, self._ssl_context)
         raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}")
 
     # --- one exchange ---------------------------------------------------------------------
@@ -272,7 +226,7 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     async def _exchange(
         self,
-        conn: _Connection,
+        conn: Connection,
         head: _Head,
         write_timeout: float,
         read_timeout: float,
@@ -315,40 +269,15 @@ class _Head:
         self.head_only = head_only
 
 
-async def _send_request(conn: _Connection, data: bytes, timeout: float) -> None:
+async def _send_request(conn: Connection, data: bytes, timeout: float) -> None:
     deadline = _tighter_deadline(timeout)
     if deadline is None:  # the caller's deadline comes first: no scope of our own
-        await _send_all(conn, data)
+        await send_all(conn, data)
         return
     with trio.CancelScope(deadline=deadline):
-        await _send_all(conn, data)
+        await send_all(conn, data)
         return
     raise httpx.WriteTimeout("Timed out writing the request")
-
-
-async def _send_all(conn: _Connection, data: bytes) -> None:
-    if conn.plain:
-        await _write_fd(conn, data)
-        return
-    try:
-        await conn.stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise httpx.WriteError(str(exc.__cause__ or exc) or type(exc).__name__) from exc
-
-
-async def _write_fd(conn: _Connection, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            sent = os.write(conn.fd, view)
-            view = view[sent:]
-        except BlockingIOError:
-            try:
-                await trio.lowlevel.wait_writable(conn.fd)
-            except trio.ClosedResourceError as exc:
-                raise httpx.WriteError("connection closed") from exc
-        except OSError as exc:
-            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
 
 
 def _tighter_deadline(timeout: float) -> float | None:
@@ -361,7 +290,7 @@ def _tighter_deadline(timeout: float) -> float | None:
     return deadline if deadline < trio.current_effective_deadline() else None
 
 
-async def _read_head(conn: _Connection, timeout: float, head_only: bool) -> ResponseParser:
+async def _read_head(conn: Connection, timeout: float, head_only: bool) -> ResponseParser:
     parser = conn.parser = ResponseParser(head_only=head_only)
     conn.received = False
     while not parser.head_done:
@@ -378,41 +307,22 @@ class _StaleConnection(Exception):
     """A reused connection failed before the response began; its cause is the httpx error."""
 
 
-async def _receive(conn: _Connection, timeout: float) -> bytes:
+async def _receive(conn: Connection, timeout: float) -> bytes:
     """Read the next bytes from ``conn`` (b"" at EOF), as httpx errors."""
     deadline = _tighter_deadline(timeout)
     if deadline is None:
-        return await _receive_some(conn)
+        return await receive_some(conn)
     with trio.CancelScope(deadline=deadline):
-        return await _receive_some(conn)
+        return await receive_some(conn)
     raise httpx.ReadTimeout("Timed out reading the response")
-
-
-async def _receive_some(conn: _Connection) -> bytes:
-    if conn.plain:
-        while True:
-            try:
-                return os.read(conn.fd, _READ_SIZE)
-            except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(conn.fd)
-                except trio.ClosedResourceError as exc:
-                    raise httpx.ReadError("connection closed") from exc
-            except OSError as exc:
-                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-    try:
-        data = await conn.stream.receive_some(_READ_SIZE)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        raise httpx.ReadError(str(exc.__cause__ or exc) or type(exc).__name__) from exc
-    return cast("bytes", data)  # SSLStream's bytearray suits the parser as well
 
 
 class _Body(httpx.AsyncByteStream):
     """The response body, chunk by chunk; closing it pools or closes the connection."""
 
-    def __init__(self, transport: H11Transport, conn: _Connection, read_timeout: float) -> None:
+    def __init__(self, transport: H11Transport, conn: Connection, read_timeout: float) -> None:
         self._transport = transport
-        self._conn: _Connection | None = conn
+        self._conn: Connection | None = conn
         self._read_timeout = read_timeout
         self._done = False
         self._pending: list[bytes] = []
@@ -434,7 +344,7 @@ class _Body(httpx.AsyncByteStream):
             raise StopAsyncIteration
         return chunk
 
-    async def _next_chunk(self, conn: _Connection) -> bytes | None:
+    async def _next_chunk(self, conn: Connection) -> bytes | None:
         parser = conn.parser
         assert parser is not None
         pending = self._pending

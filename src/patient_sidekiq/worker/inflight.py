@@ -197,8 +197,7 @@ class InflightMonitor:
     async def hand_off(self, inprogress_key: str, request_id: str, job_raw: str | bytes) -> None:
         """Move a fetched job from its in-progress list into the in-flight keys (one step).
 
-        Never interrupted by a cancellation (which then comes at the caller's next
-        checkpoint): the caller always learns which record holds the job.
+        Not interrupted by a cancellation: the caller always learns which record holds it.
         """
         await _HAND_OFF.run(
             self._bridge,
