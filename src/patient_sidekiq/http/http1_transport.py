@@ -286,6 +286,8 @@ def _tighter_deadline(timeout: float) -> float | None:
     The worker wraps each request in its own overall deadline, and a per-read scope that
     could never fire is pure cost (a cancel scope per read was ~10 % of the CPU per job).
     """
+    if timeout == _INF:  # no limit of its own: not even the clock needs reading
+        return None
     deadline = trio.current_time() + timeout
     return deadline if deadline < trio.current_effective_deadline() else None
 

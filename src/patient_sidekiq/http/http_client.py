@@ -231,7 +231,9 @@ async def _send(
                 outgoing.method,
                 list(outgoing.headers.items()),
                 outgoing.body,
-                timeouts,
+                # Reads and writes need no limit of their own: the deadline around this
+                # hop is the same timeout, started earlier, so it always ends first.
+                {"connect": connect},
             )
         else:
             # Values go out as their UTF-8 bytes, as Ruby writes a UTF-8 String (httpx would
