@@ -13,11 +13,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import hpack
 import httpx
 import pytest
 import trio
 
 from patient_sidekiq.http import http2_transport
+from patient_sidekiq.http.http2_headers import CachingDecoder, PlainEncoder, request_headers
 from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_client import ExecutionResult, execute
 from patient_sidekiq.http.http_transport import ShardedTransport
@@ -300,6 +302,26 @@ async def test_refused_stream_is_sent_once_more(
     assert twice.state.connections == 2
 
 
+async def test_a_cap_on_requests_per_connection_is_learnt(
+    nursery: trio.Nursery, tls_certs: TlsCerts, h2: H2Transport
+) -> None:
+    # as nginx's keepalive_requests 3: 10 streams at once on the first connection, 7 refused
+    # and sent again; later connections stop at the third stream instead of being refused
+    server = await start_raw_h2(nursery, tls_certs, max_requests=3)
+    bodies: list[bytes] = []
+
+    async def one() -> None:
+        bodies.append((await fetch(h2, server.url("/echo")))[1])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as requests:
+            for _ in range(10):
+                requests.start_soon(one)
+    per_connection = sorted(echo_of(body)["connection"] for body in bodies)
+    assert per_connection == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
+    assert server.state.answered == 10  # each request answered once: nothing refused twice
+
+
 async def test_read_timeout(raw_server: RawH2Server, h2: H2Transport) -> None:
     timeouts = {**TIMEOUTS, "read": 0.2}
     with pytest.raises(httpx.ReadTimeout):
@@ -377,3 +399,62 @@ async def test_connection_tasks_run_in_the_nursery_given(
             assert len(nursery.child_tasks) == 2  # the connection's reader and writer
             await sharded.aclose()
         # the nursery closed: aclose ended both tasks
+
+
+# --- HPACK ------------------------------------------------------------------------------------
+
+
+def test_plain_encoder_blocks_decode_as_sent() -> None:
+    encoder = PlainEncoder()
+    decoder = hpack.Decoder()
+    long_value = b"v" * 300  # lengths past a 7-bit prefix
+    fields = [
+        (b":method", b"GET"),  # exactly in the static table
+        (b":authority", b"example.com:8443"),  # name in the static table
+        (b":scheme", b"https"),
+        (b":path", b"/a?b=c"),
+        (b"x-request-id", b"11111111-2222-4333-8444-555555555555"),  # a new name
+        (b"user-agent", long_value),
+    ]
+    first = encoder.encode(fields)
+    assert first[:1] == b"\x20"  # dynamic table size 0, once
+    assert decoder.decode(first, raw=True) == fields
+    second = encoder.encode(fields)  # from the cache this time
+    assert second == first[1:]
+    assert decoder.decode(second, raw=True) == fields
+    assert decoder.header_table_size == 0  # nothing was ever indexed
+
+
+async def test_sensitive_fields_go_out_never_indexed(
+    raw_server: RawH2Server, h2: H2Transport
+) -> None:
+    request = httpx.Request(
+        "GET", raw_server.url("/echo"), headers={"Authorization": "Bearer x", "Cookie": "a=1"}
+    )
+    headers, end_stream = request_headers(request)
+    assert end_stream
+    decoded = hpack.Decoder().decode(PlainEncoder().encode(headers), raw=True)
+    flags = {bytes(field[0]): not getattr(field, "indexable", True) for field in decoded}
+    assert flags[b"authorization"]
+    assert flags[b"cookie"]
+    assert not flags[b":path"]
+    _, body = await fetch(h2, raw_server.url("/echo"), headers=[("Authorization", "Bearer x")])
+    assert ["authorization", "Bearer x"] in echo_of(body)["headers"]
+
+
+def test_caching_decoder_remembers_blocks_that_need_no_table() -> None:
+    encoder = hpack.Encoder()
+    encoder.header_table_size = 0
+    fields = [(b":status", b"200"), (b"server", b"nginx"), (b"content-type", b"text/plain")]
+    opening = encoder.encode(fields)  # starts with the size update: never remembered
+    block = encoder.encode(fields)
+    decoder = CachingDecoder()
+    assert decoder.decode(opening, raw=True) == fields
+    assert decoder.decode(block, raw=True) == fields
+    assert decoder.decode(block, raw=True) == fields  # now from memory
+    assert list(decoder._known) == [block]
+    table_user = hpack.Encoder().encode(fields)  # a table in use: nothing is remembered
+    caching = CachingDecoder()
+    assert caching.decode(table_user, raw=True) == fields
+    assert caching.decode(hpack.Encoder().encode(fields), raw=True) == fields
+    assert caching._known == {}

@@ -14,6 +14,8 @@ before the response), ``/reset-mid-body``, ``/drop-mid-body`` (FIN after part of
 INTERNAL_ERROR, then close), ``/goaway-graceful`` (GOAWAY NO_ERROR naming this stream,
 then the response, then close). ``refuse_connections=n``: each of the first n connections
 answers its first request with GOAWAY NO_ERROR, last stream 0 (never processed), and closes.
+``max_requests=n``: as nginx's ``keepalive_requests``, the n-th request of a connection
+brings a GOAWAY NO_ERROR naming it; later streams are never answered.
 
 :func:`start_http1_only_tls` is hypercorn with the usual test app over TLS offering ALPN
 ``http/1.1`` alone: a server that ``auto`` must reach over HTTP/1.1.
@@ -50,7 +52,9 @@ class H2ServerState:
 
     hold: int = 0
     refuse_connections: int = 0
+    max_requests: int = 0
     connections: int = 0
+    answered: int = 0
     open_streams: int = 0
     peak_streams: int = 0
     holding: int = 0
@@ -94,6 +98,8 @@ class _Connection:
         self.window_opened = trio.Event()
         self.requests: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
         self.first_request = True
+        self.received = 0
+        self.last_stream = 0  # set by our GOAWAY: streams above it are ignored
 
     async def flush(self) -> None:
         async with self.send_lock:
@@ -142,6 +148,7 @@ class _Connection:
 async def _handle(conn: _Connection, stream_id: int, nursery: trio.Nursery) -> None:
     headers, body = conn.requests.pop(stream_id)
     state = conn.state
+    state.answered += 1
     state.open_streams += 1
     state.peak_streams = max(state.peak_streams, state.open_streams)
     state.streams_changed()
@@ -260,6 +267,10 @@ def _dispatch(conn: _Connection, event: h2.events.Event, nursery: trio.Nursery) 
     if isinstance(event, h2.events.RequestReceived):
         assert event.stream_id is not None
         assert event.headers is not None
+        conn.received += 1
+        if conn.received == conn.state.max_requests:
+            conn.last_stream = event.stream_id
+            nursery.start_soon(conn.write_raw, _goaway(event.stream_id, 0))
         conn.requests[event.stream_id] = (
             [(bytes(k), bytes(v)) for k, v in event.headers],
             bytearray(),
@@ -271,7 +282,8 @@ def _dispatch(conn: _Connection, event: h2.events.Event, nursery: trio.Nursery) 
         conn.h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
     elif isinstance(event, h2.events.StreamEnded):
         assert event.stream_id is not None
-        nursery.start_soon(_handle, conn, event.stream_id, nursery)
+        if not conn.last_stream or event.stream_id <= conn.last_stream:
+            nursery.start_soon(_handle, conn, event.stream_id, nursery)
     elif isinstance(
         event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged | h2.events.StreamReset
     ):
@@ -287,6 +299,7 @@ async def start_raw_h2(
     initial_window: int = 65535,
     hold: int = 0,
     refuse_connections: int = 0,
+    max_requests: int = 0,
 ) -> RawH2Server:
     """Start the server in ``nursery`` on a free port; it stops when the nursery is cancelled."""
     context = None
@@ -294,7 +307,9 @@ async def start_raw_h2(
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(certs.cert_file, certs.key_file)
         context.set_alpn_protocols(["h2"])
-    state = H2ServerState(hold=hold, refuse_connections=refuse_connections)
+    state = H2ServerState(
+        hold=hold, refuse_connections=refuse_connections, max_requests=max_requests
+    )
     settings = {
         h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window,

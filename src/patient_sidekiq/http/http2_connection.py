@@ -32,7 +32,6 @@ Touches no Redis keys.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -45,15 +44,18 @@ import h2.settings
 import httpx
 import trio
 
+from patient_sidekiq.http.http2_headers import CachingDecoder, PlainEncoder
+from patient_sidekiq.http.http2_stream import Failure, Stream
 from patient_sidekiq.http.targets import Origin
 
-__all__ = ["CONNECTION_WINDOW", "STREAM_WINDOW", "Connection", "Failure", "Refused", "Stream"]
+__all__ = ["CONNECTION_WINDOW", "MAX_STREAMS_CAP", "STREAM_WINDOW", "Connection"]
 
 STREAM_WINDOW: Final = 2 * 1024 * 1024
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 MAX_STREAMS_CAP: Final = 1000  # when the server sets no SETTINGS_MAX_CONCURRENT_STREAMS
 _ACK_EVERY: Final = 256 * 1024
 _READ_SIZE: Final = 256 * 1024
+_FORGET_EVERY: Final = 64  # released streams between two clean-ups of h2's closed ones
 _LAST_STREAM_ID: Final = 2**31 - 1 - 2 * MAX_STREAMS_CAP  # leave before h2 runs out of ids
 # Headers are normalised by the transport (h2's own pass costs CPU and, failing half-way,
 # would leave the HPACK encoder out of step with the server's decoder).
@@ -64,86 +66,47 @@ _CONFIG: Final = h2.config.H2Configuration(
     normalize_outbound_headers=False,
     validate_inbound_headers=False,
 )
+_MAX_HEADER_LIST: Final = 65536
 _SETTINGS: Final = {
     h2.settings.SettingCodes.ENABLE_PUSH: 0,
     h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
-    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST,
     h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+    h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0,  # see http2_headers.CachingDecoder
 }
 _IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-_TimeoutClass = type[httpx.ReadTimeout] | type[httpx.WriteTimeout]
 
 
-class Failure:
-    """How a stream or connection broke; raised afresh (with its cause) in each request."""
+class _StaysOpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
+    """h2's connection states, except that a GOAWAY does not close the connection.
 
-    __slots__ = ("cause", "kind", "refused", "text")
+    h2 refuses every frame after a GOAWAY (python-hyper/h2#1181), even within the same
+    read, so the streams a graceful GOAWAY names could never finish. :class:`Connection`
+    opens no stream once a GOAWAY came and closes the connection when its streams are done.
+    """
 
-    def __init__(
-        self, kind: type[Exception], text: str, cause: BaseException | None = None
-    ) -> None:
-        self.kind = kind
-        self.text = text
-        self.cause = cause
-        self.refused = False
-
-    def exception(self) -> Exception:
-        exc = Refused(self) if self.refused else self.kind(self.text)
-        if self.cause is not None:
-            exc.__cause__ = self.cause
-        return exc
+    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[h2.events.Event]:
+        if input_ is h2.connection.ConnectionInputs.RECV_GOAWAY:
+            return []
+        return super().process_input(input_)
 
 
-class Refused(Exception):
-    """A GOAWAY said the server never processed this stream: it may be sent again."""
+class _H2State(h2.connection.H2Connection):
+    """h2's connection, without its count of open streams on every new stream.
 
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.text)
-        self.failure = failure
+    h2 counts them by scanning every stream it holds, each time a stream opens (~8 % of
+    the CPU per request with 128 streams in flight). :class:`Connection` keeps the server's
+    limit itself (a slot per stream, held until the request releases it, never fewer than
+    h2 would count), so h2's check is redundant; the scan also forgets closed streams,
+    which :meth:`forget_closed` runs now and then instead.
+    """
 
+    @property
+    def open_outbound_streams(self) -> int:
+        return 0
 
-class Stream:
-    """One request's stream: what the reader delivered, and the task waiting for it."""
-
-    __slots__ = (
-        "chunks", "consumed", "ended", "failure", "headers", "id", "sent", "unacked", "waiter",
-    )  # fmt: skip
-
-    def __init__(self, stream_id: int) -> None:
-        self.id = stream_id
-        self.headers: list[tuple[bytes, bytes]] | None = None
-        self.chunks: deque[bytes] = deque()
-        self.ended = False  # the response ended (END_STREAM)
-        self.sent = False  # our request ended
-        self.failure: Failure | None = None
-        self.waiter: trio.lowlevel.Task | None = None
-        self.unacked = 0  # flow-controlled bytes received, not yet given back to the server
-        self.consumed = 0  # of those, read by the request since the last acknowledgement
-
-    def wake(self) -> None:
-        task = self.waiter
-        if task is not None:
-            self.waiter = None
-            trio.lowlevel.reschedule(task)
-
-    async def wait(self, timeout: float, on_timeout: _TimeoutClass) -> None:
-        """Sleep until the reader wakes this stream, at most ``timeout`` seconds."""
-        deadline = trio.current_time() + timeout
-        if deadline >= trio.current_effective_deadline():
-            await self._park()  # the caller's deadline comes first: no scope of our own
-            return
-        with trio.CancelScope(deadline=deadline):
-            await self._park()
-            return
-        raise on_timeout("Timed out waiting for the server")
-
-    async def _park(self) -> None:
-        self.waiter = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
-
-    def _abort(self, _: Any) -> trio.lowlevel.Abort:
-        self.waiter = None
-        return trio.lowlevel.Abort.SUCCEEDED
+    def forget_closed(self) -> None:
+        h2.connection.H2Connection.open_outbound_streams.fget(self)  # type: ignore[attr-defined]
 
 
 class Connection:
@@ -158,13 +121,20 @@ class Connection:
         on_change: Callable[[Connection], None],
     ) -> None:
         self.origin = origin
-        self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        self.h2 = _H2State(config=_CONFIG)
+        self.h2.state_machine = _StaysOpenAfterGoaway()
+        self.h2.encoder = PlainEncoder()  # type: ignore[assignment]
+        self.h2.decoder = CachingDecoder()
+        self.h2.decoder.max_header_list_size = _MAX_HEADER_LIST
+        self._released = 0
         self.streams: dict[int, Stream] = {}
         self.active = 0  # slots taken: streams opened (or about to be) and not yet released
         self.max_streams = 1  # until the server's SETTINGS arrive
         self.usable = True  # may take new streams
         self.failure: Failure | None = None
         self.goaway: h2.events.ConnectionTerminated | None = None
+        self.last_stream_id = _LAST_STREAM_ID  # the last stream to open on it
+        self.server_cap = 0  # a graceful GOAWAY refused streams past this one
         self.ready = trio.Event()  # the server's SETTINGS arrived, or the connection failed
         self.idle_since = trio.current_time()
         self._stream = stream
@@ -196,9 +166,10 @@ class Connection:
         self.streams[stream_id] = stream
         h.send_headers(stream_id, headers, end_stream=end_stream)
         stream.sent = end_stream
-        if stream_id >= _LAST_STREAM_ID:
-            self.usable = False
         self.flush()
+        if stream_id >= self.last_stream_id:
+            self.usable = False  # closes once its streams are done
+            self._on_change(self)
         return stream
 
     async def send_body(self, stream: Stream, body: bytes, timeout: float) -> None:
@@ -259,6 +230,9 @@ class Connection:
         """The request is done with ``stream`` (read to the end or not): free its slot."""
         if self.streams.pop(stream.id, None) is None:
             return
+        self._released += 1
+        if not self._released % _FORGET_EVERY:
+            self.h2.forget_closed()
         if self.failure is None:
             h = self.h2
             if not (stream.ended and stream.sent) and stream.failure is None:
@@ -380,25 +354,21 @@ class Connection:
         refused = Failure(httpx.RemoteProtocolError, str(event))
         refused.refused = True
         graceful = event.error_code == h2.errors.ErrorCodes.NO_ERROR
-        finishing = False
         for stream_id, stream in self.streams.items():
             if stream.ended or stream.failure is not None:
                 continue
             if stream_id > last:
                 stream.failure = refused
                 stream.wake()
-            elif graceful:
-                finishing = True
-            else:
+                if graceful and last:
+                    self.server_cap = last
+            elif not graceful:
                 stream.failure = failure
                 stream.wake()
-        if not graceful:
+        if not graceful or not self.active:
             self._fail(failure)
             return
-        if finishing:
-            # h2 refuses every frame once a GOAWAY came (python-hyper/h2#1181)
-            self.h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
-        self._on_change(self)
+        self._on_change(self)  # closes once its last stream is released
 
     async def _write_loop(self) -> None:
         send_all = self._stream.send_all

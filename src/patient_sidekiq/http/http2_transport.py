@@ -24,9 +24,16 @@ the exception classes and texts ``http/ruby_errors.py`` reads) and does the rest
   only owner of HTTP/1.1 connections. With protocol ``http2`` the connection speaks HTTP/2
   whatever ALPN says, and ``http://`` is h2c with prior knowledge, as httpcore did.
 * Retries: ``settings.retries`` extra connect attempts (0 s, 0.5 s, 1 s … apart, as
-  httpcore's). A stream a GOAWAY refused (above its last stream id: never processed) is
-  sent once more on another connection, as httpcore's pool and async-http do; refused
-  again, it fails with RemoteProtocolError and the GOAWAY's text.
+  httpcore's). A stream a GOAWAY refused (above its last stream id: never processed, so
+  safe to send again whatever its method) is sent again on another connection, up to
+  ``settings.retries`` times (at least once): the gem's async-http resends such requests
+  up to its ``retries`` attempts, httpcore's pool without limit. A server that caps the
+  requests per connection (nginx ``keepalive_requests``) refuses every stream sent past
+  its cap, up to the stream limit of them at once. Refused every time, the request fails
+  with RemoteProtocolError and the GOAWAY's text. The streams a graceful GOAWAY names
+  finish (see ``http2_connection``). Such a cap is learnt from the graceful GOAWAY that
+  refused streams: for :data:`_CAP_MEMORY` seconds the origin's next connections open no
+  stream past the last one it named, and a new connection takes over instead of refusals.
 * Request headers go out as httpcore sent them: ``:method``, ``:authority`` (the ``host``
   header), ``:scheme``, ``:path``, then the others in the caller's order (``http_client``
   puts ``content-length`` first), names lowercased, connection-specific headers dropped,
@@ -51,30 +58,28 @@ from typing import Any, Final
 
 import httpx
 import trio
-from hpack import NeverIndexedHeaderTuple
 
 from patient_sidekiq.http.http1_transport import KEEPALIVE_EXPIRY
-from patient_sidekiq.http.http2_connection import Connection, Refused, Stream
+from patient_sidekiq.http.http2_connection import Connection
+from patient_sidekiq.http.http2_headers import request_headers
+from patient_sidekiq.http.http2_stream import Refused, Stream
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
 from patient_sidekiq.http.targets import DEFAULT_PORTS, Origin
 
 __all__ = ["KEEPALIVE_EXPIRY", "H2Transport"]
 
 _HTTP1_MEMORY: Final = 300.0
+_CAP_MEMORY: Final = 300.0
 _SWEEP_INTERVAL: Final = 1.0
 _INF: Final = float("inf")
-# RFC 9113 §8.2.2 connection-specific fields (h2 dropped them), and host (-> :authority)
-_DROPPED: Final = frozenset(
-    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"host"}
-)
-_NEVER_INDEXED: Final = frozenset({b"authorization", b"proxy-authorization"})
-_PSEUDO: Final = frozenset({b":method", b":authority", b":scheme", b":path"})
 
 
 class _Pool:
     """The connections to one origin and the requests waiting for one."""
 
-    __slots__ = ("changed", "connections", "failures", "http1_until", "opening")
+    __slots__ = (
+        "cap", "cap_until", "changed", "connections", "failures", "http1_until", "opening",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.connections: list[Connection] = []
@@ -82,6 +87,8 @@ class _Pool:
         self.failures = 0  # connects that failed (waiters then open their own)
         self.http1_until = 0.0  # ALPN picked HTTP/1.1: go there directly until then
         self.changed: trio.Event | None = None  # set when capacity may have appeared
+        self.cap = 0  # the last stream a server lets a connection carry, learnt from GOAWAY
+        self.cap_until = 0.0
 
     def pick(self, now: float) -> Connection | None:
         for conn in self.connections:
@@ -96,6 +103,9 @@ class _Pool:
     def on_change(self, conn: Connection) -> None:
         if not conn.usable and conn in self.connections:
             self.connections.remove(conn)
+            if conn.server_cap:
+                self.cap = conn.server_cap
+                self.cap_until = trio.current_time() + _CAP_MEMORY
         self.notify()
 
     def notify(self) -> None:
@@ -131,6 +141,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         self._ssl_context.set_alpn_protocols(["h2", "http/1.1"] if self._negotiate else ["h2"])
         self._nursery = nursery
         self._retries = max(0, settings.retries)
+        self._resends = max(1, settings.retries)  # of a stream a GOAWAY refused
         self._pools: dict[Origin, _Pool] = {}
         self._next_sweep = 0.0
 
@@ -146,10 +157,11 @@ class H2Transport(httpx.AsyncBaseTransport):
         if default_port is None:
             raise httpx.UnsupportedProtocol(f"Unsupported URL protocol {scheme!r}")
         origin = (scheme, url.host, url.port or default_port)
-        headers, end_stream = _request_headers(request)
+        headers, end_stream = request_headers(request)
         body = b"" if end_stream else request.content
         timeouts = request.extensions.get("timeout") or {}
-        for attempt in range(2):
+        attempts = self._resends
+        while True:
             conn = await self._acquire(origin, timeouts)
             if conn is None:
                 assert self._http1 is not None
@@ -157,9 +169,9 @@ class H2Transport(httpx.AsyncBaseTransport):
             try:
                 return await _exchange(conn, headers, end_stream, body, timeouts)
             except Refused as refused:
-                if attempt:
+                if not attempts:
                     raise httpx.RemoteProtocolError(str(refused)) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempts -= 1
 
     async def aclose(self) -> None:
         """Close every connection; requests still on them fail with ReadError."""
@@ -213,6 +225,8 @@ class H2Transport(httpx.AsyncBaseTransport):
                 return None
             conn = Connection(origin, stream, tcp, pool.on_change)
             conn.active = 1  # the caller's slot
+            if pool.cap_until > trio.current_time():
+                conn.last_stream_id = pool.cap
             pool.connections.append(conn)
             conn.start(self._spawn)
             await _settings_of(conn, timeout)
@@ -328,43 +342,6 @@ async def _exchange(
         stream=_Body(conn, stream, read_timeout),
         extensions={"http_version": b"HTTP/2", "stream_id": stream.id},
     )
-
-
-def _request_headers(request: httpx.Request) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """The header block httpcore and h2 sent for ``request``, and whether it has no body."""
-    url = request.url
-    authority: bytes | None = None
-    has_body = False
-    regular: list[tuple[bytes, bytes]] = []
-    for raw_name, raw_value in request.headers.raw:
-        name = raw_name.lower().strip()
-        if name == b"content-length" or name == b"transfer-encoding":
-            has_body = True
-        if name in _DROPPED:
-            if name == b"host" and authority is None:
-                authority = raw_value.strip()
-            continue
-        value = raw_value.strip()
-        if name[:1] == b":":  # after ours, as h2 words it
-            if name in _PSEUDO:
-                raise httpx.LocalProtocolError(f"Received duplicate pseudo-header field {name!r}")
-            raise httpx.LocalProtocolError(
-                f"Received pseudo-header field out of sequence: {name!r}"
-            )
-        if name == b"te" and value.lower() != b"trailers":
-            raise httpx.LocalProtocolError(f"Invalid value for TE header: {value!r}")
-        if name in _NEVER_INDEXED or (name == b"cookie" and len(value) < 20):
-            regular.append(NeverIndexedHeaderTuple(name, value))
-        else:
-            regular.append((name, value))
-    headers = [
-        (b":method", request.method.encode("ascii")),
-        (b":authority", authority if authority is not None else url.netloc),
-        (b":scheme", url.scheme.encode("ascii")),
-        (b":path", url.raw_path),
-    ]
-    headers += regular
-    return headers, not has_body
 
 
 class _Body(httpx.AsyncByteStream):
