@@ -221,10 +221,11 @@ async def test_big_bodies_both_ways(
     # download passes our 2 MiB stream window several times over
     server = await start_raw_h2(nursery, tls_certs, initial_window=65535)
     upload = bytes(range(256)) * (3 * 4096)
-    _, body = await fetch(h2, server.url("/echo"), "POST", upload)
-    echo = echo_of(body)
-    assert echo["body_length"] == len(upload)
-    assert echo["body_sha256"] == hashlib.sha256(upload).hexdigest()
+    for _ in range(2):  # the second on a connection with nothing else to read
+        _, body = await fetch(h2, server.url("/echo"), "POST", upload)
+        echo = echo_of(body)
+        assert echo["body_length"] == len(upload)
+        assert echo["body_sha256"] == hashlib.sha256(upload).hexdigest()
     response, body = await fetch(h2, server.url("/big?bytes=5000000"))
     assert response.status_code == 200
     assert body == b"x" * 5_000_000

@@ -56,7 +56,7 @@ MAX_STREAMS_CAP: Final = 1000  # when the server sets no SETTINGS_MAX_CONCURRENT
 _ACK_EVERY: Final = 256 * 1024
 _READ_SIZE: Final = 256 * 1024
 _FORGET_EVERY: Final = 64  # released streams between two clean-ups of h2's closed ones
-_LAST_STREAM_ID: Final = 2**31 - 1 - 2 * MAX_STREAMS_CAP  # leave before h2 runs out of ids
+_STREAM_IDS: Final = 2**30 - MAX_STREAMS_CAP  # odd ids below 2**31, less a margin
 # Headers are normalised by the transport (h2's own pass costs CPU and, failing half-way,
 # would leave the HPACK encoder out of step with the server's decoder).
 _CONFIG: Final = h2.config.H2Configuration(
@@ -133,8 +133,9 @@ class Connection:
         self.usable = True  # may take new streams
         self.failure: Failure | None = None
         self.goaway: h2.events.ConnectionTerminated | None = None
-        self.last_stream_id = _LAST_STREAM_ID  # the last stream to open on it
-        self.server_cap = 0  # a graceful GOAWAY refused streams past this one
+        self.taken = 0  # slots ever taken
+        self.budget = _STREAM_IDS  # streams it may carry in all
+        self.server_cap = 0  # streams a graceful GOAWAY let through when it refused others
         self.ready = trio.Event()  # the server's SETTINGS arrived, or the connection failed
         self.idle_since = trio.current_time()
         self._stream = stream
@@ -158,6 +159,14 @@ class Connection:
 
     # --- used by the requests ---------------------------------------------------------
 
+    def take(self) -> None:
+        """Take a slot for a stream about to open."""
+        self.active += 1
+        self.taken += 1
+        if self.taken >= self.budget:
+            self.usable = False  # closes once its streams are done
+            self._on_change(self)
+
     def open_stream(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> Stream:
         """Send a request's headers on a new stream (its slot is already taken)."""
         h = self.h2
@@ -167,9 +176,6 @@ class Connection:
         h.send_headers(stream_id, headers, end_stream=end_stream)
         stream.sent = end_stream
         self.flush()
-        if stream_id >= self.last_stream_id:
-            self.usable = False  # closes once its streams are done
-            self._on_change(self)
         return stream
 
     async def send_body(self, stream: Stream, body: bytes, timeout: float) -> None:
@@ -180,13 +186,19 @@ class Connection:
         while True:
             if stream.failure is not None:
                 raise stream.failure.exception()
-            window = min(h.local_flow_control_window(stream.id), h.max_outbound_frame_size)
-            if window <= 0 and total:
-                self._blocked.append(stream)
-                await stream.wait(timeout, httpx.WriteTimeout)
-                continue
-            end = min(total, offset + window)
-            h.send_data(stream.id, body[offset:end], end_stream=end == total)
+            try:
+                window = min(h.local_flow_control_window(stream.id), h.max_outbound_frame_size)
+                if window <= 0 and total:
+                    self.flush()  # what fitted goes out: the server's update answers it
+                    self._blocked.append(stream)
+                    await stream.wait(timeout, httpx.WriteTimeout)
+                    continue
+                end = min(total, offset + window)
+                h.send_data(stream.id, body[offset:end], end_stream=end == total)
+            except h2.exceptions.StreamClosedError as exc:
+                if stream.ended:  # answered and closed before it read the whole body
+                    return
+                raise httpx.RemoteProtocolError(str(exc) or "stream closed") from exc
             offset = end
             if end == total:
                 stream.sent = True
@@ -361,7 +373,7 @@ class Connection:
                 stream.failure = refused
                 stream.wake()
                 if graceful and last:
-                    self.server_cap = last
+                    self.server_cap = (last + 1) // 2  # ours are the odd ids
             elif not graceful:
                 stream.failure = failure
                 stream.wake()

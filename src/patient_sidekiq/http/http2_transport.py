@@ -32,8 +32,8 @@ the exception classes and texts ``http/ruby_errors.py`` reads) and does the rest
   its cap, up to the stream limit of them at once. Refused every time, the request fails
   with RemoteProtocolError and the GOAWAY's text. The streams a graceful GOAWAY names
   finish (see ``http2_connection``). Such a cap is learnt from the graceful GOAWAY that
-  refused streams: for :data:`_CAP_MEMORY` seconds the origin's next connections open no
-  stream past the last one it named, and a new connection takes over instead of refusals.
+  refused streams: for :data:`_CAP_MEMORY` seconds the origin's next connections carry no
+  more streams than it let through, and a new connection takes over instead of refusals.
 * Request headers go out as httpcore sent them: ``:method``, ``:authority`` (the ``host``
   header), ``:scheme``, ``:path``, then the others in the caller's order (``http_client``
   puts ``content-length`` first), names lowercased, connection-specific headers dropped,
@@ -78,16 +78,18 @@ class _Pool:
     """The connections to one origin and the requests waiting for one."""
 
     __slots__ = (
-        "cap", "cap_until", "changed", "connections", "failures", "http1_until", "opening",
+        "cap", "cap_until", "changed", "connections", "draining", "failures", "http1_until",
+        "opening",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.connections: list[Connection] = []
+        self.connections: list[Connection] = []  # those that may take new streams
+        self.draining: set[Connection] = set()  # no new stream, some still running
         self.opening = 0  # connections being opened
         self.failures = 0  # connects that failed (waiters then open their own)
         self.http1_until = 0.0  # ALPN picked HTTP/1.1: go there directly until then
         self.changed: trio.Event | None = None  # set when capacity may have appeared
-        self.cap = 0  # the last stream a server lets a connection carry, learnt from GOAWAY
+        self.cap = 0  # the streams a server lets a connection carry, learnt from a GOAWAY
         self.cap_until = 0.0
 
     def pick(self, now: float) -> Connection | None:
@@ -101,11 +103,16 @@ class _Pool:
         return None
 
     def on_change(self, conn: Connection) -> None:
-        if not conn.usable and conn in self.connections:
-            self.connections.remove(conn)
-            if conn.server_cap:
-                self.cap = conn.server_cap
-                self.cap_until = trio.current_time() + _CAP_MEMORY
+        if not conn.usable:
+            if conn in self.connections:
+                self.connections.remove(conn)
+                if conn.server_cap:
+                    self.cap = conn.server_cap
+                    self.cap_until = trio.current_time() + _CAP_MEMORY
+            if conn.failure is None:
+                self.draining.add(conn)
+            else:
+                self.draining.discard(conn)
         self.notify()
 
     def notify(self) -> None:
@@ -177,7 +184,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         """Close every connection; requests still on them fail with ReadError."""
         pools, self._pools = self._pools, {}
         for pool in pools.values():
-            for conn in list(pool.connections):
+            for conn in [*pool.connections, *pool.draining]:
                 conn.close()
         await trio.lowlevel.checkpoint()
 
@@ -193,7 +200,7 @@ class H2Transport(httpx.AsyncBaseTransport):
             pool = self._pools[origin] = _Pool()
         conn = pool.pick(now)
         if conn is not None:
-            conn.active += 1
+            conn.take()
             return conn
         if pool.http1_until > now:
             return None
@@ -205,7 +212,7 @@ class H2Transport(httpx.AsyncBaseTransport):
             now = trio.current_time()
             conn = pool.pick(now)
             if conn is not None:
-                conn.active += 1
+                conn.take()
                 return conn
             if pool.http1_until > now:
                 return None
@@ -224,10 +231,10 @@ class H2Transport(httpx.AsyncBaseTransport):
                 pool.http1_until = trio.current_time() + _HTTP1_MEMORY
                 return None
             conn = Connection(origin, stream, tcp, pool.on_change)
-            conn.active = 1  # the caller's slot
             if pool.cap_until > trio.current_time():
-                conn.last_stream_id = pool.cap
+                conn.budget = pool.cap
             pool.connections.append(conn)
+            conn.take()  # the caller's slot
             conn.start(self._spawn)
             await _settings_of(conn, timeout)
         except BaseException:
@@ -257,7 +264,12 @@ class H2Transport(httpx.AsyncBaseTransport):
             for conn in list(pool.connections):
                 if not conn.active and now - conn.idle_since > KEEPALIVE_EXPIRY:
                     conn.close()
-            if not pool.connections and not pool.opening and pool.http1_until <= now:
+            if (
+                not pool.connections
+                and not pool.draining
+                and not pool.opening
+                and max(pool.http1_until, pool.cap_until) <= now
+            ):
                 empty.append(origin)
         for origin in empty:
             if self._pools[origin].changed is None:
