@@ -38,6 +38,7 @@ configured payload stores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -64,7 +65,6 @@ from patient_sidekiq.sidekiq.job import DEFAULT_QUEUE, Job
 from patient_sidekiq.sidekiq.launcher import Runtime
 from patient_sidekiq.sidekiq.poison import CONTENT_ERRORS, filing_commands
 from patient_sidekiq.sidekiq.processor import Work
-from patient_sidekiq.sidekiq.unit_of_work import UnitOfWork
 from patient_sidekiq.wire.jobs import (
     REQUEST_WORKER,
 )
@@ -94,6 +94,8 @@ CLAIM_MARKER_TTL: Final = 3600
 """Seconds a claim marker outlives a process that died before deleting it."""
 
 _CLAIM: Final = LuaScript("inflight_claim.lua", __package__)
+_NO_SCOPE: Final = contextlib.nullcontext()
+_shielded: Final = functools.partial(trio.CancelScope, shield=True)
 
 
 @dataclass(eq=False, slots=True)
@@ -248,7 +250,10 @@ class RequestWorker:
         self._tasks[request_id] = task  # taken before any await: the check above holds
         try:
             try:
-                await self._hand_off(monitor, task, work.unit)
+                # Not interruptible: we always know which record holds the job. The fetched
+                # bytes: the same form the unit's LREM and the sweep compare with.
+                unit = work.unit
+                await monitor.hand_off(unit.inprogress_key, task.request_id, unit.raw_bytes)
             except RedisUnavailableError as exc:
                 # Outcome unknown: the job is in the in-progress list or in the in-flight
                 # keys, never both. Filing it for retry too could run it twice, so neither
@@ -283,11 +288,6 @@ class RequestWorker:
             await Stats(bridge).record_capacity_refusal()
         except PatientSidekiqError as exc:
             log.warning("could not count a capacity refusal: %s", exc)
-
-    async def _hand_off(self, monitor: InflightMonitor, task: _Task, unit: UnitOfWork) -> None:
-        # Not interruptible (hand_off waits shielded): we always know which record holds
-        # the job. The fetched bytes: the same form the unit's LREM and the sweep compare with.
-        await monitor.hand_off(unit.inprogress_key, task.request_id, unit.raw_bytes)
 
     async def _run(
         self,
@@ -329,9 +329,10 @@ class RequestWorker:
         delay = settings.result_retry_interval
         while True:
             try:
-                # One attempt is never cut in half; between attempts a hard shutdown may
-                # cancel, and the original job is then re-enqueued instead.
-                with trio.CancelScope(shield=True):
+                # One attempt is never cut in half (without a payload store only the claim
+                # waits, shielded: no scope); between attempts a hard shutdown may cancel,
+                # and the original job is then re-enqueued instead.
+                with _shielded() if settings.payloads.default_store is not None else _NO_SCOPE:
                     if packed is None:
                         packed = task.packed_result = await pack(data, settings.payloads)
                     callback_job = build_callback_job(
@@ -369,7 +370,8 @@ class RequestWorker:
         *,
         marked: bool = False,
     ) -> bool:
-        """Run ``commands`` if this process still owns ``task``; return whether it did.
+        """Run ``commands`` if this process still owns ``task``; return whether it did (the
+        wait for the answer is shielded: the outcome is always known).
 
         ``marked``: also leave a claim marker, so that a retry after a lost reply learns the
         claim did land. Markers of earlier claims whose replies arrived ride along and are
@@ -380,7 +382,9 @@ class RequestWorker:
         script_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS]
         args: list[Arg] = [task.member, marker, CLAIM_MARKER_TTL, len(settled), *settled]
         try:
-            reply = await _CLAIM.run(bridge, script_keys, [*args, *flatten_commands(commands)])
+            reply = await _CLAIM.run(
+                bridge, script_keys, [*args, *flatten_commands(commands)], shielded=True
+            )
         except BaseException:
             self._settled_markers += settled  # maybe not deleted: try again next time
             raise
