@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import hpack
@@ -329,6 +330,22 @@ async def test_read_timeout(raw_server: RawH2Server, h2: H2Transport) -> None:
         await fetch(h2, raw_server.url("/slow?seconds=5"), timeouts=timeouts)
     _, body = await fetch(h2, raw_server.url("/echo"))  # the connection is still fine
     assert echo_of(body)["connection"] == 1
+
+
+async def test_a_server_that_never_sends_its_settings(nursery: trio.Nursery) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        while await stream.receive_some(65536):
+            pass
+
+    listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    h2c = H2Transport(dataclasses.replace(SETTINGS, protocol="http2"))
+    try:
+        with pytest.raises(httpx.ConnectTimeout):
+            await fetch(h2c, f"http://127.0.0.1:{port}/", timeouts={**TIMEOUTS, "connect": 0.2})
+        assert h2c.connections() == 0
+    finally:
+        await h2c.aclose()
 
 
 async def test_connection_drop_fails_every_stream_on_it(

@@ -236,7 +236,11 @@ class H2Transport(httpx.AsyncBaseTransport):
             pool.connections.append(conn)
             conn.take()  # the caller's slot
             conn.start(self._spawn)
-            await _settings_of(conn, timeout)
+            try:
+                await _settings_of(conn, timeout)
+            except BaseException:  # failed, timed out or cancelled: the slot is not ours
+                conn.release_slot()
+                raise
         except BaseException:
             pool.failures += 1
             raise
