@@ -1,9 +1,24 @@
-"""ShardedTransport: K independent httpx connection pools behind one transport.
+"""ShardedTransport: the worker's one transport, routing each request to the client that
+carries it best; K independent httpx connection pools for what only httpx can carry.
+
+* HTTP/1.1 without a proxy: plain ``http`` (protocol ``auto`` or ``http1``) and ``https``
+  with protocol ``http1`` go to one shared
+  :class:`~patient_sidekiq.http.http1_transport.H11Transport` (our own HTTP/1.1 over trio,
+  per-origin keep-alive; a fraction of httpcore's CPU per request).
+* HTTP/2 without a proxy: ``https`` in ``auto`` (ALPN) and ``http2``, and h2c (``http``
+  with ``http2``) go to one shared
+  :class:`~patient_sidekiq.http.http2_transport.H2Transport` (h2 over trio, one reader
+  task per connection): httpcore's HTTP/2 made every stream of a connection wait on one
+  read lock (+45 ms per request at moderate load) and cost ~1 ms of CPU per request more.
+  In ``auto`` an origin whose ALPN picks HTTP/1.1 is sent on to the H11Transport. Its
+  connection tasks run in the nursery given to the constructor (the worker's), else as
+  trio system tasks.
+* Proxied requests (``settings.proxy_url``) stay on the httpx shards below.
 
 One httpcore pool holding hundreds of connections spends most of its CPU on pool
 bookkeeping (it scans every connection per request, and polls every idle socket), and an
 HTTP/2 pool never opens a second connection to an origin past its 100-stream cap (both
-measured before this module was written). So requests go through K small pools instead:
+measured before this module was written). So proxied requests go through K small pools:
 
 * HTTP/1.1 (``auto``, ``http1``): K = ceil(max_connections / 4);
   HTTP/2 only: K = ceil(max_connections / 100) (at most 2,048 either way). Each pool stays
@@ -23,12 +38,6 @@ measured before this module was written). So requests go through K small pools i
   it until the request's pool timeout). Spill-over scanning resumes where the previous
   one stopped, so finding a free shard stays cheap with thousands of shards. A shard's
   in-flight count is released when the response is closed.
-
-* HTTP/1.1 without a proxy bypasses the shards: plain ``http`` (protocol ``auto`` or
-  ``http1``) and ``https`` with protocol ``http1`` go to one shared
-  :class:`~patient_sidekiq.http.http1_transport.H11Transport` (h11 over trio, per-origin
-  keep-alive; about a third less CPU per request than httpcore). HTTP/2, h2c, TLS in
-  ``auto`` (ALPN may pick h2) and proxied requests stay on the httpx shards.
 
 No cookie jar and no AsyncClient layers: callers build an ``httpx.Request`` and call
 :meth:`ShardedTransport.handle_async_request` directly, then :func:`read_body` reads the
