@@ -27,6 +27,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -59,7 +60,7 @@ from patient_sidekiq.worker.callback_worker import CallbackWorker, CallbackWorke
 from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
 from patient_sidekiq.worker.request_worker import RequestWorker
 
-__all__ = ["Runner", "load_requires"]
+__all__ = ["Runner", "load_requires", "raise_open_files_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,35 @@ def _load_file(path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
+
+
+_SPARE_FILES: Final = 256
+"""Descriptors beside the HTTP connections: Redis, logs, the wake-up pipes, listeners."""
+
+
+def raise_open_files_limit(max_connections: int) -> int:
+    """Raise the soft open-files limit to the hard one; return the limit now in force.
+
+    Every connection in flight holds a descriptor, and Debian's default soft limit (1,024)
+    would fail a fan-out with EMFILE long before ``max_connections``. Only root can raise
+    the hard limit, so when it is still too low this says what to set.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
+    needed = max_connections + _SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open-files limit %d is below max_connections %d + %d: requests beyond it fail "
+            "with Errno::EMFILE; raise the hard limit to at least %d (ulimit -Hn as root, "
+            "LimitNOFILE= in a systemd unit, docker run --ulimit nofile=)",
+            soft, max_connections, _SPARE_FILES, needed,
+        )  # fmt: skip
+    return int(soft)
 
 
 class Runner:
@@ -173,6 +203,7 @@ class Runner:
         config = self.config
         self.http_settings()  # a configuration problem stops us before Redis is touched
         log.info("%s", self.banner())
+        raise_open_files_limit(config.max_connections)
         async with (
             contextlib.AsyncExitStack() as stack,
             RedisBridge(config.redis_target(), name="patient-sidekiq-payloads") as payloads_bridge,
