@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from patient_sidekiq.http import http2_transport
+from patient_sidekiq.http import http2_headers, http2_transport
 from patient_sidekiq.http.http2_headers import CachingDecoder, PlainEncoder, request_headers
 from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_client import ExecutionResult, execute
@@ -466,13 +466,14 @@ def test_caching_decoder_remembers_blocks_that_need_no_table() -> None:
     fields = [(b":status", b"200"), (b"server", b"nginx"), (b"content-type", b"text/plain")]
     opening = encoder.encode(fields)  # starts with the size update: never remembered
     block = encoder.encode(fields)
+    http2_headers._DECODED.clear()
     decoder = CachingDecoder()
     assert decoder.decode(opening, raw=True) == fields
     assert decoder.decode(block, raw=True) == fields
     assert decoder.decode(block, raw=True) == fields  # now from memory
-    assert list(decoder._known) == [block]
+    assert list(http2_headers._DECODED) == [block]
     table_user = hpack.Encoder().encode(fields)  # a table in use: nothing is remembered
     caching = CachingDecoder()
     assert caching.decode(table_user, raw=True) == fields
     assert caching.decode(hpack.Encoder().encode(fields), raw=True) == fields
-    assert caching._known == {}
+    assert list(http2_headers._DECODED) == [block]

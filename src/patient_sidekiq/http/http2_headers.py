@@ -25,7 +25,7 @@ our dynamic table and a block means the same every time it comes: a server repea
 same block for the same kind of response (nginx: status, server, content type, and a date
 that changes once a second), which then costs a dictionary lookup instead of Huffman
 decoding in Python. A block is only remembered when the table was empty before and after
-it and it changes no table size.
+it and it changes no table size; what is remembered is shared by all connections.
 
 Touches no Redis keys.
 """
@@ -95,7 +95,12 @@ def request_headers(request: httpx.Request) -> tuple[list[tuple[bytes, bytes]], 
 _STATIC: Final = HeaderTable.STATIC_TABLE
 _EXACT: Final = {field: index for index, field in reversed(list(enumerate(_STATIC, 1)))}
 _NAMES: Final = {name: index for index, (name, _) in reversed(list(enumerate(_STATIC, 1)))}
-_CACHE_SIZE: Final = 4096
+# Both caches are shared by every connection: without a dynamic table a field's bytes, and
+# a block's fields, are the same on any of them. Bounded, emptied when full.
+_CACHE_SIZE: Final = 1024
+_ENCODED: dict[tuple[bytes, bytes], bytes] = {}  # field -> its representation
+_DECODED: dict[bytes, list[HeaderTuple]] = {}  # block -> its fields
+_UNIQUE: Final = frozenset({b"x-request-id"})  # new for each request: never cached
 
 
 class PlainEncoder:
@@ -104,14 +109,13 @@ class PlainEncoder:
     def __init__(self) -> None:
         self.header_table_size = 4096  # h2 sets the server's limit here; we never index
         self._started = False
-        self._cache: dict[tuple[bytes, bytes], bytes] = {}  # field -> its representation
 
     def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
         parts: list[bytes] = []
         if not self._started:
             self._started = True
             parts.append(b"\x20")  # dynamic table size update: 0 (§6.3)
-        cache = self._cache
+        cache = _ENCODED
         for field in headers:
             if type(field) is _Sensitive:
                 parts.append(_field(field[0], field[1], True))
@@ -119,9 +123,10 @@ class PlainEncoder:
             encoded = cache.get(field)
             if encoded is None:
                 encoded = _field(field[0], field[1], False)
-                if len(cache) >= _CACHE_SIZE:
-                    cache.clear()
-                cache[field] = encoded
+                if field[0] not in _UNIQUE:
+                    if len(cache) >= _CACHE_SIZE:
+                        cache.clear()
+                    cache[field] = encoded
             parts.append(encoded)
         return b"".join(parts)
 
@@ -161,21 +166,17 @@ class CachingDecoder(Decoder):
     """hpack's Decoder, remembering the header lists of blocks that need no table (see
     module doc)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._known: dict[bytes, list[HeaderTuple]] = {}
-
     def decode(self, data: bytes, raw: bool = False) -> Iterable[HeaderTuple]:
         dynamic = self.header_table.dynamic_entries
         key = bytes(data)
         cacheable = raw and not dynamic and bool(key) and key[0] & 0xE0 != 0x20
         if cacheable:
-            known = self._known.get(key)
+            known = _DECODED.get(key)
             if known is not None:
                 return list(known)
         headers = list(super().decode(data, raw))
         if cacheable and not dynamic:
-            if len(self._known) >= _CACHE_SIZE:
-                self._known.clear()
-            self._known[key] = headers[:]
+            if len(_DECODED) >= _CACHE_SIZE:
+                _DECODED.clear()
+            _DECODED[key] = headers[:]
         return headers
