@@ -1,11 +1,14 @@
-"""One Redis connection, owned by one thread, shared by every trio task.
+"""One Redis connection, driven from the trio thread, shared by every trio task.
 
-Why a thread at all: redis-py is blocking, and ``trio.to_thread.run_sync`` per command costs a
-thread hop (70-150 µs of CPU) each time — more than the command itself. So one daemon thread owns
-one connection; trio tasks drop their commands into a :class:`queue.SimpleQueue` (no hop), the
-thread sends everything queued as ONE pipelined write, reads the replies in order, and wakes all
-the waiting tasks with ONE ``run_sync_soon`` per batch. Commands that arrive while a round trip is
-in flight go out together in the next write (auto-batching).
+redis-py is blocking, and ``trio.to_thread.run_sync`` per command costs a thread hop (70-150 µs
+of CPU) each time, more than the command itself. So every task drops its commands into one
+outbox (no hop, no lock), and one I/O task sends everything queued as ONE pipelined write, reads
+the replies in order (hiredis parses them) and reschedules each waiting task. Commands that
+arrive while a round trip is in flight go out together in the next write (auto-batching).
+The socket is read and written without blocking on trio's own event loop: an earlier design
+had a thread own the connection, whose wake-ups (a futex per batch, a wake-up byte to trio,
+GIL hand-offs) cost about 15 % of the worker's CPU. redis-py still opens each connection, in
+a worker thread (address, Sentinel, TLS, AUTH, SELECT), and then hands over its socket.
 
 Semantics callers rely on:
 
@@ -17,21 +20,21 @@ Semantics callers rely on:
   :class:`RedisUnavailableError`, which means "outcome unknown": the batch is never resent (a
   resent LPUSH would duplicate a job), and the next batch reconnects.
 * Cancelling a waiting task does not un-send its command: the reply is just dropped. Callers
-  whose write must happen (or must be known to have happened) shield the call.
-* Leaving ``async with`` answers every command already submitted, then stops the thread.
+  whose write must happen (or must be known to have happened) shield the call
+  (``shielded=True``).
+* Leaving ``async with`` answers every command already submitted, then closes the connection.
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
+import math
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Protocol, cast
 
-import redis
+import hiredis
 import trio
 
 from patient_sidekiq.errors import RedisCommandError, RedisUnavailableError
@@ -51,15 +54,19 @@ _REFUSED: Final = frozenset(
         *("BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT"),
     }
 )
-_STOP: Final = object()  # sentinel: the thread answers what precedes it, then exits
+_READ_SIZE: Final = 64 * 1024
 
 
 class _RawConnection(Protocol):
-    """The part of ``redis.connection.Connection`` we use (redis-py leaves it unannotated)."""
+    """The part of ``redis.connection.Connection`` we use (redis-py leaves it unannotated).
 
-    def pack_commands(self, commands: list[tuple[bytes | int | float, ...]]) -> list[bytes]: ...
-    def send_packed_command(self, command: list[bytes], check_health: bool = ...) -> None: ...
-    def read_response(self) -> Any: ...
+    ``_sock`` is redis-py's own attribute: the socket it connected and authenticated.
+    """
+
+    _sock: Any
+    socket_timeout: float | None
+
+    def connect(self) -> None: ...
     def disconnect(self) -> None: ...
 
 
@@ -113,21 +120,6 @@ def _prepare(command: Sequence[Arg]) -> tuple[bytes | int | float, ...]:
     return tuple(out)
 
 
-def _command_error(error: redis.ResponseError) -> RedisCommandError:
-    """Rebuild Redis's own error text: redis-py strips known codes ("ERR ", "EXECABORT ")."""
-    code = getattr(error, "status_code", None)
-    return RedisCommandError(f"{code} {error}" if code else str(error))
-
-
-def _convert(reply: Any) -> Any:
-    """Turn error replies nested in arrays (EXEC's) into :class:`RedisCommandError` instances."""
-    if isinstance(reply, redis.ResponseError):
-        return _command_error(reply)
-    if isinstance(reply, list):
-        return [_convert(item) for item in reply]
-    return reply
-
-
 def raise_first_error(replies: list[Any]) -> list[Any]:
     """Return ``replies`` unchanged, or raise the first :class:`RedisCommandError` among them.
 
@@ -141,33 +133,32 @@ def raise_first_error(replies: list[Any]) -> list[Any]:
 
 
 class RedisBridge:
-    """Async front of one blocking Redis connection driven by one background thread."""
+    """Async front of one Redis connection, its I/O run by one trio task (see module doc)."""
 
     def __init__(self, url: str | RedisTarget, *, name: str = "patient-sidekiq-redis") -> None:
         # protocol=2 keeps replies raw and plain (bytes, int, list, None); redis-py 8 defaults to
         # RESP3 (dicts, sets, push messages). A ``protocol`` in the URL's query still wins.
         self._pool = as_target(url).connection_pool(protocol=2)
         self._name = name
-        self._queue: queue.SimpleQueue[_Submission | object] = queue.SimpleQueue()
+        self._connection: _RawConnection | None = None
+        self._reader = _new_reader()
+        self._outbox: list[_Submission] = []
+        self._io_parked: trio.lowlevel.Task | None = None  # the I/O task, waiting for work
         self._stats = BridgeStatistics()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._stopped = trio.Event()
         self._closed = False
-        # Batches failed with "outcome unknown"; written by the thread only (an int store is
-        # atomic), read by the launcher's reconcile loop to notice lost replies.
+        # Batches failed with "outcome unknown", read by the launcher's reconcile loop to
+        # notice lost replies.
         self._failures = 0
 
     async def __aenter__(self) -> RedisBridge:
-        if self._thread is not None or self._closed:
+        if self._started or self._closed:
             raise RuntimeError("a RedisBridge can only be started once")
-        self._token = trio.lowlevel.current_trio_token()
-        connection = cast(_RawConnection, self._pool.make_connection())
-        # A daemon thread, like trio's own workers: it never blocks interpreter exit.
-        self._thread = threading.Thread(
-            target=self._run, args=(connection,), name=self._name, daemon=True
-        )
-        self._thread.start()
+        self._started = True
+        self._connection = cast(_RawConnection, self._pool.make_connection())
+        # A system task: bridges are entered and left in any order, which nurseries forbid.
+        trio.lowlevel.spawn_system_task(self._io_loop, name=self._name)
         return self
 
     async def __aexit__(
@@ -176,14 +167,13 @@ class RedisBridge:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._thread is None or self._closed:
+        if not self._started or self._closed:
             return
-        self._closed = True  # set before the sentinel: nothing can be queued behind it
-        self._queue.put(_STOP)
+        self._closed = True  # nothing can be queued after this
+        self._wake_io()
         # Shielded: pending commands are answered (or failed) before we return, never abandoned.
         with trio.CancelScope(shield=True):
             await self._stopped.wait()
-        self._thread.join()  # the thread has signalled its very last step; this returns at once
         self._pool.disconnect()
 
     @property
@@ -196,7 +186,7 @@ class RedisBridge:
         return self._failures
 
     def statistics(self) -> BridgeStatistics:
-        """Return a snapshot of the counters (replaced whole by the thread, so consistent)."""
+        """Return a snapshot of the counters."""
         return self._stats
 
     async def execute(self, *args: Arg, shielded: bool = False) -> Any:
@@ -242,10 +232,11 @@ class RedisBridge:
     ) -> list[Any]:
         if self._closed:
             raise RedisUnavailableError("bridge is closed")
-        if self._thread is None:
+        if not self._started:
             raise RuntimeError("use the RedisBridge inside 'async with' first")
         submission = _Submission(commands)
-        self._queue.put(submission)  # from here on the command WILL be sent, cancelled or not
+        self._outbox.append(submission)  # from here on the command WILL be sent, cancelled or not
+        self._wake_io()
 
         def abort(_: object) -> trio.lowlevel.Abort:
             if shielded:
@@ -253,81 +244,139 @@ class RedisBridge:
             submission.task = None
             return trio.lowlevel.Abort.SUCCEEDED
 
-        # The answer runs in this thread via run_sync_soon, so never before we park here.
         await trio.lowlevel.wait_task_rescheduled(abort)
         if submission.failure is not None:
             message = f"Redis connection failed: {submission.failure}"
             raise RedisUnavailableError(message) from submission.failure
         return submission.replies
 
-    # --- everything below runs in the bridge thread ---
+    # --- the I/O task ---
 
-    def _run(self, connection: _RawConnection) -> None:
-        stopping = False
+    def _wake_io(self) -> None:
+        task, self._io_parked = self._io_parked, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def _io_loop(self) -> None:
         try:
-            while not stopping:
-                item = self._queue.get()  # block for the first submission only ...
-                batch: list[_Submission] = []
-                while True:  # ... then take everything else already waiting
-                    if item is _STOP:
-                        stopping = True  # but still answer what was queued with it
-                    else:
-                        batch.append(cast(_Submission, item))
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if batch:
-                    self._round_trip(connection, batch)
+            while self._outbox or not self._closed:
+                if not self._outbox:
+                    await self._park()
+                    continue
+                batch, self._outbox = self._outbox, []
+                await self._round_trip(batch)
         finally:
-            connection.disconnect()
-            self._wake(self._stopped.set)
+            # Also on trio's shutdown (the only cancellation a system task gets): whatever
+            # is still queued is failed rather than left waiting.
+            leftover, self._outbox = self._outbox, []
+            for submission in leftover:
+                submission.failure = RedisUnavailableError("bridge stopped")
+            _answer(leftover)
+            self._disconnect()
+            self._stopped.set()
 
-    def _round_trip(self, connection: _RawConnection, batch: list[_Submission]) -> None:
+    async def _park(self) -> None:
+        self._io_parked = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._io_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def _round_trip(self, batch: list[_Submission]) -> None:
         commands = [command for submission in batch for command in submission.commands]
+        answered = 0  # submissions whose every reply arrived
         failure: BaseException | None = None
         try:
-            # Connects lazily, so the batch after a failure reconnects.
-            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            sent = self._stats
-            self._stats = BridgeStatistics(
-                sent.commands_sent + len(commands),
-                sent.round_trips + 1,
-                max(sent.largest_batch, len(commands)),
-            )
-        except Exception as exc:  # refused, reset, timeout, or anything unexpected
+            sock, timeout = await self._socket()
+            with trio.move_on_after(timeout) as scope:
+                await _send_all(sock, b"".join([_pack(command) for command in commands]))
+                sent = self._stats
+                self._stats = BridgeStatistics(
+                    sent.commands_sent + len(commands),
+                    sent.round_trips + 1,
+                    max(sent.largest_batch, len(commands)),
+                )
+                for submission in batch:
+                    submission.replies = [await self._reply(sock) for _ in submission.commands]
+                    answered += 1
+            if scope.cancelled_caught:
+                failure = TimeoutError("Timeout reading from socket")
+        except Exception as exc:  # refused, reset, a protocol error, or anything unexpected
             failure = exc
-        for submission in batch:
-            if failure is None:
-                try:
-                    for _ in submission.commands:
-                        submission.replies.append(self._read_one(connection))
-                    continue
-                except Exception as exc:  # the rest of the batch's replies are lost with it
-                    failure = exc
-            submission.failure = failure
         if failure is not None:
-            connection.disconnect()  # never resent; the next batch starts on a fresh socket
+            for submission in batch[answered:]:
+                submission.replies = []
+                submission.failure = failure
+            self._disconnect()  # never resent; the next batch starts on a fresh socket
             self._failures += 1
-        self._wake(self._answer, batch)
+        _answer(batch)
 
-    @staticmethod
-    def _read_one(connection: _RawConnection) -> Any:
+    async def _socket(self) -> tuple[Any, float]:
+        """The connected socket (connecting first if needed) and the time a batch may take."""
+        connection = self._connection
+        assert connection is not None
+        sock = connection._sock
+        if sock is None:
+            # redis-py connects and authenticates (blocking): in a worker thread.
+            await trio.to_thread.run_sync(connection.connect)
+            sock = cast(Any, connection)._sock
+            sock.setblocking(False)
+            self._reader = _new_reader()
+        return sock, connection.socket_timeout or math.inf
+
+    async def _reply(self, sock: Any) -> Any:
+        reader = self._reader
+        reply = reader.gets()
+        while reply is False:  # hiredis: not enough data yet (no RESP2 reply is False)
+            data = await _receive_some(sock)
+            if not data:
+                raise ConnectionError("Connection closed by server.")
+            reader.feed(data)
+            reply = reader.gets()
+        return reply
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.disconnect()
+
+
+# hiredis' stub types the command as a 1-tuple; it takes any tuple of these.
+_pack = cast(Callable[[tuple[bytes | int | float, ...]], bytes], hiredis.pack_command)
+
+
+def _new_reader() -> hiredis.Reader:
+    # Error replies (nested ones too) come back as RedisCommandError with Redis's own text.
+    return hiredis.Reader(replyError=RedisCommandError)
+
+
+def _answer(batch: list[_Submission]) -> None:
+    """Wake every waiter of one batch that still waits."""
+    for submission in batch:
+        task = submission.task
+        if task is not None:
+            submission.task = None
+            trio.lowlevel.reschedule(task)
+
+
+async def _send_all(sock: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
         try:
-            return _convert(connection.read_response())
-        except redis.ResponseError as exc:  # an error reply: only this command fails
-            return _command_error(exc)
+            view = view[sock.send(view) :]
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            await trio.lowlevel.wait_writable(sock)
+        except ssl.SSLWantReadError:  # TLS renegotiation
+            await trio.lowlevel.wait_readable(sock)
 
-    def _wake(self, callback: Callable[..., object], *args: object) -> None:
-        assert self._token is not None
-        with contextlib.suppress(trio.RunFinishedError):  # trio has exited: nobody is waiting
-            self._token.run_sync_soon(callback, *args)
 
-    @staticmethod
-    def _answer(batch: list[_Submission]) -> None:
-        """Wake every waiter of one batch (runs in the trio thread)."""
-        for submission in batch:
-            task = submission.task
-            if task is not None:
-                submission.task = None
-                trio.lowlevel.reschedule(task)
+async def _receive_some(sock: Any) -> bytes:
+    # Always try first: TLS may hold decrypted bytes while the socket is not readable.
+    while True:
+        try:
+            return cast(bytes, sock.recv(_READ_SIZE))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            await trio.lowlevel.wait_readable(sock)
+        except ssl.SSLWantWriteError:
+            await trio.lowlevel.wait_writable(sock)
