@@ -1,485 +1,729 @@
-"""End-to-end benchmark of the RequestWorker pipeline: Redis queue -> HTTP -> callback job.
+"""End-to-end benchmark of what users run: ``patient-sidekiq run`` beside the real gem.
 
-The parent process starts a private nginx (echo module) and redis-server, pre-fills
-``PatientHttp::Sidekiq::RequestWorker`` jobs built exactly as the Ruby gem and Sidekiq's
-client build them, and runs ONE worker process per measurement (this file with ``--worker``),
-so the worker's CPU (user+sys), context switches and peak RSS (``os.wait4``) are its own.
-"Ready" is when ``Launcher.run`` has started (the process is in Sidekiq's and the gem's
-process sets); the worker prints it on stdout. Callbacks are counted with LLEN every 50 ms,
-but times come from the callback jobs' own ``enqueued_at`` (stamped by the worker at push).
+Per scenario, a backlog of ``PatientHttp::Sidekiq::RequestWorker`` jobs is enqueued ONCE by
+the real gem (``PatientHttp::Sidekiq.execute`` in Ruby, scripts/bench_enqueue.rb, when the
+oracle is built: ``$ORACLE_ROOT``, else ``.oracle/``), else by our ``patient_sidekiq.Client``
+writing the same jobs, into a template database, and copied (Redis ``COPY``) into a flushed
+database before each run. Then, on a private redis-server and a private nginx (echo module;
+0 ms, 50 ms and 2 s endpoints; HTTP/1.1, and TLS with HTTP/2 and HTTP/1.1 by ALPN):
 
-Per scenario:
+* ours: the real CLI, ``.venv/bin/patient-sidekiq run --processes N ...``, as a subprocess;
+* gem: the real gem's processor, ``$ORACLE_ROOT/bin/processor_server.sh`` (Sidekiq 7.3.10 +
+  patient_http-sidekiq 1.0.1), the same queues and max_connections, working only the request
+  queue (its CallbackWorker never runs), with a larger Sidekiq Redis pool (scripts/
+  bench_gem_boot.rb says why).
 
-* backlog: N jobs already queued; jobs/s from "worker ready" (``Launcher.run`` started) to
-  the last callback's ``enqueued_at``, worker CPU per job over that window, peak RSS,
-  capacity refusals, error callbacks, end-to-end p50/p99 (mostly queueing, for reference);
-* paced: a fresh worker with no backlog gets jobs pushed one at a time at a steady rate;
-  added latency = callback ``enqueued_at`` - request ``enqueued_at`` - the endpoint's delay;
-* fan-out: 5,000 jobs on the 2 s endpoint with max_connections = concurrency = 5,000;
-  wall time from ready to the 5,000th callback, and peak RSS.
+Each side is measured the same way. Ready: the process (each of them, with ``--processes``)
+is in Sidekiq's ``processes`` set. Done: the callback queue holds one CallbackWorker job per
+request (LLEN); times come from the callback jobs' own ``enqueued_at``. jobs/s = jobs /
+(last callback - ready). CPU = user+sys of the whole process tree (supervisor and children)
+from ready to done (``/proc/<pid>/stat`` sampled at both ends; ``wait4`` whole-life totals for
+reference), peak RSS per process (VmHWM) and their sum, context switches, Redis round trips
+and commands per job (``INFO stats`` deltas over the same window, the harness's own
+commands taken out). Paced runs push the same gem-written jobs one at a time at a steady rate
+(``enqueued_at`` restamped at push, as Sidekiq's client stamps it) and report the added
+latency: callback enqueued_at - request enqueued_at - endpoint delay.
 
-Numbers are printed, never asserted. Usage: scripts/bench_pipeline --help
-(``--scenarios`` picks a subset, ``--processes N`` runs N workers per scenario, ``--profile DIR``
-attaches ``py-spy record --gil`` to the worker).
+Numbers are printed, never asserted; the exit status is non-zero only when a scenario could
+not be measured (the reason is printed). Usage: scripts/bench_pipeline --help
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import json
-import logging
 import math
 import os
 import platform
-import resource
-import select
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
-from uuid import uuid4
 
 import redis
-import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from patient_sidekiq import keys
-from patient_sidekiq.http.settings import HttpSettings
-from patient_sidekiq.sidekiq.job import Job
-from patient_sidekiq.sidekiq.launcher import Launcher, WorkerSettings
-from patient_sidekiq.sidekiq.processor import Dispatcher
-from patient_sidekiq.wire.jobs import CALLBACK_WORKER, REQUEST_WORKER
-from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
-from patient_sidekiq.worker.request_worker import RequestWorker
+from patient_sidekiq import Client, keys
 
-# Run as ``python scripts/bench_pipeline.py``: the repository root on sys.path for tests.support.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.programs import free_port, stop_process
-from tests.support.redis import running_redis
+# Run as ``python scripts/bench_pipeline.py``: scripts/ is on sys.path (bench_support); the
+# repository root is added for tests.support (as scripts/bench_fetch.py does).
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from bench_support import (
+    DELAYS_MS,
+    BenchError,
+    Callbacks,
+    Child,
+    CountingRedis,
+    NginxServer,
+    ProcSample,
+    RedisServer,
+    fmt,
+    median,
+    nginx_server,
+    percentile,
+    process_cpu,
+    raise_nofile,
+    read_callbacks,
+    redis_server,
+    sample_process,
+    sample_tree,
+    tail,
+)
+from tests.support.oracle import SOURCE as ORACLE_SOURCE
+from tests.support.oracle import oracle_env, oracle_root
 
-QUEUE = "bench"
+REQUEST_QUEUE = "bench_requests"
 CALLBACK_QUEUE = "bench_callbacks"
 CALLBACK_NAME = "BenchCallback"
-BODY = '{"ok":true}'
-ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
-POLL_SECONDS = 0.05
-STALL_SECONDS = 30.0
-READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 60.0
+SCRIPTS = Path(__file__).resolve().parent
+READY_POLL = 0.01
+DONE_POLL = 0.05
+READY_TIMEOUT = 90.0
+PACED_SETTLE = 1.0
+SHUTDOWN_TIMEOUT = 25
+ENQUEUED_AT = re.compile(rb'"enqueued_at":[0-9.eE+-]+')
 
-Protocol = Literal["auto", "http1", "http2"]
-
-
-class BenchError(Exception):
-    """A scenario could not be measured (the message says why)."""
+Side = Literal["ours", "gem"]
+Kind = Literal["backlog", "fanout", "paced"]
 
 
-# --- servers ---
+# --- scenarios ---
 
 
 @dataclass(frozen=True)
-class RedisServer:
-    url: str
-    pid: int | None
+class Scenario:
+    name: str
+    kind: Kind
+    path: str
+    tls: bool
+    ours_protocol: str  # --protocol of ours
+    gem_protocol: str | None  # the gem's `protocol` (None: negotiated by ALPN)
+    jobs: int
+    max_connections: int
+    processes: tuple[str, ...] = ("1",)  # ours --processes, one variant each
+    gem: bool = True
+    gem_note: str = ""
+    spread: int = 1  # plain ports the jobs' URLs are spread over
+    base: str | None = None  # paced: the backlog scenario whose throughput sets the rate
+
+    @property
+    def delay_ms(self) -> float:
+        return DELAYS_MS[self.path]
+
+    @property
+    def transport(self) -> str:
+        if not self.tls:
+            return "HTTP/1.1"
+        return "TLS HTTP/1.1" if self.ours_protocol == "http1" else "TLS, HTTP/2 by ALPN"
 
 
-@contextmanager
-def redis_server(directory: Path) -> Iterator[RedisServer]:
-    """A private redis-server (tests/support/redis.py) on a free port, or REDIS_URL (which is
-    then FLUSHDB'd per run)."""
-    if os.environ.get("REDIS_URL"):
-        yield RedisServer(os.environ["REDIS_URL"], None)
-        return
-    data = directory / "redis"
-    data.mkdir()
-    binary = shutil.which("redis-server") or "redis-server"
-    with running_redis(data, binary=binary) as server:
-        yield RedisServer(server.url, server.pid)
-
-
-def write_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed P-256 certificate for 127.0.0.1/localhost; also the worker's CA bundle."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench_pipeline")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "cert.pem"
-    key_path = directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-NGINX_CONF = """\
-load_module @ECHO_MODULE@;
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile @NOFILE@;
-pid @DIR@/nginx.pid;
-error_log @DIR@/error.log warn;
-events {
-    worker_connections @CONNECTIONS@;
-    multi_accept on;
+PROTOCOLS = {  # name: (tls, ours --protocol, the gem's protocol; None = negotiated by ALPN)
+    "h1": (False, "http1", "http1"),
+    "tls_h1": (True, "http1", "http1"),
+    "tls_h2": (True, "auto", None),
 }
-http {
-    access_log off;
-    client_body_temp_path @DIR@/client_body;
-    proxy_temp_path @DIR@/proxy;
-    fastcgi_temp_path @DIR@/fastcgi;
-    uwsgi_temp_path @DIR@/uwsgi;
-    scgi_temp_path @DIR@/scgi;
-    default_type application/json;
-    keepalive_requests 100000;
-    keepalive_timeout 300s;
-    http2_max_concurrent_streams 128;
-    server {
-        listen 127.0.0.1:@HTTP_PORT@ backlog=65535;
-        listen 127.0.0.1:@HTTPS_PORT@ ssl http2 backlog=65535;
-        ssl_certificate @CERT@;
-        ssl_certificate_key @KEY@;
-        ssl_session_cache shared:bench:10m;
-        location = /fast { return 200 '@BODY@'; }
-        location = /sleep50 { echo_sleep 0.05; echo -n '@BODY@'; }
-        location = /sleep2000 { echo_sleep 2; echo -n '@BODY@'; }
-    }
-}
-"""
 
 
-@dataclass(frozen=True)
-class NginxServer:
-    http_port: int
-    https_port: int
-    cert_path: Path
-    pid: int
-    error_log: Path
-
-    def url(self, path: str, *, tls: bool) -> str:
-        if tls:
-            return f"https://127.0.0.1:{self.https_port}{path}"
-        return f"http://127.0.0.1:{self.http_port}{path}"
+def make_scenario(
+    name: str, kind: Kind, path: str, jobs: int, max_connections: int, protocol: str = "h1",
+    **extra: Any,
+) -> Scenario:  # fmt: skip
+    tls, ours, gem = PROTOCOLS[protocol]
+    return Scenario(name, kind, path, tls, ours, gem, jobs, max_connections, **extra)
 
 
-@contextmanager
-def nginx_server(directory: Path) -> Iterator[NginxServer]:
-    """A private nginx (1 worker, echo module) with a plain HTTP/1.1 and a TLS+HTTP/2 port."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists() or not Path(ECHO_MODULE).exists():
-        raise BenchError(
-            "nginx with the echo module is needed: apt-get install nginx libnginx-mod-http-echo "
-            "(scripts/bench_pipeline installs them)"
-        )
-    home = directory / "nginx"
-    home.mkdir()
-    cert_path, key_path = write_certificate(home)
-    http_port, https_port = free_port(), free_port()
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nofile = 65536 if hard == resource.RLIM_INFINITY else hard
-    replacements = {
-        "@ECHO_MODULE@": ECHO_MODULE,
-        "@NOFILE@": str(nofile),
-        "@CONNECTIONS@": str(max(1024, nofile - 100)),
-        "@DIR@": str(home),
-        "@HTTP_PORT@": str(http_port),
-        "@HTTPS_PORT@": str(https_port),
-        "@CERT@": str(cert_path),
-        "@KEY@": str(key_path),
-        "@BODY@": BODY,
-    }
-    config = NGINX_CONF
-    for placeholder, value in replacements.items():
-        config = config.replace(placeholder, value)
-    config_path = home / "nginx.conf"
-    config_path.write_text(config)
-    error_log = home / "error.log"
-    process = subprocess.Popen(
-        [binary, "-p", str(home), "-e", str(error_log), "-c", str(config_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def catalogue(scale: float, paced_jobs: int) -> list[Scenario]:
+    """Every scenario, job counts times ``scale``."""
+
+    def n(jobs: int) -> int:
+        return max(1, round(jobs * scale))
+
+    fanout, fanout50k, paced = n(10_000), n(50_000), paced_jobs
+    skip = (
+        "gem side skipped as too slow: one Sidekiq process hands jobs to its processor at a "
+        "few hundred per second (see fanout); --gem-fanout50k runs it anyway"
     )
-    try:
-        deadline = time.monotonic() + 10
-        for port in (http_port, https_port):
-            while True:
-                if process.poll() is not None:
-                    raise BenchError(f"nginx exited: {tail(error_log)}")
-                with socket.socket() as sock:
-                    if sock.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                if time.monotonic() > deadline:
-                    raise BenchError(f"nginx did not listen on {port}: {tail(error_log)}")
-                time.sleep(0.02)
-        yield NginxServer(http_port, https_port, cert_path, process.pid, error_log)
-    finally:
-        stop_process(process)
+    return [
+        make_scenario("instant", "backlog", "/instant", n(20_000), 256),
+        make_scenario("delay50", "backlog", "/delay50", n(20_000), 256),
+        make_scenario("tls_h1", "backlog", "/instant", n(10_000), 256, "tls_h1"),
+        make_scenario("tls_h2", "backlog", "/instant", n(10_000), 256, "tls_h2"),
+        make_scenario("fanout", "fanout", "/delay2000", fanout, fanout),
+        make_scenario(
+            "fanout50k", "fanout", "/delay2000", fanout50k, fanout50k,
+            processes=("auto",), gem=False, gem_note=skip, spread=4,
+        ),
+        make_scenario("processes", "backlog", "/instant", n(20_000), 256, processes=("1", "2")),
+        make_scenario("paced_h1", "paced", "/instant", paced, 256, base="instant"),
+        make_scenario("paced_tls_h1", "paced", "/instant", paced, 256, "tls_h1", base="tls_h1"),
+        make_scenario("paced_tls_h2", "paced", "/instant", paced, 256, "tls_h2", base="tls_h2"),
+    ]  # fmt: skip
 
 
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+GROUPS = {"paced": ("paced_h1", "paced_tls_h1", "paced_tls_h2")}
 
 
-def process_cpu(pid: int | None) -> float:
-    """CPU seconds (user+sys) of a process and its direct children (nginx's worker)."""
-    if pid is None:
-        return 0.0
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    with suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(child) for child in children]
-    for each in pids:
-        with suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{each}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+def choose(args: argparse.Namespace) -> list[Scenario]:
+    scale = 0.1 if args.quick else 1.0
+    paced_jobs = args.paced_jobs or max(100, round(3_000 * scale))
+    every = catalogue(scale, paced_jobs)
+    by_name = {scenario.name: scenario for scenario in every}
+    if args.scenarios == "all":
+        names = list(by_name)
+    else:
+        names = []
+        for raw in args.scenarios.split(","):
+            name = raw.strip()
+            if not name:
+                continue
+            for each in GROUPS.get(name, (name,)):
+                if each not in by_name:
+                    raise SystemExit(
+                        f"bench_pipeline: unknown scenario {each!r}; choose from "
+                        f"{', '.join([*by_name, *GROUPS])} or all"
+                    )
+                if each not in names:
+                    names.append(each)
+    chosen = [by_name[name] for name in names]
+    if args.gem_fanout50k:
+        chosen = [replace(s, gem=True) if s.name == "fanout50k" else s for s in chosen]
+    return chosen
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user+sys) per thread of a live process: "main", then "<comm>/<tid>"."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    result: dict[str, float] = {}
-    with suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with suppress(OSError, ValueError, IndexError):
-                name = (
-                    "main"
-                    if task.name == str(pid)
-                    else f"{(task / 'comm').read_text().strip()}/{task.name}"
-                )
-                stat = (task / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                result[name] = (int(fields[11]) + int(fields[12])) / ticks
-    return result
+# --- the environment of a benchmark ---
 
 
-# --- jobs, exactly as the gem + Sidekiq's client write them ---
+@dataclass
+class Env:
+    directory: Path
+    redis: RedisServer
+    nginx: NginxServer
+    oracle: Path | None
+    args: argparse.Namespace
+    worker_bin: Path
+    nofile: int
+    runs: int = 0
+
+    @property
+    def run_db(self) -> int:
+        return self.redis.db
+
+    @property
+    def template_db(self) -> int:
+        return self.redis.db + 1
 
 
-def request_job(url: str, index: int, now: float) -> Job:
-    """A RequestWorker job as ``PatientHttp::Sidekiq`` builds it and Sidekiq pushes it."""
-    payload: dict[str, Any] = {
-        "http_method": "get",
-        "url": url,
-        "headers": {},
-        "body": None,
-        "timeout": None,
-        "max_redirects": None,
-    }
-    args = [payload, CALLBACK_NAME, False, {"i": index}, str(uuid4())]
-    job = Job.new(REQUEST_WORKER, args, queue=QUEUE, created_at=now)
-    # Sidekiq's client stamps enqueued_at last, at push time (float seconds in 7.x).
-    return job.with_fields(enqueued_at=now)
+def clean_env() -> dict[str, str]:
+    """This environment without what would reconfigure a side behind the harness's back."""
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith(("PATIENT_HTTP_", "ORACLE_", "BENCH_")) or name in (
+            "REDIS_URL",
+            "REDIS_PROVIDER",
+            "RUBYOPT",
+            "SSL_CERT_FILE",
+        ):
+            del env[name]
+    return env
 
 
-def prefill(client: redis.Redis, url: str, total: int) -> tuple[list[float], float]:
-    """Queue ``total`` jobs (push_bulk style, 1,000 per LPUSH); their enqueued_at by index."""
-    enqueued = [0.0] * total
+def gem_env(env: Env, scenario: Scenario) -> dict[str, str]:
+    assert env.oracle is not None
+    base = oracle_env(env.oracle, clean_env())
+    config: dict[str, object] = {"max_connections": scenario.max_connections}
+    if scenario.gem_protocol is not None:
+        config["protocol"] = scenario.gem_protocol
+    concurrency = env.args.gem_concurrency
+    pool = env.args.gem_redis_pool
+    if pool == "auto":
+        pool = str(max(concurrency + 5, min(scenario.max_connections, 1000)))
+    base.update(
+        ORACLE_REDIS_URL=env.redis.url(env.run_db),
+        REDIS_URL=env.redis.url(env.run_db),
+        ORACLE_REQUEST_QUEUE=REQUEST_QUEUE,
+        ORACLE_CALLBACK_QUEUE=CALLBACK_QUEUE,
+        ORACLE_QUEUES=REQUEST_QUEUE,
+        ORACLE_CONCURRENCY=str(concurrency),
+        ORACLE_TIMEOUT=str(SHUTDOWN_TIMEOUT),
+        ORACLE_CONFIG_JSON=json.dumps(config),
+        BENCH_SIDEKIQ_LOG_LEVEL=env.args.log_level,
+        SSL_CERT_FILE=str(env.nginx.cert_path),
+    )
+    if pool != "stock":  # else Sidekiq's own pools: 10 connections, 1 s checkout timeout
+        base["BENCH_REDIS_POOL_SIZE"] = pool
+        base["BENCH_REDIS_POOL_TIMEOUT"] = str(env.args.gem_pool_timeout)
+    return base
+
+
+def gem_settings(env: Env, scenario: Scenario) -> str:
+    variables = gem_env(env, scenario)
+    pool = "Sidekiq's stock Redis pools"
+    if "BENCH_REDIS_POOL_SIZE" in variables:
+        pool = (
+            f"Redis pool {variables['BENCH_REDIS_POOL_SIZE']} (checkout timeout "
+            f"{variables['BENCH_REDIS_POOL_TIMEOUT']} s)"
+        )
+    return (
+        f"Sidekiq -c {variables['ORACLE_CONCURRENCY']}, {pool}, "
+        f"config {variables['ORACLE_CONFIG_JSON']}"
+    )
+
+
+def ours_max_connections(scenario: Scenario, processes: str) -> int:
+    if scenario.kind == "fanout" and processes != "1":
+        # every request in flight at once, the fan-out split over the processes
+        return math.ceil(scenario.jobs / expected_processes(processes))
+    return scenario.max_connections
+
+
+def ours_argv(env: Env, scenario: Scenario, processes: str) -> list[str]:
+    return [
+        str(env.worker_bin),
+        "run",
+        "--redis-url",
+        env.redis.url(env.run_db),
+        "--queue",
+        REQUEST_QUEUE,
+        "--callback-queue",
+        CALLBACK_QUEUE,
+        "--max-connections",
+        str(ours_max_connections(scenario, processes)),
+        "--protocol",
+        scenario.ours_protocol,
+        "--ca-bundle",
+        str(env.nginx.cert_path),
+        "--processes",
+        processes,
+        "--shutdown-timeout",
+        str(SHUTDOWN_TIMEOUT),
+        "--log-level",
+        env.args.log_level,
+    ]
+
+
+def expected_processes(processes: str) -> int:
+    if processes == "auto":
+        return len(os.sched_getaffinity(0))
+    return int(processes)
+
+
+# --- backlogs ---
+
+
+@dataclass
+class Backlog:
+    """The template: the scenario's jobs in the template database, as their writer wrote them."""
+
+    jobs: int
+    writer: str
+    seconds: float
+    raws: list[bytes] = field(default_factory=list)  # paced: the jobs, pushed one by one
+
+
+def prepare_backlog(env: Env, scenario: Scenario) -> Backlog:
+    """Write the scenario's jobs into the template database, once: by the real gem when the
+    oracle is there, else by our Client (the same jobs)."""
+    urls = env.nginx.urls(scenario.path, tls=scenario.tls, spread=scenario.spread)
+    client = redis.Redis.from_url(env.redis.url(env.template_db))
+    client.flushdb()
     started = time.perf_counter()
-    for first in range(0, total, 1000):
-        now = time.time()
-        indexes = range(first, min(first + 1000, total))
-        raws = [request_job(url, i, now).raw for i in indexes]
-        for i in indexes:
-            enqueued[i] = now
-        pipe = client.pipeline(transaction=False)
-        pipe.sadd(keys.QUEUES, QUEUE)
-        pipe.lpush(keys.queue(QUEUE), *raws)
-        pipe.execute()
-    return enqueued, time.perf_counter() - started
+    if env.oracle is not None:
+        writer = "the real gem (PatientHttp::Sidekiq.execute, scripts/bench_enqueue.rb)"
+        enqueue_with_gem(env, urls, scenario.jobs)
+    else:
+        writer = "our Python Client (no oracle built)"
+        enqueue_with_client(env, urls, scenario.jobs)
+    seconds = time.perf_counter() - started
+    queued = int(client.llen(keys.queue(REQUEST_QUEUE)))
+    if queued != scenario.jobs:
+        raise BenchError(f"the backlog has {queued} jobs, not {scenario.jobs}")
+    backlog = Backlog(scenario.jobs, writer, seconds)
+    if scenario.kind == "paced":
+        raws: list[bytes] = client.lrange(keys.queue(REQUEST_QUEUE), 0, -1)  # type: ignore[assignment]
+        backlog.raws = list(reversed(raws))  # LPUSHed: the oldest is last
+    client.close()
+    return backlog
 
 
-def push_paced(client: redis.Redis, url: str, total: int, rate: float) -> tuple[list[float], float]:
-    """Push ``total`` jobs one at a time at ``rate`` per second; their enqueued_at by index."""
-    enqueued = [0.0] * total
+def enqueue_with_gem(env: Env, urls: Sequence[str], total: int) -> None:
+    assert env.oracle is not None
+    variables = oracle_env(env.oracle, clean_env())
+    variables.update(
+        ORACLE_REDIS_URL=env.redis.url(env.template_db),
+        ORACLE_REQUEST_QUEUE=REQUEST_QUEUE,
+        ORACLE_CALLBACK_QUEUE=CALLBACK_QUEUE,
+    )
+    slices = max(1, min(len(os.sched_getaffinity(0)), total // 1000))
+    per = math.ceil(total / slices)
+    processes = []
+    for first in range(0, total, per):
+        count = min(per, total - first)
+        argv = [
+            "ruby",
+            str(SCRIPTS / "bench_enqueue.rb"),
+            ",".join(urls),
+            str(count),
+            str(first),
+            CALLBACK_NAME,
+        ]
+        processes.append(
+            subprocess.Popen(argv, env=variables, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        )
+    try:
+        for process in processes:
+            _, err = process.communicate()
+            if process.returncode != 0:
+                raise BenchError(
+                    f"scripts/bench_enqueue.rb failed ({process.returncode}): "
+                    f"{err.decode(errors='replace').strip()[-500:]}"
+                )
+    finally:
+        for process in processes:  # interrupted: none outlives the benchmark
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def enqueue_with_client(env: Env, urls: Sequence[str], total: int) -> None:
+    client = Client(env.redis.url(env.template_db), queue=REQUEST_QUEUE)
+    try:
+        for i in range(total):
+            client.get(
+                urls[i % len(urls)],
+                callback=CALLBACK_NAME,
+                callback_args={"i": i},
+                raise_error_responses=False,
+            )
+    finally:
+        client.close()
+
+
+def load_backlog(env: Env, control: CountingRedis) -> None:
+    """Flush the run database and copy the template's request queue into it."""
+    control.call("FLUSHDB")
+    template = redis.Redis.from_url(env.redis.url(env.template_db))
+    key = keys.queue(REQUEST_QUEUE)
+    try:
+        template.execute_command(  # type: ignore[no-untyped-call]
+            "COPY", key, key, "DB", env.run_db, "REPLACE"
+        )
+    except redis.ResponseError:  # Redis < 6.2: DUMP/RESTORE
+        dumped = template.dump(key)
+        control.call("RESTORE", key, 0, dumped, "REPLACE")
+    finally:
+        template.close()
+    control.call("SADD", keys.QUEUES, REQUEST_QUEUE)
+
+
+def push_paced(
+    control: CountingRedis, raws: Sequence[bytes], rate: float
+) -> tuple[dict[int, float], float, int]:
+    """Push the template's jobs one at a time at ``rate``/s, each with ``enqueued_at`` set to
+    the push time (as Sidekiq's client stamps it); returns enqueued_at by callback_args "i"."""
+    enqueued: dict[int, float] = {}
     interval = 1.0 / rate
     started = time.perf_counter()
     behind = 0
-    for i in range(total):
-        delay = started + i * interval - time.perf_counter()
+    key = keys.queue(REQUEST_QUEUE)
+    for n, raw in enumerate(raws):
+        delay = started + n * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         elif delay < -0.01:
             behind += 1
         now = time.time()
-        job = request_job(url, i, now)
-        enqueued[i] = now
-        pipe = client.pipeline(transaction=False)
-        pipe.sadd(keys.QUEUES, QUEUE)
-        pipe.lpush(keys.queue(QUEUE), job.raw)
-        pipe.execute()
-    seconds = time.perf_counter() - started
-    if behind:
-        print(f"    note: the pusher fell >10 ms behind schedule {behind} times")
-    return enqueued, seconds
+        job = ENQUEUED_AT.sub(f'"enqueued_at":{now!r}'.encode(), raw, count=1)
+        match = re.search(rb'\{"i":(\d+)\}', raw)
+        if match:
+            enqueued[int(match.group(1))] = now
+        control.pipeline(("SADD", keys.QUEUES, REQUEST_QUEUE), ("LPUSH", key, job))
+    return enqueued, time.perf_counter() - started, behind
 
 
-# --- the worker process ---
+# --- one run of one side ---
 
 
-def worker_main(config_text: str) -> None:
-    """Run one worker (``--worker``): print ``READY {...}`` once in the cluster, stop on TERM."""
-    config = json.loads(config_text)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else hard
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    logging.basicConfig(
-        level=logging.WARNING, format="  worker %(levelname)s %(name)s: %(message)s"
-    )
-    http = HttpSettings(
-        max_connections=config["max_connections"],
-        protocol=config["protocol"],
-        ca_bundle=config["ca_bundle"],
-    )
-    service = RequestWorker(
-        RequestWorkerSettings(http=http, routing=CallbackRouting(callback_queue=CALLBACK_QUEUE))
-    )
-    launcher = Launcher(
-        WorkerSettings(
-            redis_url=config["redis_url"],
-            queues=[(QUEUE, 0)],
-            concurrency=config["concurrency"],
-            shutdown_timeout=config["shutdown_timeout"],
-            handle_os_signals=True,
-        ),
-        Dispatcher(),
-        services=[service],
-    )
+@dataclass
+class Run:
+    side: Side
+    processes: str
+    jobs: int
+    failure: str | None = None
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    seconds: float = math.nan  # ready -> last callback
+    active_seconds: float = math.nan  # the same without pauses > 1 s between callbacks
+    first_seconds: float = math.nan
+    ready_after: float = math.nan  # start -> the first process ready
+    all_ready_after: float = math.nan  # start -> every process ready
+    cpu: float = math.nan
+    user: float = math.nan
+    sys: float = math.nan
+    switches: int = 0
+    whole_cpu: float = math.nan  # wait4: the root and every descendant it reaped, whole life
+    rss: list[ProcSample] = field(default_factory=list)
+    failed: int = 0  # stat:failed: executions that raised (then retried, or dead)
+    retries: int = 0  # still in the retry set at the end
+    dead: int = 0
+    refusals: int = 0
+    left: int = 0
+    reads: int = 0
+    commands: int = 0
+    nginx_cpu: float = 0.0
+    redis_cpu: float = 0.0
+    paced_rate: float = math.nan
+    paced_behind: int = 0
+    delay_ms: float = 0.0
+    log: Path = Path("/dev/null")
 
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(launcher.run)
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            ready = {
-                "t": time.time(),
-                "user": usage.ru_utime,
-                "sys": usage.ru_stime,
-                "csw": usage.ru_nvcsw + usage.ru_nivcsw,
-                "shards": getattr(service._transport, "shard_count", None),
-            }
-            sys.stdout.write(f"READY {json.dumps(ready)}\n")
-            sys.stdout.flush()
+    @property
+    def done(self) -> int:
+        return self.callbacks.unique
 
-    trio.run(run)
+    @property
+    def jobs_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def active_jobs_per_second(self) -> float:
+        return self.done / self.active_seconds if self.active_seconds > 0 else math.nan
+
+    @property
+    def cpu_ms_per_job(self) -> float:
+        return self.cpu / self.done * 1000 if self.done else math.nan
+
+    @property
+    def rss_total(self) -> float:
+        return sum(sample.hwm_mb for sample in self.rss) if self.rss else math.nan
+
+    @property
+    def errors(self) -> int:
+        return self.callbacks.errors + max(self.failed, self.retries + self.dead)
+
+    @property
+    def added_ms(self) -> list[float]:
+        return [latency - self.delay_ms for latency in self.callbacks.latencies_ms]
+
+    def per_job(self, value: int) -> float:
+        return value / self.done if self.done else math.nan
 
 
-class WorkerProcess:
-    """The worker child; reaped with ``os.wait4`` so its own rusage is kept."""
+def start_side(env: Env, scenario: Scenario, side: Side, processes: str, label: str) -> list[Child]:
+    logs = env.directory / "logs"
+    logs.mkdir(exist_ok=True)
+    if side == "ours":
+        argv = ours_argv(env, scenario, processes)
+        return [Child(argv, clean_env(), logs / f"{label}.log", label)]
+    assert env.oracle is not None
+    argv = [
+        str(env.oracle / "bin" / "processor_server.sh"),
+        "-r",
+        str(SCRIPTS / "bench_gem_boot.rb"),
+    ]
+    variables = gem_env(env, scenario)
+    count = expected_processes(processes)
+    names = [label] if count == 1 else [f"{label}.{i}" for i in range(count)]
+    return [Child(argv, variables, logs / f"{name}.log", name) for name in names]
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", json.dumps(config)], stdout=subprocess.PIPE
-        )
-        self.exit_code: int | None = None
-        self.rusage: resource.struct_rusage | None = None
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
-        stdout = self.process.stdout
-        assert stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([stdout], [], [], 0.2)
-            if not readable:
+def wait_ready(
+    control: CountingRedis, children: Sequence[Child], expected: int
+) -> tuple[float, dict[int, ProcSample]]:
+    """Poll Sidekiq's ``processes`` set until ``expected`` processes of these trees beat.
+
+    Returns the time the first one appeared and the CPU baselines: each worker process
+    sampled when it appeared, every other tree member (a supervisor) when the first did.
+    """
+    seen: set[bytes] = set()
+    baselines: dict[int, ProcSample] = {}
+    first: float | None = None
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        identities: set[bytes] = control.call("SMEMBERS", keys.PROCESSES)
+        for identity in identities - seen:
+            info = control.call("HGET", identity, "info")
+            if not info:
                 continue
-            line = stdout.readline()
-            if not line:
-                self.stop()
-                raise BenchError(f"worker exited before it was ready (exit {self.exit_code})")
-            if line.startswith(b"READY "):
-                ready: dict[str, Any] = json.loads(line[6:])
-                return ready
-        raise BenchError(f"worker not ready after {timeout:.0f} s")
-
-    def alive(self) -> bool:
-        if self.exit_code is not None:
-            return False
-        pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
-        if pid == 0:
-            return True
-        self._reaped(status, usage)
-        return False
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM (graceful shutdown), SIGKILL after ``timeout``; always reaps."""
-        if not self.alive():
-            return
-        with suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return
-            time.sleep(0.02)
-        print(f"    worker did not stop within {timeout:.0f} s: SIGKILL")
-        with suppress(ProcessLookupError):
-            self.process.kill()
-        _, status, usage = os.wait4(self.process.pid, 0)
-        self._reaped(status, usage)
-
-    def _reaped(self, status: int, usage: resource.struct_rusage) -> None:
-        self.exit_code = os.waitstatus_to_exitcode(status)
-        self.rusage = usage
-        self.process.returncode = self.exit_code  # so Popen never waits for it again
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+            seen.add(identity)
+            pid = int(json.loads(info).get("pid", 0))
+            if first is None:
+                first = time.time()
+                for child in children:
+                    baselines.update(sample_tree([child.pid]))
+            sample = sample_process(pid)
+            if sample is not None:
+                baselines[pid] = sample
+        if first is not None and len(seen) >= expected:
+            return first, baselines
+        for child in children:
+            if not child.alive():
+                raise BenchError(
+                    f"{child.label} exited ({child.exit_code}) before it was ready: "
+                    f"{tail(child.log)}"
+                )
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{len(seen)}/{expected} processes ready after {READY_TIMEOUT:.0f} s: "
+                f"{tail(children[0].log)}"
+            )
+        time.sleep(READY_POLL)
 
 
-# --- measuring ---
+def wait_done(
+    control: CountingRedis, children: Sequence[Child], total: int, stall: float
+) -> str | None:
+    """Poll LLEN of the callback queue until ``total``; the reason when it never got there."""
+    key = keys.queue(CALLBACK_QUEUE)
+    last, last_change = -1, time.monotonic()
+    deadline = time.monotonic() + max(300.0, total / 50)
+    while True:
+        done = int(control.call("LLEN", key))
+        now = time.monotonic()
+        if done >= total:
+            return None
+        if done != last:
+            last, last_change = done, now
+        for child in children:
+            if not child.alive():
+                return f"{child.label} exited ({child.exit_code}) at {done}/{total} callbacks"
+        if now - last_change > stall:
+            return f"no new callback for {stall:.0f} s at {done}/{total}{state(control)}"
+        if now > deadline:
+            return f"timeout at {done}/{total} callbacks{state(control)}"
+        time.sleep(DONE_POLL)
 
 
-def start_profiler(directory: Path, name: str, pid: int) -> subprocess.Popen[bytes]:
-    """Attach ``py-spy record`` (raw, GIL-holding samples) to the worker until stopped."""
+def state(control: CountingRedis) -> str:
+    """Where the jobs are when a run gives up: queued, busy in a process, retrying."""
+    queued = int(control.call("LLEN", keys.queue(REQUEST_QUEUE)))
+    busy = 0
+    for identity in control.call("SMEMBERS", keys.PROCESSES):
+        busy += int(control.call("HGET", identity, "busy") or 0)
+    retrying = int(control.call("ZCARD", keys.RETRY))
+    return f" ({queued} queued, {busy} busy in the processes, {retrying} in retry)"
+
+
+def stop_children(children: Sequence[Child]) -> None:
+    for child in children:
+        child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + SHUTDOWN_TIMEOUT + 15
+    for child in children:
+        if not child.wait(max(0.0, deadline - time.monotonic())):
+            print(f"      {child.label} did not stop in time: SIGKILL")
+            child.kill_tree()
+
+
+def run_side(
+    env: Env,
+    scenario: Scenario,
+    side: Side,
+    processes: str,
+    backlog: Backlog,
+    paced_rate: float = math.nan,
+) -> Run:
+    """One measured run of one side on a fresh copy of the backlog; never raises BenchError."""
+    env.runs += 1
+    label = f"{env.runs:02d}-{scenario.name}-{side}-p{processes}"
+    run = Run(side, processes, scenario.jobs, delay_ms=scenario.delay_ms)
+    control = CountingRedis(env.redis.url(env.run_db))
+    children: list[Child] = []
+    profiler: subprocess.Popen[bytes] | None = None
+    try:
+        if scenario.kind == "paced":
+            control.call("FLUSHDB")
+        else:
+            load_backlog(env, control)
+        started = time.time()
+        children = start_side(env, scenario, side, processes, label)
+        run.log = children[0].log
+        ready_at, baselines = wait_ready(control, children, expected_processes(processes))
+        run.ready_after = ready_at - started
+        run.all_ready_after = time.time() - started
+        if env.args.profile is not None and side == "ours":
+            profiler = start_profiler(env.args.profile, label, children[0].pid)
+        if scenario.kind == "paced":
+            # both sides past their start-up before the first push; the window starts here
+            time.sleep(PACED_SETTLE)
+            baselines = sample_tree([child.pid for child in children])
+        nginx_before, redis_before = process_cpu(env.nginx.pid), process_cpu(env.redis.pid)
+        reads_before, commands_before = control.stats()
+        trips_before, own_before = control.trips, control.commands
+        enqueued: dict[int, float] | None = None
+        if scenario.kind == "paced":
+            enqueued, seconds, run.paced_behind = push_paced(control, backlog.raws, paced_rate)
+            run.paced_rate = len(backlog.raws) / seconds if seconds > 0 else math.nan
+        run.failure = wait_done(control, children, scenario.jobs, env.args.stall)
+        # the harness's own traffic since the first INFO: LLEN polls, paced pushes, one INFO
+        own_trips = control.trips - trips_before + 1
+        own_commands = control.commands - own_before + 1
+        end = sample_tree([child.pid for child in children])
+        reads_after, commands_after = control.stats()
+        run.nginx_cpu = process_cpu(env.nginx.pid) - nginx_before
+        run.redis_cpu = process_cpu(env.redis.pid) - redis_before
+        run.reads = reads_after - reads_before - own_trips
+        run.commands = commands_after - commands_before - own_commands
+        run.user = sum(
+            s.user - baselines[p].user if p in baselines else s.user for p, s in end.items()
+        )
+        run.sys = sum(s.sys - baselines[p].sys if p in baselines else s.sys for p, s in end.items())
+        run.cpu = run.user + run.sys
+        run.switches = sum(
+            s.switches - baselines[p].switches if p in baselines else s.switches
+            for p, s in end.items()
+        )
+        run.rss = sorted(end.values(), key=lambda sample: -sample.hwm_mb)
+        stop_profiler(profiler)
+        stop_children(children)
+        # wait4 reports the child and every descendant it reaped (a supervisor's children)
+        usages = [child.rusage for child in children if child.rusage is not None]
+        run.whole_cpu = sum(u.ru_utime + u.ru_stime for u in usages)
+        for child in children:
+            if child.exit_code not in (0, None) and run.failure is None:
+                run.failure = f"{child.label} exit code {child.exit_code}: {tail(child.log, 3)}"
+        raws: list[bytes] = control.call("LRANGE", keys.queue(CALLBACK_QUEUE), 0, -1)
+        run.callbacks = read_callbacks(raws, enqueued)
+        if run.callbacks.last_at:
+            run.seconds = run.callbacks.last_at - ready_at
+            run.active_seconds = run.callbacks.active_seconds(ready_at)
+            run.first_seconds = run.callbacks.first_at - ready_at
+        run.failed = int(control.call("GET", keys.STAT_FAILED) or 0)
+        run.retries = int(control.call("ZCARD", keys.RETRY))
+        run.dead = int(control.call("ZCARD", keys.DEAD))
+        run.refusals = int(control.call("HGET", keys.TOTALS, "max_capacity_exceeded") or 0)
+        run.left = int(control.call("LLEN", keys.queue(REQUEST_QUEUE)))
+        if run.failure is None and run.done < scenario.jobs:
+            run.failure = f"{run.done}/{scenario.jobs} distinct callbacks"
+    except BenchError as exc:
+        run.failure = str(exc)
+    finally:
+        stop_profiler(profiler)
+        for child in children:
+            if child.alive():
+                child.kill_tree()
+        control.close()
+    return run
+
+
+# --- profiler hook ---
+
+
+def start_profiler(directory: Path, label: str, pid: int) -> subprocess.Popen[bytes]:
+    """Attach ``py-spy record --subprocesses --gil`` (raw) to our worker's tree until stopped."""
     binary = Path(sys.executable).with_name("py-spy")
     if not binary.exists():
         raise BenchError(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
     directory.mkdir(parents=True, exist_ok=True)
-    output = directory / f"{name}.txt"
-    command = [str(binary), "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
-    command += ["--gil", "--output", str(output)]
+    output = directory / f"{label}.txt"
+    command = [str(binary), "record", "--pid", str(pid), "--subprocesses", "--rate", "250"]
+    command += ["--format", "raw", "--gil", "--output", str(output)]
     profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    print(f"    profiling the worker into {output} (CPU numbers include py-spy's pauses)")
-    time.sleep(0.5)  # let py-spy attach before the load matters
+    print(f"      profiling ours into {output} (its CPU figures include py-spy's pauses)")
     return profiler
 
 
@@ -494,403 +738,485 @@ def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
         profiler.wait()
 
 
-@dataclass
-class Callbacks:
-    count: int = 0
-    unique: int = 0
-    errors: int = 0
-    error_samples: list[str] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
-    first_at: float = math.inf
-    last_at: float = 0.0
-
-
-def read_callbacks(client: redis.Redis, enqueued: Sequence[float]) -> Callbacks:
-    """Parse every callback job: error results, duplicates, per-job end-to-end latency."""
-    result = Callbacks()
-    seen: set[int] = set()
-    raws: list[bytes] = client.lrange(keys.queue(CALLBACK_QUEUE), 0, -1)  # type: ignore[assignment]
-    for raw in raws:
-        job = json.loads(raw)
-        result.count += 1
-        if job.get("class") != CALLBACK_WORKER:
-            continue
-        data, kind, _ = job["args"]
-        at = float(job["enqueued_at"])
-        result.last_at = max(result.last_at, at)
-        result.first_at = min(result.first_at, at)
-        if kind == "error":
-            result.errors += 1
-            if len(result.error_samples) < 3:
-                message = data.get("message") or data.get("response", {}).get("status")
-                result.error_samples.append(f"{data.get('class_name', '?')}: {message}")
-        callback_args = data.get("callback_args") or data.get("response", {}).get("callback_args")
-        index = (callback_args or {}).get("i")
-        if isinstance(index, int) and 0 <= index < len(enqueued) and index not in seen:
-            seen.add(index)
-            result.latencies_ms.append((at - enqueued[index]) * 1000)
-    result.unique = len(seen)
-    result.latencies_ms.sort()
-    return result
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (NaN when empty)."""
-    if not ordered:
-        return math.nan
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
-
-
-def wait_for_callbacks(
-    client: redis.Redis, workers: Sequence[WorkerProcess], total: int, timeout: float
-) -> int:
-    """Poll LLEN of the callback queue until ``total``, a stall, a timeout or the worker dies."""
-    deadline = time.monotonic() + timeout
-    last, last_change = -1, time.monotonic()
-    while True:
-        done = int(client.llen(keys.queue(CALLBACK_QUEUE)))
-        now = time.monotonic()
-        if done >= total:
-            return done
-        if done != last:
-            last, last_change = done, now
-        for worker in workers:
-            if not worker.alive():
-                print(f"    worker exited early (exit {worker.exit_code}) after {done} callbacks")
-                return done
-        if now - last_change > STALL_SECONDS:
-            print(f"    no progress for {STALL_SECONDS:.0f} s at {done}/{total} callbacks")
-            return done
-        if now > deadline:
-            print(f"    timeout after {timeout:.0f} s at {done}/{total} callbacks")
-            return done
-        time.sleep(POLL_SECONDS)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    kind: Literal["backlog", "paced", "fanout"]
-    path: str
-    server_ms: float
-    tls: bool
-    jobs: int
-    max_connections: int
-
-    def describe(self, protocol: str) -> str:
-        transport = f"HTTP/2 TLS ({protocol})" if self.tls else f"HTTP/1.1 plain ({protocol})"
-        return f"{self.name}: {self.path} over {transport}, max_connections {self.max_connections}"
-
-
-@dataclass
-class Measurement:
-    scenario: Scenario
-    jobs: int = 0
-    callbacks: Callbacks = field(default_factory=Callbacks)
-    seconds: float = math.nan
-    first_seconds: float = math.nan
-    cpu_seconds: float = math.nan
-    user_seconds: float = math.nan
-    sys_seconds: float = math.nan
-    threads: dict[str, float] = field(default_factory=dict)
-    cpu_total: float = math.nan
-    context_switches: int = 0
-    rss_mb: float = math.nan
-    refusals: int = 0
-    retries: int = 0
-    dead: int = 0
-    left_in_queue: int = 0
-    nginx_cpu: float = 0.0
-    redis_cpu: float = 0.0
-    shards: int | None = None
-    push_seconds: float = 0.0
-    processes: int = 1
-    failure: str | None = None
-
-    @property
-    def jobs_per_second(self) -> float:
-        return self.callbacks.unique / self.seconds if self.seconds > 0 else math.nan
-
-    @property
-    def cpu_ms_per_job(self) -> float:
-        done = max(1, self.callbacks.unique)
-        return self.cpu_seconds / done * 1000
-
-
-@dataclass(frozen=True)
-class Environment:
-    redis: RedisServer
-    nginx: NginxServer
-    protocol_h2: Protocol
-    shutdown_timeout: float
-    paced_rate: float
-    processes: int = 1
-    profile: Path | None = None
-
-
-def run_scenario(env: Environment, scenario: Scenario) -> Measurement:
-    """Measure one scenario in fresh worker process(es); never raises BenchError."""
-    result = Measurement(scenario, jobs=scenario.jobs, processes=env.processes)
-    client = redis.Redis.from_url(env.redis.url)
-    client.flushdb()
-    url = env.nginx.url(scenario.path, tls=scenario.tls)
-    protocol: Protocol = env.protocol_h2 if scenario.tls else "http1"
-    config = {
-        "redis_url": env.redis.url,
-        "max_connections": scenario.max_connections,
-        "concurrency": scenario.max_connections,
-        "protocol": protocol,
-        "ca_bundle": str(env.nginx.cert_path),
-        "shutdown_timeout": env.shutdown_timeout,
-    }
-    enqueued: list[float] = []
-    if scenario.kind != "paced":
-        enqueued, result.push_seconds = prefill(client, url, scenario.jobs)
-    workers: list[WorkerProcess] = []
-    profiler: subprocess.Popen[bytes] | None = None
-    try:
-        # Started together, so with --processes N they share the backlog from the start.
-        workers = [WorkerProcess(config) for _ in range(env.processes)]
-        readies = [worker.wait_ready() for worker in workers]
-        ready_at = min(float(ready["t"]) for ready in readies)
-        result.shards = readies[0].get("shards")
-        if env.profile is not None:
-            profiler = start_profiler(env.profile, scenario.name, workers[0].process.pid)
-        nginx_before = process_cpu(env.nginx.pid)
-        redis_before = process_cpu(env.redis.pid)
-        if scenario.kind == "paced":
-            enqueued, result.push_seconds = push_paced(client, url, scenario.jobs, env.paced_rate)
-        timeout = max(120.0, scenario.jobs / 100)
-        wait_for_callbacks(client, workers, scenario.jobs, timeout)
-        result.nginx_cpu = process_cpu(env.nginx.pid) - nginx_before
-        result.redis_cpu = process_cpu(env.redis.pid) - redis_before
-        stop_profiler(profiler)
-        if len(workers) == 1:
-            result.threads = thread_cpu(workers[0].process.pid)
-        result.user_seconds = result.sys_seconds = result.cpu_total = result.rss_mb = 0.0
-        for worker, ready in zip(workers, readies, strict=True):
-            worker.stop()
-            if worker.exit_code not in (0, None) and result.failure is None:
-                result.failure = f"worker exit code {worker.exit_code}"
-            usage = worker.rusage
-            assert usage is not None
-            result.cpu_total += usage.ru_utime + usage.ru_stime
-            result.user_seconds += usage.ru_utime - float(ready["user"])
-            result.sys_seconds += usage.ru_stime - float(ready["sys"])
-            result.context_switches += usage.ru_nvcsw + usage.ru_nivcsw - int(ready["csw"])
-            result.rss_mb = max(result.rss_mb, usage.ru_maxrss / 1024)
-        result.cpu_seconds = result.user_seconds + result.sys_seconds
-        result.callbacks = read_callbacks(client, enqueued)
-        if result.callbacks.last_at:
-            result.seconds = result.callbacks.last_at - ready_at
-            result.first_seconds = result.callbacks.first_at - ready_at
-        totals = client.hget(keys.TOTALS, "max_capacity_exceeded")
-        result.refusals = int(totals or 0)
-        result.retries = int(client.zcard(keys.RETRY))
-        result.dead = int(client.zcard(keys.DEAD))
-        result.left_in_queue = int(client.llen(keys.queue(QUEUE)))
-        if result.callbacks.unique < scenario.jobs and result.failure is None:
-            result.failure = f"only {result.callbacks.unique}/{scenario.jobs} callbacks"
-    except BenchError as exc:
-        result.failure = str(exc)
-    finally:
-        stop_profiler(profiler)
-        for worker in workers:
-            worker.stop(timeout=5)
-        client.close()
-    return result
-
-
 # --- reporting ---
 
 
-def fmt(value: float, digits: int = 0) -> str:
-    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
-
-
-def report(m: Measurement, protocol: str) -> None:
-    s = m.scenario
-    c = m.callbacks
-    print(
-        s.describe(protocol)
-        + (f", {m.shards} shards" if m.shards else "")
-        + (f", {m.processes} worker processes" if m.processes > 1 else "")
+def describe_run(run: Run, scenario: Scenario) -> str:
+    c = run.callbacks
+    who = f"{run.side:<4} p{run.processes}"
+    if run.failure and not c.count:
+        return (
+            f"    {who}: NOT MEASURED: {run.failure}\n"
+            f"      log: {tail(run.log, 3)} (--keep keeps the logs)"
+        )
+    protocols = ", ".join(
+        f"{name} {count * 100 / max(1, c.count):.0f}%"
+        for name, count in sorted(c.protocols.items())
     )
-    if s.kind == "paced":
-        added = [latency - s.server_ms for latency in c.latencies_ms]
-        print(
-            f"  paced          {s.jobs:,} jobs pushed one by one at "
-            f"{s.jobs / m.push_seconds:,.0f}/s (no backlog)"
+    rss = " + ".join(f"{s.name}:{s.hwm_mb:.0f}" for s in run.rss[:4])
+    if len(run.rss) > 4:
+        rss += f" + {len(run.rss) - 4} more"
+    if scenario.kind == "paced":
+        head = (
+            f"{c.unique:,} jobs pushed at {fmt(run.paced_rate)}/s; added latency p50 "
+            f"{fmt(percentile(run.added_ms, 0.5), 2)} ms, "
+            f"p99 {fmt(percentile(run.added_ms, 0.99), 2)} ms"
+            + (f" (pusher fell behind {run.paced_behind}x)" if run.paced_behind else "")
         )
-        print(
-            f"  added latency  p50 {fmt(percentile(added, 0.5), 2)} ms   "
-            f"p99 {fmt(percentile(added, 0.99), 2)} ms   "
-            f"max {fmt(added[-1] if added else math.nan, 2)} ms"
-            f"   (callback enqueued_at - request enqueued_at - {s.server_ms:g} ms server delay)"
-        )
-    elif s.kind == "fanout":
-        print(
-            f"  wall time      {fmt(m.seconds, 2)} s for {c.unique:,} concurrent {s.path} requests "
-            f"(worker ready -> last callback; first callback after {fmt(m.first_seconds, 2)} s)"
+    elif scenario.kind == "fanout":
+        head = (
+            f"{c.unique:,} callbacks, wall {fmt(run.seconds, 2)} s ready -> last callback "
+            f"(first after {fmt(run.first_seconds, 2)} s)"
         )
     else:
-        print(
-            f"  throughput     {fmt(m.jobs_per_second)} jobs/s   ({c.unique:,} jobs, "
-            f"{fmt(m.seconds, 2)} s from worker ready to last callback; "
-            f"prefill {m.push_seconds:.1f} s)"
+        head = (
+            f"{c.unique:,} callbacks in {fmt(run.seconds, 2)} s = {fmt(run.jobs_per_second)} jobs/s"
         )
-    switches = m.context_switches / max(1, c.unique)
-    print(
-        f"  worker CPU     {fmt(m.cpu_ms_per_job, 3)} ms/job   "
-        f"(ready -> exit: user {fmt(m.user_seconds, 2)} s + sys {fmt(m.sys_seconds, 2)} s; "
-        f"whole process {fmt(m.cpu_total, 2)} s; {switches:.1f} context switches/job)"
-    )
-    if m.threads:
-        ordered = sorted(m.threads.items(), key=lambda item: -item[1])
-        threads = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in ordered[:4])
-        print(f"  worker threads {threads} (whole life, busiest {min(4, len(ordered))})")
-    print(f"  peak RSS       {fmt(m.rss_mb)} MB")
-    print(
-        f"  refusals       {m.refusals} max_capacity_exceeded, {m.retries} in retry, "
-        f"{m.dead} in dead, {m.left_in_queue} left in queue"
-    )
-    samples = f"   e.g. {'; '.join(c.error_samples)}" if c.error_samples else ""
-    duplicates = c.count - c.unique
-    print(
-        f"  results        {c.errors:,} error callbacks of {c.count:,}"
-        + (f", {duplicates} duplicates/unknown" if duplicates else "")
-        + samples
-    )
-    if s.kind != "paced":
+        if run.active_seconds < run.seconds - 1:
+            head += (
+                f" ({fmt(run.active_jobs_per_second)} jobs/s leaving out "
+                f"{run.seconds - run.active_seconds:.1f} s of pauses > 1 s)"
+            )
+    lines = [
+        f"    {who}: {head}; ready after {fmt(run.ready_after, 1)} s"
+        + (
+            f" (all {expected_processes(run.processes)} after {fmt(run.all_ready_after, 1)} s)"
+            if run.all_ready_after - run.ready_after > 0.05
+            else ""
+        ),
+        f"      CPU {fmt(run.cpu_ms_per_job, 3)} ms/job (user {fmt(run.user, 2)} s + sys "
+        f"{fmt(run.sys, 2)} s, {len(run.rss)} processes; wait4 whole life "
+        f"{fmt(run.whole_cpu, 2)} s); {fmt(run.per_job(run.switches), 1)} context switches/job",
+        f"      peak RSS {fmt(run.rss_total)} MB ({rss} MB); Redis "
+        f"{fmt(run.per_job(run.reads), 2)} round trips/job, "
+        f"{fmt(run.per_job(run.commands), 2)} commands/job; nginx "
+        f"{run.nginx_cpu:.1f} s, redis {run.redis_cpu:.1f} s CPU",
+        f"      errors: {c.errors} error callbacks, {run.failed} failed executions (retried), "
+        f"{run.retries} in retry, {run.dead} dead, {run.refusals} capacity refusals, "
+        f"{run.left} left in queue"
+        + (f", {c.count - c.unique} duplicate callbacks" if c.count > c.unique else "")
+        + (f"; protocol {protocols}" if protocols else "")
+        + (f"; e.g. {'; '.join(c.error_samples)}" if c.error_samples else ""),
+    ]
+    if run.failure:
+        lines.append(f"      INCOMPLETE: {run.failure}")
+        lines.append(f"      log: {tail(run.log, 3)} (--keep keeps the logs)")
+    return "\n".join(lines)
+
+
+Metric = tuple[str, Callable[[Run], float], int, bool]  # label, value, digits, ratio?
+
+
+def metrics(kind: Kind) -> list[Metric]:
+    common: list[Metric] = [
+        ("CPU ms/job", lambda r: r.cpu_ms_per_job, 3, True),
+        ("peak RSS MB (sum)", lambda r: r.rss_total, 0, True),
+        ("errors (cb + failed)", lambda r: float(r.errors), 0, False),
+        ("capacity refusals", lambda r: float(r.refusals), 0, False),
+        ("Redis round trips/job", lambda r: r.per_job(r.reads), 2, True),
+        ("Redis commands/job", lambda r: r.per_job(r.commands), 2, True),
+    ]
+    if kind == "paced":
+        return [
+            ("pushed jobs/s", lambda r: r.paced_rate, 0, False),
+            ("added latency p50 ms", lambda r: percentile(r.added_ms, 0.5), 2, True),
+            ("added latency p99 ms", lambda r: percentile(r.added_ms, 0.99), 2, True),
+            *common,
+        ]
+    if kind == "fanout":
+        return [
+            ("wall s ready->last", lambda r: r.seconds, 2, True),
+            ("first callback s", lambda r: r.first_seconds, 2, False),
+            *common,
+        ]
+    return [
+        ("jobs/s", lambda r: r.jobs_per_second, 0, True),
+        ("jobs/s without pauses", lambda r: r.active_jobs_per_second, 0, True),
+        *common,
+    ]
+
+
+def usable(runs: Sequence[Run]) -> list[Run]:
+    return [run for run in runs if run.callbacks.count]
+
+
+def table(scenario: Scenario, ours: Sequence[Run], gem: Sequence[Run], note: str) -> None:
+    repeats = max(len(ours), len(gem))
+    print(f"  {scenario.name}: medians of {repeats} run(s) {note}")
+    header = f"    {'':<24}{'ours':>12}{'gem':>12}{'ours/gem':>10}"
+    print(header)
+    ours_ok, gem_ok = usable(ours), usable(gem)
+    for label, value, digits, ratio in metrics(scenario.kind):
+        mine = median([value(run) for run in ours_ok])
+        theirs = median([value(run) for run in gem_ok])
+        quotient = mine / theirs if ratio and theirs and not math.isnan(theirs) else math.nan
         print(
-            f"  end to end     p50 {fmt(percentile(c.latencies_ms, 0.5))} ms   "
-            f"p99 {fmt(percentile(c.latencies_ms, 0.99))} ms   (request enqueued_at -> callback; "
-            f"includes waiting in the backlog)"
+            f"    {label:<24}{fmt(mine, digits):>12}{fmt(theirs, digits):>12}"
+            f"{fmt(quotient, 2) if ratio else '':>10}"
         )
-    print(f"  server CPU     nginx {m.nginx_cpu:.2f} s, redis {m.redis_cpu:.2f} s (same 2 cores)")
-    if m.failure:
-        print(f"  INCOMPLETE     {m.failure}")
+    if scenario.kind == "fanout" and scenario.processes == ("1",):
+        wall, rss = median([r.seconds for r in ours_ok]), median([r.rss_total for r in ours_ok])
+        print(f"    goal (ours): < 3 s wall, < 300 MB: {fmt(wall, 2)} s, {fmt(rss)} MB")
     print(flush=True)
 
 
-def summary(results: Sequence[Measurement], protocols: dict[str, str]) -> None:
-    print("Summary (targets for one process, 2 cores: >= 2,000 jobs/s on fast-h1 with 0 refusals;")
-    print("         5,000 x 2 s requests in < 4 s wall with < 300 MB RSS)")
-    header = (
-        f"{'scenario':<16}{'jobs':>7}{'jobs/s':>9}{'wall s':>8}{'CPU ms/job':>11}{'RSS MB':>8}"
-        f"{'refused':>8}{'errors':>7}{'p50 ms':>9}{'p99 ms':>9}  latency"
+@dataclass
+class Outcome:
+    scenario: Scenario
+    variant: str
+    ours: list[Run]
+    gem: list[Run]
+    failures: list[str]
+
+
+def run_scenario(env: Env, scenario: Scenario, outcomes: list[Outcome]) -> list[Outcome]:
+    """Every variant (``--processes`` value) of one scenario, ``--repeat`` interleaved runs of
+    each side; prints each run and a table of medians."""
+    with_gem = scenario.gem and env.oracle is not None and "gem" in env.args.sides
+    with_ours = "ours" in env.args.sides
+    print(
+        f"== {scenario.name}: {scenario.jobs:,} jobs, {scenario.path} "
+        f"({scenario.delay_ms:g} ms) over {scenario.transport}, max_connections "
+        f"{scenario.max_connections:,}"
+        + (f", URLs over {scenario.spread} ports" if scenario.spread > 1 else "")
     )
-    print(header)
-    print("-" * len(header))
-    for m in results:
-        s, c = m.scenario, m.callbacks
-        if s.kind == "paced":
-            latencies = [latency - s.server_ms for latency in c.latencies_ms]
-            what = "added"
-        else:
-            latencies = c.latencies_ms
-            what = "end to end (backlog)"
-        rate = fmt(m.jobs_per_second) if s.kind == "backlog" else ""
-        wall = fmt(m.seconds, 2) if s.kind != "paced" else ""
-        print(
-            f"{s.name:<16}{c.unique:>7,}{rate:>9}{wall:>8}"
-            f"{fmt(m.cpu_ms_per_job, 3):>11}{fmt(m.rss_mb):>8}"
-            f"{m.refusals + m.retries:>8}{c.errors:>7}{fmt(percentile(latencies, 0.5), 1):>9}"
-            f"{fmt(percentile(latencies, 0.99), 1):>9}  {what}"
-            + (f"  INCOMPLETE: {m.failure}" if m.failure else "")
-        )
-    print("(refused = max_capacity_exceeded + jobs in retry; protocols:", end=" ")
-    print(", ".join(f"{name} {protocol}" for name, protocol in protocols.items()) + ")")
-
-
-def scenarios(args: argparse.Namespace) -> list[Scenario]:
-    jobs, conns = args.jobs, args.max_connections
-    paced, fanout = args.paced_jobs, args.fanout_jobs
-    catalogue = [
-        Scenario("fast-h1", "backlog", "/fast", 0, False, jobs, conns),
-        Scenario("fast-h1-paced", "paced", "/fast", 0, False, paced, conns),
-        Scenario("sleep50-h1", "backlog", "/sleep50", 50, False, jobs, conns),
-        Scenario("sleep50-h1-paced", "paced", "/sleep50", 50, False, paced, conns),
-        Scenario("fast-h2", "backlog", "/fast", 0, True, jobs, conns),
-        Scenario("fast-h2-paced", "paced", "/fast", 0, True, paced, conns),
-        Scenario("sleep50-h2", "backlog", "/sleep50", 50, True, jobs, conns),
-        Scenario("sleep50-h2-paced", "paced", "/sleep50", 50, True, paced, conns),
-        Scenario("fanout-h1", "fanout", "/sleep2000", 2000, False, fanout, fanout),
-        Scenario("fanout-h2", "fanout", "/sleep2000", 2000, True, fanout, fanout),
-    ]
-    by_name = {scenario.name: scenario for scenario in catalogue}
-    if args.scenarios == "all":
-        chosen = catalogue
-    else:
-        names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
-        unknown = [name for name in names if name not in by_name]
-        if unknown:
-            raise SystemExit(
-                f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(by_name)}"
+    for processes in scenario.processes:
+        per_process = ours_max_connections(scenario, processes) + 256
+        if per_process > env.nofile:
+            print(
+                f"  note: --processes {processes} needs {per_process:,} open files per worker "
+                f"process, the limit is {env.nofile:,}: requests beyond it cannot all be in "
+                "flight at once (ours warns of Errno::EMFILE), so the wall time includes waiting"
             )
-        chosen = [by_name[name] for name in names]
-    return [scenario for scenario in chosen if scenario.jobs > 0]
+    try:
+        rate = paced_rate(env, scenario, outcomes) if scenario.kind == "paced" else math.nan
+        backlog = prepare_backlog(env, scenario)
+    except BenchError as exc:
+        print(f"  NOT MEASURED: the backlog could not be written: {exc}\n")
+        return [Outcome(scenario, "-", [], [], [f"backlog: {exc}"])]
+    use = (
+        "pushed one at a time in each run"
+        if scenario.kind == "paced"
+        else "copied into a fresh database per run"
+    )
+    print(
+        f"  jobs written by {backlog.writer} in {backlog.seconds:.1f} s "
+        f"({backlog.jobs / backlog.seconds:,.0f} jobs/s), {use}"
+    )
+    print(f"  ours: {' '.join(ours_argv(env, scenario, scenario.processes[0])[1:])}")
+    if with_gem:
+        print(f"  gem:  processor_server.sh, {gem_settings(env, scenario)}")
+    elif not scenario.gem:
+        print(f"  {scenario.gem_note}")
+    elif env.oracle is None:
+        print("  gem side skipped: the oracle is not built (see --help)")
+    else:
+        print("  gem side skipped (--sides)")
+    results = []
+    for processes in scenario.processes:
+        gem_processes = processes if processes != "auto" else "1"
+        ours: list[Run] = []
+        gem: list[Run] = []
+        for repeat in range(env.args.repeat):
+            sides: list[Side] = ["ours", "gem"] if repeat % 2 == 0 else ["gem", "ours"]
+            for side in sides:
+                if (side == "gem" and not with_gem) or (side == "ours" and not with_ours):
+                    continue
+                run = run_side(
+                    env,
+                    scenario,
+                    side,
+                    processes if side == "ours" else gem_processes,
+                    backlog,
+                    rate,
+                )
+                (ours if side == "ours" else gem).append(run)
+                print(describe_run(run, scenario), flush=True)
+        failures = [f"{r.side} p{r.processes}: {r.failure}" for r in ours + gem if r.failure]
+        note = f"(--processes {processes}" + (
+            f"; gem: {gem_processes} Sidekiq process(es))" if with_gem else ")"
+        )
+        if scenario.kind == "paced":
+            note += f" at {fmt(rate)} jobs/s"
+        table(scenario, ours, gem, note)
+        results.append(Outcome(scenario, processes, ours, gem, failures))
+    if len(scenario.processes) > 1:
+        curve(results)
+    return results
+
+
+def curve(results: Sequence[Outcome]) -> None:
+    print("  scaling curve (medians):")
+    print(
+        f"    {'processes':<12}{'ours jobs/s':>13}{'CPU ms/job':>12}{'gem jobs/s':>12}"
+        f"{'ours/gem':>10}"
+    )
+    base = math.nan
+    for outcome in results:
+        mine = median([r.jobs_per_second for r in usable(outcome.ours)])
+        cpu = median([r.cpu_ms_per_job for r in usable(outcome.ours)])
+        theirs = median([r.jobs_per_second for r in usable(outcome.gem)])
+        if math.isnan(base):
+            base = mine
+        print(
+            f"    {outcome.variant:<12}{fmt(mine):>13}{fmt(cpu, 3):>12}{fmt(theirs):>12}"
+            f"{fmt(mine / theirs if theirs else math.nan, 2):>10}"
+            f"   x{fmt(mine / base if base else math.nan, 2)} vs the first"
+        )
+    print(flush=True)
+
+
+def paced_rate(env: Env, scenario: Scenario, outcomes: Sequence[Outcome]) -> float:
+    """``--paced-rate``, else half the slower side's throughput on the base scenario (this
+    invocation's, or a short calibration run of it)."""
+    if env.args.paced_rate:
+        print(f"  paced at {env.args.paced_rate:g} jobs/s (--paced-rate)")
+        return float(env.args.paced_rate)
+    measured = [o for o in outcomes if o.scenario.name == scenario.base and o.variant == "1"]
+    if not measured:
+        base = next(s for s in catalogue(1.0, 0) if s.name == scenario.base)
+        jobs = max(500, round(base.jobs * (0.1 if env.args.quick else 0.25)))
+        base = replace(base, jobs=jobs)
+        print(f"  calibrating on {base.name} ({jobs:,} jobs, one run per side):")
+        backlog = prepare_backlog(env, base)
+        with_gem = env.oracle is not None and "gem" in env.args.sides
+        with_ours = "ours" in env.args.sides
+        ours = [run_side(env, base, "ours", "1", backlog)] if with_ours else []
+        gem = [run_side(env, base, "gem", "1", backlog)] if with_gem else []
+        for run in ours + gem:
+            print(describe_run(run, base))
+        measured = [Outcome(base, "1", ours, gem, [])]
+    # without pauses: the gem's capacity refusals wait out Sidekiq's retry delay, idle
+    rates = [median([r.active_jobs_per_second for r in usable(o.ours)]) for o in measured]
+    rates += [median([r.active_jobs_per_second for r in usable(o.gem)]) for o in measured]
+    rates = [rate for rate in rates if not math.isnan(rate)]
+    if not rates:
+        print("  no measured throughput to pace by: 200 jobs/s")
+        return 200.0
+    rate = min(rates) / 2
+    print(
+        f"  paced at {rate:,.0f} jobs/s: half the slower side's throughput (without pauses) "
+        f"on {scenario.base}"
+    )
+    return rate
+
+
+def summary(outcomes: Sequence[Outcome]) -> None:
+    """One line per scenario variant: medians of each side and ours/gem."""
+    print("Summary (medians; ratio = ours/gem)")
+    print(
+        f"  {'scenario':<13}{'procs':>5} {'metric':<10}{'ours':>9}{'gem':>9}{'ratio':>7}"
+        f"  {'no pauses':>9}{'gem':>6}{'ratio':>6}  {'CPU ms/job':>10}{'gem':>7}{'ratio':>6}"
+        f"  {'RSS MB':>6}{'gem':>5}  errors"
+    )
+    for outcome in outcomes:
+        s = outcome.scenario
+        ours, gem = usable(outcome.ours), usable(outcome.gem)
+        main: Callable[[Run], float]
+        if s.kind == "paced":
+            main, unit, digits = (lambda r: percentile(r.added_ms, 0.99)), "p99 ms", 1
+        elif s.kind == "fanout":
+            main, unit, digits = (lambda r: r.seconds), "wall s", 2
+        else:
+            main, unit, digits = (lambda r: r.jobs_per_second), "jobs/s", 0
+
+        def pair(
+            value: Callable[[Run], float], ours: list[Run] = ours, gem: list[Run] = gem
+        ) -> tuple[float, float, float]:
+            a, b = median([value(r) for r in ours]), median([value(r) for r in gem])
+            return a, b, (a / b if b and not math.isnan(b) else math.nan)
+
+        a, b, ratio = pair(main)
+        line = f"  {s.name:<13}{outcome.variant:>5} {unit:<10}{fmt(a, digits):>9}"
+        line += f"{fmt(b, digits):>9}{fmt(ratio, 2):>7}"
+        if s.kind == "backlog":
+            a, b, ratio = pair(lambda r: r.active_jobs_per_second)
+            line += f"  {fmt(a):>9}{fmt(b):>6}{fmt(ratio, 2):>6}"
+        else:
+            line += " " * 23
+        a, b, ratio = pair(lambda r: r.cpu_ms_per_job)
+        line += f"  {fmt(a, 3):>10}{fmt(b, 3):>7}{fmt(ratio, 2):>6}"
+        a, b, _ = pair(lambda r: r.rss_total)
+        line += f"  {fmt(a):>6}{fmt(b):>5}"
+        a, b, _ = pair(lambda r: float(r.errors))
+        line += f"  {fmt(a)}/{fmt(b)}"
+        if outcome.failures:
+            line += "  INCOMPLETE"
+        print(line)
+    print(
+        "  (no pauses: jobs/s leaving out pauses > 1 s between callbacks, e.g. jobs waiting out "
+        "Sidekiq's retry delay;\n   errors: error callbacks + failed executions, ours/gem)"
+    )
+
+
+# --- the command line ---
+
+
+EPILOG = """\
+scenarios (--scenarios, comma-separated; "paced" = the three paced_*; default all):
+  instant       20,000 jobs, 0 ms endpoint, HTTP/1.1, max_connections 256
+  delay50       20,000 jobs, 50 ms endpoint, HTTP/1.1, max_connections 256
+  tls_h1        10,000 jobs, 0 ms endpoint, TLS HTTP/1.1 (both sides told http1)
+  tls_h2        10,000 jobs, 0 ms endpoint, TLS, HTTP/2 negotiated by ALPN (ours --protocol
+                auto, the gem's protocol unset); the callbacks' bodies show what was spoken
+  fanout        10,000 x 2 s requests, max_connections 10,000, one process: wall time ready ->
+                last callback and peak RSS (goal for ours: < 3 s, < 300 MB)
+  fanout50k     50,000 x 2 s requests, ours with --processes auto (max_connections split over
+                them), URLs over 4 nginx ports; gem side skipped unless --gem-fanout50k
+  processes     the instant scenario with --processes 1 and 2 (the gem with 1 and 2 Sidekiq
+                processes): the scaling curve
+  paced_h1, paced_tls_h1, paced_tls_h2
+                3,000 jobs pushed one at a time (no backlog) at half the slower side's
+                throughput on instant / tls_h1 / tls_h2 (calibrated when those did not run):
+                added latency = callback enqueued_at - request enqueued_at - endpoint delay
+
+--quick divides every job count by 10. Both sides log at --log-level (default warning; info
+is each side's stock level, where Sidekiq logs two lines per job).
+
+The real gem: $ORACLE_ROOT, else .oracle/ (scripts/bench_pipeline builds ../shared/oracle
+into .oracle/ when it is beside the clone and nothing is built). Without it the jobs are
+written by our Client and only ours runs.
+
+Figures are printed, never asserted. Exit status 1 when a scenario could not be measured
+(a side not ready, too few callbacks, a crash): the reason is printed.
+"""
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="Scenarios: fast-h1, fast-h1-paced, sleep50-h1, sleep50-h1-paced, fast-h2, "
-        "fast-h2-paced, sleep50-h2, sleep50-h2-paced, fanout-h1, fanout-h2 (default: all).",
+        prog="scripts/bench_pipeline",
+        description=(__doc__ or "").replace("``", "").rsplit("\n\nNumbers", 1)[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--scenarios", default="all", help="comma-separated names, or 'all'")
-    parser.add_argument("--jobs", type=int, default=20_000, help="backlog size (default 20000)")
+    parser.add_argument("--scenarios", default="all", help="comma-separated names, or all")
     parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=256,
-        help="max_connections = processor concurrency for backlog/paced runs (default 256)",
-    )
-    parser.add_argument("--paced-jobs", type=int, default=2_000, help="paced jobs (default 2000)")
-    parser.add_argument("--paced-rate", type=float, default=300.0, help="jobs/s (default 300)")
-    parser.add_argument(
-        "--fanout-jobs", type=int, default=5_000, help="concurrent 2 s requests (default 5000)"
-    )
-    parser.add_argument(
-        "--h2-protocol",
-        choices=["http2", "auto"],
-        default="http2",
-        help="HttpSettings.protocol for the TLS runs (auto: ALPN, HTTP/1.1-sized shards)",
-    )
-    parser.add_argument(
-        "--processes",
+        "--repeat",
         type=int,
         default=1,
-        help="worker processes sharing each scenario (default 1; CPU summed, RSS = max)",
+        metavar="R",
+        help="runs per side, interleaved (ours, gem, gem, ours, ...); tables show medians "
+        "(default 1; 3 for figures worth quoting)",
     )
-    parser.add_argument("--shutdown-timeout", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="job counts / 10, for smoke runs")
+    parser.add_argument(
+        "--sides",
+        default="ours,gem",
+        help="which sides to run: ours,gem (default), ours or gem",
+    )
+    parser.add_argument(
+        "--gem-fanout50k", action="store_true", help="run the gem on fanout50k too (slow)"
+    )
+    parser.add_argument(
+        "--gem-concurrency",
+        type=int,
+        default=10,
+        metavar="N",
+        help="Sidekiq -c of each gem process: threads handing jobs to its processor "
+        "(default 10; 5 and 25 were no faster and 25 refused more jobs at capacity)",
+    )
+    parser.add_argument(
+        "--gem-redis-pool",
+        default="auto",
+        metavar="N|auto|stock",
+        help="size of the gem process's Sidekiq Redis pools (auto: max(concurrency + 5, "
+        "min(max_connections, 1000)); stock: Sidekiq's own, 10 connections with a 1 s "
+        "checkout timeout for the pool the processor pushes callbacks through)",
+    )
+    parser.add_argument(
+        "--gem-pool-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a gem fiber may wait for a pooled Redis connection (default 30; "
+        "Sidekiq's: 1)",
+    )
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        metavar="JOBS_S",
+        help="push rate of the paced runs (default: half the measured throughput)",
+    )
+    parser.add_argument(
+        "--paced-jobs", type=int, default=0, metavar="N", help="jobs per paced run (3000)"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="log level of both sides (default warning)",
+    )
+    parser.add_argument(
+        "--stall",
+        type=float,
+        default=40.0,
+        metavar="S",
+        help="give up a run after S seconds without a new callback (default 40: above "
+        "Sidekiq's first retry delay)",
+    )
+    parser.add_argument(
+        "--nginx-workers", type=int, default=1, metavar="N", help="nginx worker processes (1)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="use this Redis instead of a private redis-server: its db and db+1 are FLUSHED "
+        "(INFO counters are then shared with whatever else uses it)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the working directory (each run's log under logs/, nginx's files) and "
+        "print its path",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
-        help="attach py-spy (--gil, raw) to each worker; one DIR/<scenario>.txt per scenario",
+        help="attach py-spy record --subprocesses --gil to ours; DIR/<run>.txt per run",
     )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.repeat = max(1, args.repeat)
+    if args.gem_redis_pool not in ("auto", "stock") and not args.gem_redis_pool.isdigit():
+        parser.error("--gem-redis-pool takes a number, auto or stock")
+    args.sides = {side.strip() for side in args.sides.split(",") if side.strip()}
+    if not args.sides or args.sides - {"ours", "gem"}:
+        parser.error("--sides takes ours, gem or ours,gem")
+    return args
 
 
-def print_environment(env: Environment) -> None:
-    versions = subprocess.run(
+def print_environment(env: Env, soft: int, hard: int, note: str) -> None:
+    nginx_version = subprocess.run(
         [shutil.which("nginx") or "nginx", "-v"], capture_output=True, text=True, check=False
     ).stderr.strip()
     somaxconn = Path("/proc/sys/net/core/somaxconn").read_text().strip()
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
-    redis_info = redis.Redis.from_url(env.redis.url).info("server")
+    ports = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    client = redis.Redis.from_url(env.redis.url())
+    redis_version = client.info("server").get("redis_version")
+    client.close()
+    version = subprocess.run(
+        [str(env.worker_bin), "version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     print(
-        f"bench_pipeline: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{versions.replace('nginx version: ', '')}, redis {redis_info.get('redis_version')}, "
-        f"trio {trio.__version__}, somaxconn {somaxconn}, nofile {nofile[0]}/{nofile[1]}"
+        f"bench_pipeline: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
+        f"load {os.getloadavg()[0]:.2f}, Python {platform.python_version()}, {version}, "
+        f"{nginx_version.replace('nginx version: ', '')}, redis {redis_version}"
     )
     print(
-        f"nginx http://127.0.0.1:{env.nginx.http_port} (HTTP/1.1), "
-        f"https://127.0.0.1:{env.nginx.https_port} (TLS, h2 via ALPN); redis {env.redis.url}"
-        + (" (REDIS_URL: flushed before each scenario)" if env.redis.pid is None else "")
+        f"open files (RLIMIT_NOFILE, inherited by every child): soft {soft}, hard {hard}"
+        + (f"; {note}" if note else "")
+        + f"; somaxconn {somaxconn}; ephemeral ports {ports[0]}-{ports[1]}"
+    )
+    if env.oracle is not None:
+        print(f"gem: {env.oracle} (patient_http 1.3.0, patient_http-sidekiq 1.0.1, Sidekiq 7.3.10)")
+    else:
+        print("gem: not built: only ours runs, on jobs written by our Client")
+    print(
+        f"nginx {env.nginx.urls('/', tls=False, spread=9)} HTTP/1.1, "
+        f"https://127.0.0.1:{env.nginx.https_port} TLS (h2, http/1.1 by ALPN), "
+        f"{env.nginx.workers} worker(s) of {env.nginx.connections:,} connections; "
+        f"redis {env.redis.url()} (+ db {env.template_db} for the backlog templates)"
     )
     print()
 
@@ -899,43 +1225,74 @@ def _exit_on_signal(number: int, frame: object) -> None:
     raise SystemExit(128 + number)
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    if args.worker:
-        worker_main(args.worker)
-        return
-    chosen = scenarios(args)
-    # A TERM (or a hang-up) unwinds like Ctrl-C, so nginx, redis and the workers are stopped.
+    chosen = choose(args)
+    if args.profile is not None and not Path(sys.executable).with_name("py-spy").exists():
+        raise SystemExit(
+            f"bench_pipeline: --profile needs py-spy: {sys.executable} -m pip install py-spy"
+        )
+    worker_bin = Path(sys.executable).with_name("patient-sidekiq")
+    if not worker_bin.exists():
+        raise SystemExit(f"bench_pipeline: {worker_bin} is missing (run scripts/setup)")
+    biggest = max(
+        (
+            s.jobs
+            if s.kind == "fanout"
+            else s.max_connections * expected_processes(s.processes[-1])
+            for s in chosen
+        ),
+        default=1024,
+    )
+    soft, hard, note = raise_nofile(biggest + 4096)
+    # A TERM (or a hang-up) unwinds like Ctrl-C, so every server and worker is stopped.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
+    outcomes: list[Outcome] = []
     with ExitStack() as stack:
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_pipe.")))
+        if args.keep:
+            directory = Path(tempfile.mkdtemp(prefix="bench_pipe."))
+            stack.callback(print, f"working directory kept: {directory}")
+        else:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_pipe.")))
         try:
-            env = Environment(
-                redis=stack.enter_context(redis_server(directory)),
-                nginx=stack.enter_context(nginx_server(directory)),
-                protocol_h2=args.h2_protocol,
-                shutdown_timeout=args.shutdown_timeout,
-                paced_rate=args.paced_rate,
-                processes=max(1, args.processes),
-                profile=args.profile,
+            redis_info = stack.enter_context(redis_server(directory, args.redis_url))
+            # enough nginx workers for the biggest fan-out, each holding `soft` - 100 connections
+            fanouts = [s.jobs for s in chosen if s.kind == "fanout"]
+            workers = max(1, args.nginx_workers, math.ceil(max(fanouts, default=0) / (soft - 100)))
+            nginx = stack.enter_context(
+                nginx_server(
+                    directory,
+                    workers=workers,
+                    nofile=soft,
+                    ports=max(s.spread for s in chosen) if chosen else 1,
+                )
             )
         except BenchError as exc:
-            raise SystemExit(f"bench_pipeline: {exc}") from exc
-        print_environment(env)
-        results: list[Measurement] = []
-        protocols: dict[str, str] = {}
+            print(f"bench_pipeline: {exc}", file=sys.stderr)
+            return 1
+        env = Env(directory, redis_info, nginx, oracle_root(), args, worker_bin, soft)
+        print_environment(env, soft, hard, note)
+        if env.oracle is None and ORACLE_SOURCE.exists():
+            print(
+                f"(the oracle's sources are in {ORACLE_SOURCE}: scripts/bench_pipeline builds it)"
+            )
         for scenario in chosen:
-            protocol = env.protocol_h2 if scenario.tls else "http1"
-            protocols[scenario.name] = protocol
-            measurement = run_scenario(env, scenario)
-            results.append(measurement)
-            report(measurement, protocol)
-        summary(results, protocols)
-        errors = tail(env.nginx.error_log, 3)
-        if errors and errors != "(no log)":
+            outcomes += run_scenario(env, scenario, outcomes)
+        summary(outcomes)
+        errors = tail(nginx.error_log, 3)
+        if errors not in ("(no log)", "(empty log)"):
             print(f"nginx error.log (last lines): {errors}")
+    failed = [f"{o.scenario.name}: {failure}" for o in outcomes for failure in o.failures]
+    if failed:
+        print("\nNot (fully) measured:")
+        for line in failed:
+            print(f"  {line}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with suppress(KeyboardInterrupt):
+        sys.exit(main(sys.argv[1:]))
+    sys.exit(130)
