@@ -467,6 +467,7 @@ class Run:
     sys: float = math.nan
     switches: int = 0
     whole_cpu: float = math.nan  # wait4: the root and every descendant it reaped, whole life
+    whole_switches: int = 0  # the same for context switches
     rss: list[ProcSample] = field(default_factory=list)
     failed: int = 0  # stat:failed: executions that raised (then retried, or dead)
     retries: int = 0  # still in the retry set at the end
@@ -673,16 +674,14 @@ def run_side(
         )
         run.sys = sum(s.sys - baselines[p].sys if p in baselines else s.sys for p, s in end.items())
         run.cpu = run.user + run.sys
-        run.switches = sum(
-            s.switches - baselines[p].switches if p in baselines else s.switches
-            for p, s in end.items()
-        )
+        run.switches = sum(s.switches_since(baselines.get(p)) for p, s in end.items())
         run.rss = sorted(end.values(), key=lambda sample: -sample.hwm_mb)
         stop_profiler(profiler)
         stop_children(children)
         # wait4 reports the child and every descendant it reaped (a supervisor's children)
         usages = [child.rusage for child in children if child.rusage is not None]
         run.whole_cpu = sum(u.ru_utime + u.ru_stime for u in usages)
+        run.whole_switches = sum(u.ru_nvcsw + u.ru_nivcsw for u in usages)
         for child in children:
             if child.exit_code not in (0, None) and run.failure is None:
                 run.failure = f"{child.label} exit code {child.exit_code}: {tail(child.log, 3)}"
@@ -786,7 +785,8 @@ def describe_run(run: Run, scenario: Scenario) -> str:
         ),
         f"      CPU {fmt(run.cpu_ms_per_job, 3)} ms/job (user {fmt(run.user, 2)} s + sys "
         f"{fmt(run.sys, 2)} s, {len(run.rss)} processes; wait4 whole life "
-        f"{fmt(run.whole_cpu, 2)} s); {fmt(run.per_job(run.switches), 1)} context switches/job",
+        f"{fmt(run.whole_cpu, 2)} s); {fmt(run.per_job(run.switches), 1)} context switches/job "
+        f"({fmt(run.per_job(run.whole_switches), 1)} whole life)",
         f"      peak RSS {fmt(run.rss_total)} MB ({rss} MB); Redis "
         f"{fmt(run.per_job(run.reads), 2)} round trips/job, "
         f"{fmt(run.per_job(run.commands), 2)} commands/job; nginx "

@@ -332,19 +332,25 @@ def descendants(pid: int) -> list[int]:
 @dataclass(frozen=True)
 class ProcSample:
     """One process at one moment: CPU (user, sys seconds, all threads, dead ones included),
-    context switches (summed over live threads), peak and current RSS, its command name."""
+    context switches per live thread, peak and current RSS, its command name."""
 
     pid: int
     name: str
     user: float
     sys: float
-    switches: int
+    threads: dict[int, int]  # tid: voluntary + involuntary context switches so far
     hwm_mb: float
     rss_mb: float
 
     @property
     def cpu(self) -> float:
         return self.user + self.sys
+
+    def switches_since(self, earlier: ProcSample | None) -> int:
+        """Context switches since ``earlier`` (every one when None) of the threads alive now;
+        a thread that ended in between takes its switches with it."""
+        before = earlier.threads if earlier is not None else {}
+        return sum(count - before.get(tid, 0) for tid, count in self.threads.items())
 
 
 def sample_process(pid: int) -> ProcSample | None:
@@ -362,19 +368,21 @@ def sample_process(pid: int) -> ProcSample | None:
         key, _, rest = line.partition(":")
         if key in ("VmHWM", "VmRSS"):
             values[key] = int(rest.split()[0])
-    switches = 0
+    threads: dict[int, int] = {}
     with suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with suppress(OSError, ValueError):
+                count = 0
                 for line in (task / "status").read_text().splitlines():
                     if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        switches += int(line.split(":")[1])
+                        count += int(line.split(":")[1])
+                threads[int(task.name)] = count
     return ProcSample(
         pid,
         name,
         user,
         system,
-        switches,
+        threads,
         values.get("VmHWM", 0) / 1024,
         values.get("VmRSS", 0) / 1024,
     )
