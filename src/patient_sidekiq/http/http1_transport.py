@@ -44,6 +44,7 @@ from typing import Final
 import httpx
 import trio
 
+from patient_sidekiq.http.connect import with_retries
 from patient_sidekiq.http.http1_codec import ResponseParser, encode_request
 from patient_sidekiq.http.http1_connection import (
     KEEPALIVE_EXPIRY,
@@ -193,16 +194,7 @@ class H11Transport(httpx.AsyncBaseTransport):
             del self._idle[origin]
 
     async def _connect(self, origin: Origin, timeout: float) -> Connection:
-        delay = 0.0
-        for attempt in range(self._retries + 1):
-            try:
-                return await self._open(origin, timeout)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                if attempt == self._retries:
-                    raise
-            await trio.sleep(delay)
-            delay = 0.5 if delay == 0 else delay * 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await with_retries(lambda: self._open(origin, timeout), self._retries)
 
     async def _open(self, origin: Origin, timeout: float) -> Connection:
         _, host, port = origin

@@ -52,13 +52,13 @@ Redis keys.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import httpx
 import trio
 
+from patient_sidekiq.http.connect import open_stream, with_retries
 from patient_sidekiq.http.http1_transport import KEEPALIVE_EXPIRY
 from patient_sidekiq.http.http2_connection import Connection
 from patient_sidekiq.http.http2_headers import request_headers
@@ -282,41 +282,16 @@ class H2Transport(httpx.AsyncBaseTransport):
     async def _connect(
         self, origin: Origin, timeout: float
     ) -> tuple[trio.abc.Stream, trio.SocketStream, str | None]:
-        delay = 0.0
-        for attempt in range(self._retries + 1):
-            try:
-                return await self._connect_once(origin, timeout)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                if attempt == self._retries:
-                    raise
-            await trio.sleep(delay)
-            delay = 0.5 if delay == 0 else delay * 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await with_retries(lambda: self._connect_once(origin, timeout), self._retries)
 
     async def _connect_once(
         self, origin: Origin, timeout: float
     ) -> tuple[trio.abc.Stream, trio.SocketStream, str | None]:
-        scheme, host, port = origin
+        _, host, port = origin
         with trio.CancelScope(deadline=trio.current_time() + timeout):
-            try:
-                tcp = await trio.open_tcp_stream(host, port)
-            except OSError as exc:
-                raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
-            if scheme != "https":
-                return tcp, tcp, None
-            stream = trio.SSLStream(
-                tcp, self._ssl_context, server_hostname=host, https_compatible=True
-            )
-            try:
-                await stream.do_handshake()
-            except (trio.BrokenResourceError, OSError) as exc:
-                tcp.socket.close()
-                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-                raise httpx.ConnectError(str(cause) or type(cause).__name__) from exc
-            except BaseException:
-                tcp.socket.close()
-                raise
-            return stream, tcp, stream.selected_alpn_protocol()
+            stream, tcp = await open_stream(origin, self._ssl_context)
+            alpn = stream.selected_alpn_protocol() if isinstance(stream, trio.SSLStream) else None
+            return stream, tcp, alpn
         raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}")
 
 

@@ -1,0 +1,114 @@
+"""Opening a new HTTP connection's stream, for the HTTP/1.1 and the HTTP/2 transport.
+
+TCP, then TLS for ``https`` (the context's ALPN protocols decide what may be negotiated). A
+connection to an IP address is opened with a non-blocking ``connect`` rather than
+``trio.open_tcp_stream``, whose happy-eyeballs nursery cost more than the rest of a new
+connection when thousands open at once; names still go through trio's resolver. Failures
+read as trio's do ("Error connecting to (host, port): …"), which ``ruby_errors`` turns into
+the gem's ``connect(2) for host:port`` message.
+
+Errors are httpx's: ConnectError (from the OSError, or from the ssl.SSLError of a failed
+handshake). ``with_retries`` repeats a failed connect as httpcore's ``retries`` do. Touches
+no Redis keys.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+import trio
+
+from patient_sidekiq.http.targets import Origin
+
+__all__ = ["open_stream", "with_retries"]
+
+_T = TypeVar("_T")
+
+
+async def open_stream(
+    origin: Origin, ssl_context: ssl.SSLContext
+) -> tuple[trio.abc.Stream, trio.SocketStream]:
+    """A new stream to ``origin`` and its TCP stream: TCP, then TLS for ``https``.
+
+    Raises httpx.ConnectError when either fails.
+    """
+    scheme, host, port = origin
+    family = _literal_family(host)
+    try:
+        if family is None:
+            tcp = await trio.open_tcp_stream(host, port)
+        else:
+            tcp = await _connect_literal(family, host, port)
+    except OSError as exc:
+        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+    if scheme != "https":
+        return tcp, tcp
+    stream = trio.SSLStream(tcp, ssl_context, server_hostname=host, https_compatible=True)
+    try:
+        await stream.do_handshake()
+    except (trio.BrokenResourceError, OSError) as exc:
+        tcp.socket.close()
+        cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
+        raise httpx.ConnectError(str(cause) or type(cause).__name__) from exc
+    except BaseException:
+        tcp.socket.close()
+        raise
+    return stream, tcp
+
+
+async def with_retries(connect: Callable[[], Awaitable[_T]], retries: int) -> _T:
+    """``connect()``, and up to ``retries`` more attempts after a failed connect (0 s, then
+    0.5 s, 1 s … apart, as httpcore's ``retries``)."""
+    delay = 0.0
+    for attempt in range(retries + 1):
+        try:
+            return await connect()
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            if attempt == retries:
+                raise
+        await trio.sleep(delay)
+        delay = 0.5 if delay == 0 else delay * 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_family(host: str) -> int | None:
+    """The address family of an IP literal host, None for a name to resolve."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+async def _connect_literal(family: int, host: str, port: int) -> trio.SocketStream:
+    """Connect to an IP address without trio.open_tcp_stream's happy-eyeballs nursery, which
+    cost more than the rest of a new connection (thousands are opened at once in a fan-out).
+    Failures read as trio's do ("Error connecting to (host, port): …"), which ruby_errors
+    turns into the gem's ``connect(2) for host:port`` message."""
+    address: tuple[str, int] | tuple[str, int, int, int] = (
+        (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+    )
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        error = sock.connect_ex(address)
+        if error == errno.EINPROGRESS:
+            await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except BaseException:
+        sock.close()
+        raise
+    if error:
+        sock.close()
+        raise OSError(error, f"Error connecting to {address!r}: {os.strerror(error)}")
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))

@@ -1,0 +1,63 @@
+"""connect: new TCP/TLS streams for both transports, and how their failures read."""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+import pytest
+import trio
+
+from patient_sidekiq.http.connect import open_stream, with_retries
+from patient_sidekiq.http.ruby_errors import ruby_error
+from tests.support.programs import free_port
+
+
+async def test_a_refused_ip_connect_reads_as_the_gems_errno_error() -> None:
+    port = free_port()
+    with pytest.raises(httpx.ConnectError) as caught:
+        await open_stream(("http", "127.0.0.1", port), ssl.create_default_context())
+    assert ruby_error(caught.value, f"http://127.0.0.1:{port}/") == (
+        "Errno::ECONNREFUSED",
+        f"Connection refused - connect(2) for 127.0.0.1:{port}",
+    )
+
+
+async def test_ip_literals_and_names_both_connect() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    context = ssl.create_default_context()
+    async with listener:
+        for host in ("127.0.0.1", "localhost"):
+            stream, tcp = await open_stream(("http", host, port), context)
+            assert stream is tcp
+            accepted = await listener.accept()
+            await stream.send_all(b"ping")
+            assert await accepted.receive_some(4) == b"ping"
+            await stream.aclose()
+            await accepted.aclose()
+
+
+async def test_retries_repeat_only_failed_connects() -> None:
+    attempts: list[int] = []
+
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise httpx.ConnectError("refused")
+        return "connected"
+
+    assert await with_retries(flaky, 2) == "connected"
+    attempts.clear()
+    with pytest.raises(httpx.ConnectError):
+        await with_retries(flaky, 1)
+    assert len(attempts) == 2
+
+    async def broken() -> str:
+        attempts.append(1)
+        raise httpx.ReadError("not a connect failure")
+
+    attempts.clear()
+    with pytest.raises(httpx.ReadError):
+        await with_retries(broken, 5)
+    assert len(attempts) == 1
