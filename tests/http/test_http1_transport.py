@@ -21,11 +21,12 @@ from patient_sidekiq.http.http_transport import ShardedTransport
 from patient_sidekiq.http.settings import HttpSettings
 from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
-from tests.support.http import Server, TlsCerts
+from tests.support.http import TRANSPORT_TIMEOUTS, Server, TlsCerts, fetch_through
 from tests.support.programs import free_port
 
 SETTINGS = HttpSettings(retries=0, request_timeout=10.0)
-TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+TIMEOUTS = TRANSPORT_TIMEOUTS
+fetch = fetch_through
 
 
 @pytest.fixture
@@ -33,28 +34,6 @@ async def transport() -> AsyncIterator[H11Transport]:
     h11t = H11Transport(SETTINGS)
     yield h11t
     await h11t.aclose()
-
-
-async def fetch(
-    transport: httpx.AsyncBaseTransport,
-    url: str,
-    method: str = "GET",
-    content: bytes | None = None,
-    timeouts: dict[str, float] | None = None,
-) -> tuple[httpx.Response, bytes, int]:
-    """Send one request; return the response, its body and how many chunks it came in."""
-    request = httpx.Request(
-        method, url, content=content, extensions={"timeout": timeouts or TIMEOUTS}
-    )
-    response = await transport.handle_async_request(request)
-    chunks: list[bytes] = []
-    try:
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        async for chunk in response.stream:
-            chunks.append(chunk)
-    finally:
-        await response.aclose()
-    return response, b"".join(chunks), len(chunks)
 
 
 def errnos(exc: BaseException) -> set[int]:

@@ -29,7 +29,7 @@ from patient_sidekiq.wire.failures import RequestError
 from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
 from tests.support.h2_server import RawH2Server, start_http1_only_tls, start_raw_h2
-from tests.support.http import Server, TlsCerts
+from tests.support.http import TRANSPORT_TIMEOUTS, Server, TlsCerts, fetch_through
 from tests.support.programs import free_port
 
 SETTINGS = HttpSettings(retries=0, request_timeout=10.0, max_response_size=100_000)
@@ -142,7 +142,8 @@ async def test_connection_refused(h2_transport: ShardedTransport) -> None:
 
 # --- the transport itself --------------------------------------------------------------------
 
-TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+TIMEOUTS = TRANSPORT_TIMEOUTS
+fetch = fetch_through
 
 
 @pytest.fixture
@@ -154,36 +155,13 @@ async def h2(tls_certs: TlsCerts) -> AsyncIterator[H2Transport]:
     await transport.aclose()
 
 
-async def fetch(
-    transport: httpx.AsyncBaseTransport,
-    url: str,
-    method: str = "GET",
-    content: bytes | None = None,
-    headers: list[tuple[str, str]] | None = None,
-    timeouts: dict[str, float] | None = None,
-) -> tuple[httpx.Response, bytes]:
-    """Send one request; return the response and its body."""
-    request = httpx.Request(
-        method, url, content=content, headers=headers, extensions={"timeout": timeouts or TIMEOUTS}
-    )
-    response = await transport.handle_async_request(request)
-    chunks: list[bytes] = []
-    try:
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        async for chunk in response.stream:
-            chunks.append(chunk)
-    finally:
-        await response.aclose()
-    return response, b"".join(chunks)
-
-
 def echo_of(body: bytes) -> dict[str, Any]:
     echo: dict[str, Any] = json.loads(body)
     return echo
 
 
 async def test_get_and_post_header_blocks(raw_server: RawH2Server, h2: H2Transport) -> None:
-    response, body = await fetch(
+    response, body, _ = await fetch(
         h2, raw_server.url("/echo?q=1"), headers=[("X-Trace", " abc "), ("Connection", "close")]
     )
     assert response.status_code == 200
@@ -198,7 +176,7 @@ async def test_get_and_post_header_blocks(raw_server: RawH2Server, h2: H2Transpo
     assert "connection" not in names  # connection-specific: not HTTP/2
     assert ["x-trace", "abc"] in echo["headers"]  # lowercase, trimmed as h2 sent it
     request = [("content-length", "5"), ("x-after", "1")]
-    _, body = await fetch(h2, raw_server.url("/echo"), "POST", b"hello", headers=request)
+    _, body, _ = await fetch(h2, raw_server.url("/echo"), "POST", b"hello", headers=request)
     echo = echo_of(body)
     assert echo["method"] == "POST"
     assert echo["body_length"] == 5
@@ -211,7 +189,7 @@ async def test_a_te_header_h2_refused_is_a_local_protocol_error(
 ) -> None:
     with pytest.raises(httpx.LocalProtocolError, match="Invalid value for TE header"):
         await fetch(h2, raw_server.url("/echo"), headers=[("TE", "gzip")])
-    _, body = await fetch(h2, raw_server.url("/echo"), headers=[("TE", "trailers")])
+    _, body, _ = await fetch(h2, raw_server.url("/echo"), headers=[("TE", "trailers")])
     assert ["te", "trailers"] in echo_of(body)["headers"]
 
 
@@ -223,11 +201,11 @@ async def test_big_bodies_both_ways(
     server = await start_raw_h2(nursery, tls_certs, initial_window=65535)
     upload = bytes(range(256)) * (3 * 4096)
     for _ in range(2):  # the second on a connection with nothing else to read
-        _, body = await fetch(h2, server.url("/echo"), "POST", upload)
+        _, body, _ = await fetch(h2, server.url("/echo"), "POST", upload)
         echo = echo_of(body)
         assert echo["body_length"] == len(upload)
         assert echo["body_sha256"] == hashlib.sha256(upload).hexdigest()
-    response, body = await fetch(h2, server.url("/big?bytes=5000000"))
+    response, body, _ = await fetch(h2, server.url("/big?bytes=5000000"))
     assert response.status_code == 200
     assert body == b"x" * 5_000_000
 
@@ -263,7 +241,7 @@ async def test_a_second_connection_when_the_first_is_full(
                 requests.start_soon(fetch, h2, server.url("/hold"))
     assert server.state.connections == 2
     # both stay for reuse; the next request takes the first with room
-    _, body = await fetch(h2, server.url("/echo"))
+    _, body, _ = await fetch(h2, server.url("/echo"))
     assert echo_of(body)["connection"] == 1
     assert server.state.connections == 2
 
@@ -272,11 +250,11 @@ async def test_idle_connection_reused_then_expired(
     raw_server: RawH2Server, h2: H2Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for _ in range(3):
-        _, body = await fetch(h2, raw_server.url("/echo"))
+        _, body, _ = await fetch(h2, raw_server.url("/echo"))
         assert echo_of(body)["connection"] == 1
     assert h2.connections() == 1
     monkeypatch.setattr(http2_transport, "KEEPALIVE_EXPIRY", -1.0)  # any idle one expired
-    _, body = await fetch(h2, raw_server.url("/echo"))
+    _, body, _ = await fetch(h2, raw_server.url("/echo"))
     assert echo_of(body)["connection"] == 2
     assert raw_server.state.connections == 2
     assert h2.connections() == 1  # the expired one closed
@@ -285,9 +263,9 @@ async def test_idle_connection_reused_then_expired(
 async def test_graceful_goaway_finishes_the_stream_it_names(
     raw_server: RawH2Server, h2: H2Transport
 ) -> None:
-    response, body = await fetch(h2, raw_server.url("/goaway-graceful"))
+    response, body, _ = await fetch(h2, raw_server.url("/goaway-graceful"))
     assert (response.status_code, body) == (200, b"finished")
-    _, body = await fetch(h2, raw_server.url("/echo"))  # never on the closing connection
+    _, body, _ = await fetch(h2, raw_server.url("/echo"))  # never on the closing connection
     assert echo_of(body)["connection"] == 2
 
 
@@ -295,7 +273,7 @@ async def test_refused_stream_is_sent_once_more(
     nursery: trio.Nursery, tls_certs: TlsCerts, h2: H2Transport
 ) -> None:
     server = await start_raw_h2(nursery, tls_certs, refuse_connections=1)
-    _, body = await fetch(h2, server.url("/echo"), "POST", b"again")
+    _, body, _ = await fetch(h2, server.url("/echo"), "POST", b"again")
     echo = echo_of(body)
     assert (echo["connection"], echo["body_length"]) == (2, 5)
     twice = await start_raw_h2(nursery, tls_certs, refuse_connections=2)
@@ -328,7 +306,7 @@ async def test_read_timeout(raw_server: RawH2Server, h2: H2Transport) -> None:
     timeouts = {**TIMEOUTS, "read": 0.2}
     with pytest.raises(httpx.ReadTimeout):
         await fetch(h2, raw_server.url("/slow?seconds=5"), timeouts=timeouts)
-    _, body = await fetch(h2, raw_server.url("/echo"))  # the connection is still fine
+    _, body, _ = await fetch(h2, raw_server.url("/echo"))  # the connection is still fine
     assert echo_of(body)["connection"] == 1
 
 
@@ -456,7 +434,7 @@ async def test_sensitive_fields_go_out_never_indexed(
     assert flags[b"authorization"]
     assert flags[b"cookie"]
     assert not flags[b":path"]
-    _, body = await fetch(h2, raw_server.url("/echo"), headers=[("Authorization", "Bearer x")])
+    _, body, _ = await fetch(h2, raw_server.url("/echo"), headers=[("Authorization", "Bearer x")])
     assert ["authorization", "Bearer x"] in echo_of(body)["headers"]
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs
 
+import httpx
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -287,3 +288,34 @@ async def reset_handler(stream: trio.SocketStream) -> None:
     # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await stream.aclose()
+
+
+TRANSPORT_TIMEOUTS: dict[str, float] = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+
+
+async def fetch_through(
+    transport: httpx.AsyncBaseTransport,
+    url: str,
+    method: str = "GET",
+    content: bytes | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    timeouts: dict[str, float] | None = None,
+) -> tuple[httpx.Response, bytes, int]:
+    """Send one request straight through ``transport``; the response, its whole body and how
+    many chunks the body came in."""
+    request = httpx.Request(
+        method,
+        url,
+        content=content,
+        headers=headers,
+        extensions={"timeout": timeouts or TRANSPORT_TIMEOUTS},
+    )
+    response = await transport.handle_async_request(request)
+    chunks: list[bytes] = []
+    try:
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        async for chunk in response.stream:
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    return response, b"".join(chunks), len(chunks)
