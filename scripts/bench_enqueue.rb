@@ -11,21 +11,14 @@
 #
 # Requests FIRST .. FIRST+COUNT-1 (FIRST defaults to 0; the benchmark runs one such slice per
 # core in parallel) each carry callback_args {"i" => i}; the callback class (default
-# BenchCallback, defined below so the gem's validation passes) never runs here. URLS is a
-# comma-separated list: request i goes to URLS[i % URLS.size]. Prints one JSON line on stdout:
+# BenchCallback, from bench_callback.rb, so the gem's validation passes) never runs here.
+# URLS is a comma-separated list: request i goes to URLS[i % URLS.size]. Prints one JSON line on stdout:
 # {"count": N, "seconds": S}. The gem's processor is not started (ORACLE_PROCESSOR=0).
 
 ENV["ORACLE_PROCESSOR"] = "0"
 require File.join(ENV.fetch("ORACLE_ROOT"), "lib", "oracle_boot")
 
-# The callback class named in the jobs; the benchmark only counts the CallbackWorker jobs.
-class BenchCallback
-  def on_complete(_response)
-  end
-
-  def on_error(_error)
-  end
-end
+require_relative "bench_callback"
 
 urls = ARGV.fetch(0).split(",")
 count = Integer(ARGV.fetch(1))

@@ -29,14 +29,7 @@ end
 
 require File.join(ENV.fetch("ORACLE_ROOT"), "lib", "oracle_boot")
 
-# The callback class named in the benchmark's jobs.
-class BenchCallback
-  def on_complete(_response)
-  end
-
-  def on_error(_error)
-  end
-end
+require_relative "bench_callback"
 
 pool = {}
 size = ENV.fetch("BENCH_REDIS_POOL_SIZE", "")
