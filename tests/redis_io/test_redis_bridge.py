@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,9 @@ import trio.testing
 
 from patient_sidekiq.errors import RedisCommandError, RedisUnavailableError
 from patient_sidekiq.redis_io.redis_bridge import BridgeStatistics, RedisBridge
+from tests.support.http import TlsCerts
 from tests.support.programs import free_port
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, running_redis
 
 pytestmark = pytest.mark.integration
 
@@ -210,6 +212,27 @@ async def test_a_shielded_wait_returns_the_reply_and_is_cancelled_after(redis_ur
         assert scope.cancelled_caught
         assert replies == [1]
         assert await bridge.execute("GET", "n") == b"1"
+
+
+async def test_tls_with_replies_larger_than_a_tls_record(
+    tmp_path: Path, tls_certs: TlsCerts
+) -> None:
+    # The non-blocking socket under TLS: a reply spans many records (SSLWantRead between
+    # them), and a write many records too.
+    with running_redis(tmp_path, tls=tls_certs) as server:
+        async with RedisBridge(server.tls_url) as bridge:
+            big = bytes(range(256)) * 2_000  # 512 KB
+            assert await bridge.execute("SET", "big", big) == b"OK"
+            assert await bridge.execute("GET", "big") == big
+            counts: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(lambda: _incr_into(bridge, counts))
+            assert sorted(counts) == list(range(1, 101))
+
+
+async def _incr_into(bridge: RedisBridge, counts: list[Any]) -> None:
+    counts.append(await bridge.execute("INCR", "n"))
 
 
 async def test_misuse() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from tests.support.http import TlsCerts
 from tests.support.programs import free_port, require_binary, stop_process
 
 
@@ -28,9 +29,16 @@ class RedisServer:
     """
 
     def __init__(
-        self, directory: Path, *, persistent: bool = False, binary: str | None = None
+        self,
+        directory: Path,
+        *,
+        persistent: bool = False,
+        binary: str | None = None,
+        tls: TlsCerts | None = None,
     ) -> None:
         self.port = free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
         self.persistent = persistent
         self.directory = directory
         self.binary = binary
@@ -40,6 +48,12 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def tls_url(self) -> str:
+        """The TLS port's URL (``tls`` given), trusting the test CA."""
+        assert self.tls is not None
+        return f"rediss://127.0.0.1:{self.tls_port}/0?ssl_ca_certs={self.tls.ca_file}"
 
     @property
     def pid(self) -> int | None:
@@ -62,6 +76,17 @@ class RedisServer:
                 ),
                 "--daemonize", "no",
                 "--loglevel", "warning",
+                *(
+                    (
+                        "--tls-port", str(self.tls_port),
+                        "--tls-cert-file", str(self.tls.cert_file),
+                        "--tls-key-file", str(self.tls.key_file),
+                        "--tls-ca-cert-file", str(self.tls.ca_file),
+                        "--tls-auth-clients", "no",
+                    )
+                    if self.tls is not None
+                    else ()
+                ),
             ],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -96,10 +121,14 @@ class RedisServer:
 
 @contextmanager
 def running_redis(
-    directory: Path, *, persistent: bool = False, binary: str | None = None
+    directory: Path,
+    *,
+    persistent: bool = False,
+    binary: str | None = None,
+    tls: TlsCerts | None = None,
 ) -> Iterator[RedisServer]:
     """A started :class:`RedisServer`, stopped (SIGTERM) on exit."""
-    server = RedisServer(directory, persistent=persistent, binary=binary)
+    server = RedisServer(directory, persistent=persistent, binary=binary, tls=tls)
     try:
         server.start()
         yield server
