@@ -80,7 +80,7 @@ class BridgeStatistics:
 
 
 class _Submission:
-    """One caller's contiguous commands; the thread fills in the outcome, trio wakes the caller.
+    """One caller's contiguous commands; the I/O task fills in the outcome and wakes the caller.
 
     The caller parks on trio's low-level wait and is rescheduled directly: a trio.Event
     (with its parking lot), and for shielded callers a CancelScope, cost more than the
@@ -100,7 +100,7 @@ class _Submission:
 def _prepare(command: Sequence[Arg]) -> tuple[bytes | int | float, ...]:
     """Check one command in the caller's task and encode its strings there.
 
-    Bad input must fail its own caller here: once in the thread it would break the whole batch.
+    Bad input must fail its own caller here: once in the I/O task it would break the whole batch.
     """
     if not command:
         raise ValueError("empty Redis command")
