@@ -29,6 +29,13 @@ else
 end
 
 ActiveRecord::Base.connection_pool.with_connection do |connection|
+  # Several processes share the SQLite file (the gem's or our worker writing, Sidekiq threads
+  # reading and deleting): in the default rollback journal a reader whose transaction must
+  # turn into a writer while another holds the write lock gets SQLITE_BUSY at once, whatever
+  # the busy timeout (seen as SQLite3::BusyException in a CallbackWorker). WAL, what any app
+  # sharing an SQLite file between processes runs, lets readers and the writer proceed; it
+  # is a property of the file, so both sides and our worker use it.
+  connection.execute("PRAGMA journal_mode=WAL") unless ENV["DIFFERENTIAL_AR_URL"].to_s != ""
   table = PatientHttp::PayloadStore::ActiveRecordStore::Payload.table_name
   PatientHttpPayloadsTable.create(connection, table) unless connection.table_exists?(table)
 end
