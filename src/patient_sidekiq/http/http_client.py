@@ -222,7 +222,6 @@ async def _send(
     with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
         outgoing = await _prepare(settings, hop)
         connect = settings.connection_timeout if settings.connection_timeout else timeout
-        timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
         direct = _direct_route(transport, outgoing)
         if direct is not None:
             h11_transport, target = direct
@@ -259,7 +258,14 @@ async def _send(
                 url,
                 headers=request_headers,
                 content=outgoing.body,
-                extensions={"timeout": timeouts},
+                extensions={
+                    "timeout": {
+                        "connect": connect,
+                        "read": timeout,
+                        "write": timeout,
+                        "pool": timeout,
+                    }
+                },
             )
             response = await transport.handle_async_request(http_request)
         status = response.status_code
