@@ -158,6 +158,9 @@ def valid_flag_values(tmp_path: Path) -> dict[str, tuple[list[str], object]]:
         "processes": (["3"], 3),
         "log_format": (["json"], "json"),
         "log_level": (["warn"], "warning"),
+        "log_requests": (["off"], "off"),
+        "metrics_port": (["9394"], 9394),
+        "metrics_host": (["127.0.0.1"], "127.0.0.1"),
     }
 
 

@@ -367,6 +367,8 @@ heartbeat_interval = 600
         "verify_ssl": "maybe",
         "log_level": "loud",
         "log_format": "xml",
+        "metrics_port": "70000",
+        "log_requests": "loud",
         "sidekiq_version": "5",
         "processes": "0",
         "ca_bundle": str(tmp_path / "missing.pem"),
@@ -406,6 +408,8 @@ heartbeat_interval = 600
         'processes: "0" from flag --processes is not an integer ≥ 1 or "auto"',
         'log_format: "xml" from flag --log-format is not one of plain, json',
         'log_level: "loud" from flag --log-level is not one of debug, info, warning, error',
+        'metrics_port: "70000" from flag --metrics-port is not a TCP port (1 to 65535)',
+        'log_requests: "loud" from flag --log-requests is not one of info, debug, off',
     ]
     assert len(lines) == len(expected), "\n".join(lines)
     for want in expected:

@@ -130,6 +130,10 @@ class Config:
     processes: int = 1
     log_format: Literal["plain", "json"] = "plain"
     log_level: str = "info"
+    log_requests: Literal["info", "debug", "off"] = "info"
+    metrics_port: int | None = None
+    # Every interface, as prometheus_client's own server: a container's port must be reachable.
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         # Direct construction and replace() get the same checks (and normalisation: a queue

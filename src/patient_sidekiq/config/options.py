@@ -226,6 +226,14 @@ def option_table(defaults: Mapping[str, object]) -> dict[str, Option]:
                                     aliases={"warn": "warning"}),
                "debug, info, warning or error", "least severe level logged",
                metavar="LEVEL"),
+        option("log_requests", parsers.choice("info", "debug", "off"), "info, debug or off",
+               "level of the line logged for each finished request (off: none)",
+               metavar="info|debug|off"),
+        option("metrics_port", parsers.optional(parsers.port), "a TCP port, or unset",
+               "serve Prometheus /metrics and /health on this port (process N of --processes "
+               "on PORT+N)", metavar="PORT", toml="metrics_port = 9394"),
+        option("metrics_host", parsers.identifier, "an address",
+               "address the metrics and health endpoint listens on", metavar="ADDRESS"),
     )  # fmt: skip
     return {option.info.name: option for option in options}
 

@@ -75,6 +75,16 @@ def integer(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+def port(value: Any) -> int:
+    try:
+        number = integer(1)(value)
+    except InvalidValue:
+        number = 0
+    if 1 <= number <= 65_535:
+        return number
+    raise InvalidValue("is not a TCP port (1 to 65535)")
+
+
 def seconds(value: Any) -> float:
     number: object = value
     if isinstance(value, str):
