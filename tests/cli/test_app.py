@@ -153,6 +153,7 @@ def valid_flag_values(tmp_path: Path) -> dict[str, tuple[list[str], object]]:
         "default_payload_store": (["big"], "big"),
         "callback_concurrency": (["3"], 3),
         "max_retries": (["4"], 4),
+        "backtrace": (["12"], 12),
         "sidekiq_version": (["8"], "8"),
         "tag": (["cli-tag"], "cli-tag"),
         "processes": (["3"], 3),

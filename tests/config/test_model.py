@@ -368,6 +368,7 @@ heartbeat_interval = 600
         "log_level": "loud",
         "log_format": "xml",
         "metrics_port": "70000",
+        "backtrace": "-3",
         "log_requests": "loud",
         "sidekiq_version": "5",
         "processes": "0",
@@ -409,6 +410,7 @@ heartbeat_interval = 600
         'log_format: "xml" from flag --log-format is not one of plain, json',
         'log_level: "loud" from flag --log-level is not one of debug, info, warning, error',
         'metrics_port: "70000" from flag --metrics-port is not a TCP port (1 to 65535)',
+        'backtrace: "-3" from flag --backtrace is not true, false or a number of lines ≥ 0',
         'log_requests: "loud" from flag --log-requests is not one of info, debug, off',
     ]
     assert len(lines) == len(expected), "\n".join(lines)

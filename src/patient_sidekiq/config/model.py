@@ -125,6 +125,7 @@ class Config:
     default_payload_store: str | None = None
     callback_concurrency: int = 10
     max_retries: int = 25
+    backtrace: bool | int = True
     sidekiq_version: Literal["6", "7", "8"] = "7"
     tag: str = ""
     processes: int = 1

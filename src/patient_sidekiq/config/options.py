@@ -213,6 +213,9 @@ def option_table(defaults: Mapping[str, object]) -> dict[str, Option]:
                "Python callback jobs run at once", metavar="N"),
         option("max_retries", parsers.integer(0), "an integer ≥ 0",
                "retries of a failed job before it is dead (Sidekiq's default)", metavar="N"),
+        option("backtrace", parsers.backtrace, "true, false or a number of lines",
+               "backtrace lines a failing Python callback's retry/dead entry keeps when its "
+               "job sets no backtrace option (Sidekiq's job option)", metavar="true|false|N"),
         option("sidekiq_version", parsers.sidekiq_version, "6, 7 or 8",
                "Sidekiq of the cluster: 8 writes millisecond timestamps, 8's backoff",
                metavar="6|7|8"),

@@ -421,6 +421,22 @@ def processes(value: Any) -> int:
         raise InvalidValue('is not an integer ≥ 1 or "auto"') from None
 
 
+def backtrace(value: Any) -> bool | int:
+    """Sidekiq's ``backtrace`` job option: true (every line), false, or a number of lines."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number: object = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    else:
+        try:
+            return boolean(value)
+        except InvalidValue:
+            number = None
+    if isinstance(number, int) and number >= 0:
+        return number if number else False
+    raise InvalidValue("is not true, false or a number of lines ≥ 0")
+
+
 def sidekiq_version(value: Any) -> str:
     text = str(value).strip() if isinstance(value, str | int | float) else ""
     major = text.split(".")[0]
