@@ -4,6 +4,12 @@ Role: :func:`load_config`, which reads each source into a layer of values (each 
 came from) and hands them to the checks of :mod:`patient_sidekiq.config.model`, so every
 problem of every source is reported at once, one line each.
 
+When nothing names a Redis and a command runs inside the repository this package was installed
+from (editable, as ``scripts/setup`` does), the URL of the redis-server ``scripts/run`` embeds
+is the default: ``scripts/run`` writes it to ``.run/redis/url`` (``PATIENT_SIDEKIQ_RUN_DIR``
+moves ``.run``) while that server runs, with its pid in ``.run/redis/pid``. A file whose
+server is gone is a configuration error, never a silent fallback to another Redis.
+
 Keys: none.
 """
 
@@ -15,6 +21,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 from patient_sidekiq.config.model import (
     CONFIG_FILE_ENV,
@@ -58,6 +65,11 @@ def load_config(
             layers[name] = (value, "flag " + "/".join(OPTIONS[name].info.flags))
         else:
             problems.append(f"{name}: unknown option (from the command line)")
+    # Only for the process's own environment: callers passing ``env`` (tests, embedding code)
+    # get exactly the sources they gave, whatever a scripts/run beside them is doing.
+    sentinels = layers["redis_sentinels"][1] != "default"
+    if env is None and layers["redis_url"][1] == "default" and not sentinels:
+        layers |= _scripts_run_layer(environ, Path.cwd(), problems)
     try:
         values = check_layers(layers)
     except ConfigurationError as exc:
@@ -120,6 +132,62 @@ def _env_layer(environ: Mapping[str, str], problems: list[str]) -> dict[str, tup
             else:
                 log.warning("ignoring unknown environment variable %s", variable)
     return layer
+
+
+REPOSITORY: Final = Path(__file__).resolve().parents[3]
+"""The checkout this module runs from, when it is one (``scripts/run`` beside ``src/``)."""
+
+
+def _scripts_run_layer(
+    environ: Mapping[str, str], cwd: Path, problems: list[str]
+) -> dict[str, tuple[object, str]]:
+    """The embedded Redis of ``scripts/run`` when ``cwd`` is inside this repository."""
+    if not (REPOSITORY / "scripts" / "run").is_file() or not (REPOSITORY / "src").is_dir():
+        return {}
+    try:
+        if not cwd.resolve().is_relative_to(REPOSITORY):
+            return {}
+    except OSError:  # a working directory removed under us is no repository
+        return {}
+    state = REPOSITORY / environ.get("PATIENT_SIDEKIQ_RUN_DIR", ".run") / "redis"
+    url_file = state / "url"
+    try:
+        url = url_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        problems.append(f"redis_url: cannot read {url_file}: {exc.strerror or exc}")
+        return {}
+    try:
+        pid = int((state / "pid").read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        pid = None
+    if not url or pid is None or not _is_redis_server(pid):
+        what = "its redis-server" if pid is None else f"its redis-server (pid {pid})"
+        problems.append(
+            f"redis_url: {url_file} names the Redis scripts/run started ({url or 'empty'}), "
+            f"but {what} no longer runs: start scripts/run again, set REDIS_URL or "
+            f"--redis-url, or delete {url_file}"
+        )
+        return {}
+    return {"redis_url": (url, f"scripts/run's redis-server ({url_file})")}
+
+
+def _is_redis_server(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    # A recycled pid is some other program: Linux names the process in /proc.
+    comm = Path(f"/proc/{pid}/comm")
+    try:
+        return comm.read_text(encoding="utf-8").startswith("redis-server")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True
 
 
 def _suggest(word: str, candidates: Sequence[str]) -> str:
