@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from patient_sidekiq import __version__
 from patient_sidekiq.client.enqueue import Client
 from tests.support import waiting
 from tests.support.programs import REPO, free_port, require_binary
+from tests.support.scripts import stop_embedded_redis
 
 pytestmark = pytest.mark.integration
 
@@ -413,9 +415,10 @@ def test_scripts_run_with_redis_url_stops_on_term(
 def test_scripts_run_starts_a_private_redis_when_none_answers(tmp_path: Path) -> None:
     require_binary("redis-server")
     state = tmp_path / "state"
-    # Nothing listens on this port: the script must start its own redis-server.
+    # Nothing listens on this port (6379's stand-in): the script starts redis-server on it.
+    probe = free_port()
     env = clean_environ(
-        PATIENT_SIDEKIQ_RUN_PROBE_PORT=str(free_port()), PATIENT_SIDEKIQ_RUN_DIR=str(state)
+        PATIENT_SIDEKIQ_RUN_PROBE_PORT=str(probe), PATIENT_SIDEKIQ_RUN_DIR=str(state)
     )
     private: redis.Redis | None = None
     try:
@@ -433,12 +436,63 @@ def test_scripts_run_starts_a_private_redis_when_none_answers(tmp_path: Path) ->
             wait_for(lambda: _members(private), "the worker to join the private redis", proc)
             proc.signal(signal.SIGTERM)
             assert proc.wait() == 0, proc.tail()
-        assert f"started a private redis-server on port {port}" in proc.stderr
-        # The script stops the server it started.
+        assert int(port) == probe
+        assert f"started redis-server on 127.0.0.1:{port}" in proc.stderr
+        # The script stops the server it started, and withdraws its URL.
         wait_for(lambda: not _answers(private), "the private redis-server to stop")
+        assert not (state / "redis" / "url").exists()
     finally:
         if private is not None and _answers(private):
             private.shutdown(nosave=True)
+
+
+def test_scripts_run_beside_a_taken_port_publishes_its_redis_to_the_repository(
+    tmp_path: Path,
+) -> None:
+    require_binary("redis-server")
+    state = tmp_path / "state"
+    status = [sys.executable, "-m", "patient_sidekiq", "status", "--json"]
+    with socket.socket() as taken:
+        # Something that is not Redis holds the probe port (6379's stand-in).
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        probe = taken.getsockname()[1]
+        env = clean_environ(
+            PATIENT_SIDEKIQ_RUN_PROBE_PORT=str(probe), PATIENT_SIDEKIQ_RUN_DIR=str(state)
+        )
+        url_file = state / "redis" / "url"
+        try:
+            with started([str(REPO / "scripts" / "run"), *FAST], tmp_path / "run", env) as proc:
+                url = wait_for(
+                    lambda: url_file.exists() and url_file.read_text().strip(),
+                    "the URL file",
+                    proc,
+                    seconds=30,
+                )
+                port = int(url.rsplit(":", 1)[1].split("/")[0])
+                assert port != probe
+                client = redis.Redis(host="127.0.0.1", port=port)
+                wait_for(lambda: _members(client), "the worker to join", proc)
+                # A command run inside the repository with no Redis setting finds it.
+                with started(status, tmp_path / "status", env) as look:
+                    assert look.wait() == 0, look.tail()
+                [process] = json.loads(look.stdout)["processes"]
+                assert process["identity"] in _members(client)
+                redis_pid = (state / "redis" / "pid").read_text()
+                proc.signal(signal.SIGTERM)
+                assert proc.wait() == 0, proc.tail()
+        finally:
+            stop_embedded_redis(state)
+    assert f"REDIS_URL=redis://127.0.0.1:{port}/0" in proc.stderr
+    assert not url_file.exists()
+    # A URL file whose redis-server is gone (scripts/run killed with it) is an error.
+    url_file.write_text(url)
+    (state / "redis" / "pid").write_text(redis_pid)
+    with started(status, tmp_path / "stale", env) as look:
+        assert look.wait() == 78, look.tail()
+    assert f"{url_file} names the Redis scripts/run started ({url})" in look.stderr
+    assert f"redis-server (pid {redis_pid.strip()}) no longer runs" in look.stderr
+    assert "Traceback" not in look.stderr
 
 
 def _members(client: redis.Redis) -> set[str]:
