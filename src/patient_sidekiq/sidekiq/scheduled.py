@@ -27,6 +27,7 @@ import trio
 from patient_sidekiq import keys
 from patient_sidekiq.errors import InvalidJobError, PatientSidekiqError
 from patient_sidekiq.redis_io.lua import LuaScript
+from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge, raise_first_error
 from patient_sidekiq.ruby.rubyjson import ruby_float_repr
 from patient_sidekiq.sidekiq.client import SidekiqClient
@@ -63,8 +64,12 @@ class Poller:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         transit: InTransit | None = None,
+        outage: RedisOutage | None = None,
     ) -> None:
         self._bridge = bridge
+        self._retry = (outage if outage is not None else RedisOutage()).retry_delay(
+            "scheduled poller"
+        )
         # Each park-then-push is one in-transit step: a reconcile of our in-progress lists
         # must not give back a job parked a moment ago that this round is about to push.
         self._transit = transit if transit is not None else InTransit()
@@ -133,7 +138,8 @@ class Poller:
         return interval * 2 * self._rng.random()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll until cancelled. Redis errors are logged and retried on the next round."""
+        """Poll until cancelled. Redis errors are reported to the outage and retried after
+        the longer of the poll interval and the outage's delay."""
         task_status.started()
         if self._average is None:
             await trio.sleep(INITIAL_WAIT + self._rng.random() * 5)
@@ -144,6 +150,8 @@ class Poller:
                     log.debug("poller enqueued %d jobs", moved)
                 interval = await self.random_interval()
             except PatientSidekiqError as exc:
-                log.warning("scheduled poller: %s", exc)
-                interval = AVERAGE_POLL_INTERVAL
-            await trio.sleep(interval)
+                interval = max(AVERAGE_POLL_INTERVAL, self._retry.failed(exc))
+                await self._retry.wait(interval)
+            else:
+                self._retry.succeeded()
+                await trio.sleep(interval)

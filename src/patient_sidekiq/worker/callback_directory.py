@@ -27,6 +27,7 @@ import trio
 
 from patient_sidekiq import keys
 from patient_sidekiq.errors import RedisCommandError, RedisUnavailableError
+from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.registry.callbacks import is_ruby_constant_name
 from patient_sidekiq.sidekiq.heartbeat import BEAT_INTERVAL, PROCESS_TTL
@@ -55,11 +56,16 @@ class CallbackDirectory:
         local_names: Callable[[], Iterable[str]],
         *,
         interval: float = BEAT_INTERVAL,
+        outage: RedisOutage | None = None,
     ) -> None:
         self._bridge = bridge
+        self._retry = (outage if outage is not None else RedisOutage()).retry_delay(
+            "callback directory refresh"
+        )
         self._identity = identity
         self._local_names = local_names
         self._interval = interval
+        self._wait = interval  # longer while Redis fails (the outage's backoff)
         self._known: frozenset[str] = frozenset()
         # Read once here and at each refresh, not per routed result: the registry is filled
         # at import time, and listing it is not free.
@@ -117,7 +123,7 @@ class CallbackDirectory:
             await self._refresh_logged()
             task_status.started()
             while True:
-                await trio.sleep(self._interval)
+                await self._retry.wait(self._wait)
                 await self._refresh_logged()
         finally:
             # best effort: the key expires with the heartbeat anyway
@@ -132,8 +138,11 @@ class CallbackDirectory:
         try:
             await self.refresh()
         except _REDIS_ERRORS as exc:
-            # Keep routing by what was known; the next beat tries again.
-            log.warning("could not refresh the Python callback directory: %s", exc)
+            # Keep routing by what was known; a later beat tries again.
+            self._wait = max(self._interval, self._retry.failed(exc))
+        else:
+            self._retry.succeeded()
+            self._wait = self._interval
 
 
 def _text(value: object) -> str:

@@ -60,6 +60,7 @@ from patient_sidekiq.errors import (
 from patient_sidekiq.http.http_client import ExecutionResult, execute
 from patient_sidekiq.http.http_transport import ShardedTransport
 from patient_sidekiq.redis_io.lua import LuaScript
+from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge
 from patient_sidekiq.sidekiq.job import DEFAULT_QUEUE, Job
 from patient_sidekiq.sidekiq.launcher import Runtime
@@ -73,6 +74,7 @@ from patient_sidekiq.wire.payload_store import PayloadReference, is_reference
 from patient_sidekiq.wire.request import Request
 from patient_sidekiq.wire.response import Response
 from patient_sidekiq.worker.inflight import InflightMonitor
+from patient_sidekiq.worker.inflight_upkeep import beat_and_sweep
 from patient_sidekiq.worker.request_call import (
     RequestCall,
     RequestWorkerSettings,
@@ -184,18 +186,8 @@ class RequestWorker:
                 await self._leave()
 
     async def _beat_and_sweep(self) -> None:
-        monitor = self.monitor
-        try:
-            await monitor.heartbeat(list(self._tasks))
-        except PatientSidekiqError as exc:
-            log.warning("in-flight heartbeat failed: %s", exc)
-        try:
-            recovered = await monitor.sweep()
-        except PatientSidekiqError as exc:
-            log.warning("orphan sweep failed: %s", exc)
-        else:
-            if recovered:
-                log.warning("re-enqueued %d requests of gone processes", recovered)
+        outage = self._runtime.outage if self._runtime is not None else RedisOutage()
+        await beat_and_sweep(self.monitor, self._tasks, outage)
 
     async def reconcile(self) -> int:
         """Re-enqueue this process's in-flight records of requests it no longer runs.
