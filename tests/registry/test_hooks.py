@@ -80,3 +80,46 @@ async def test_retries_exhausted_failures_are_logged_not_raised(
         await hooks.run_retries_exhausted(error())
     assert seen == ["refused"]
     assert "on_retries_exhausted hook" in caplog.text
+
+
+async def test_the_context_names_the_running_hook_and_is_cleared_after_them() -> None:
+    hooks = Hooks()
+    named: list[str] = []
+
+    @hooks.after_completion
+    def check(value: Response) -> None:
+        named.append(context["hook"])
+
+    context = {"callback": "A::B"}
+    await hooks.run_completion(response(), context=context)
+    assert named == [f"after_completion:{__name__}.{check.__qualname__}"]
+    assert context == {"callback": "A::B"}  # every hook passed: a later failure is not theirs
+
+    @hooks.after_error
+    def broken(value: RequestError) -> None:
+        raise ValueError("nope")
+
+    with pytest.raises(ValueError, match="nope"):
+        await hooks.run_error(error(), context=context)
+    assert context["hook"] == f"after_error:{__name__}.{broken.__qualname__}"
+
+
+async def test_a_failing_exhausted_hook_is_logged_at_error_with_the_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hooks = Hooks()
+
+    @hooks.on_retries_exhausted
+    def page(value: RequestError) -> None:
+        raise ConnectionError("pager down")
+
+    with caplog.at_level(logging.ERROR):
+        await hooks.run_retries_exhausted(error(), context={"jid": "j1", "request_id": "r"})
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ConnectionError)
+    assert record.getMessage() == (
+        f"on_retries_exhausted hook {__name__}.{page.__qualname__} failed jid=j1 request_id=r: "
+        "ConnectionError: pager down"
+    )

@@ -185,6 +185,34 @@ def test_python_backtrace_innermost_first() -> None:
     assert lines[-1].endswith(":in `test_python_backtrace_innermost_first'")
 
 
+@pytest.mark.parametrize(
+    ("job_fields", "default", "expected"),
+    [
+        ({}, True, RUBY_ERROR[2]),  # no option: the default plays default_job_options
+        ({}, 1, RUBY_ERROR[2][:1]),
+        ({}, False, None),
+        ({}, None, None),
+        ({"backtrace": False}, True, None),  # the job's own option always wins
+        ({"backtrace": None}, True, None),  # null is Ruby's nil: no backtrace either
+        ({"backtrace": 1}, True, RUBY_ERROR[2][:1]),
+        ({"backtrace": True}, False, RUBY_ERROR[2]),
+    ],
+)
+def test_default_backtrace_stands_for_a_missing_option(
+    job_fields: dict[str, Any], default: bool | int | None, expected: list[str] | None
+) -> None:
+    job = _job(**job_fields)
+    outcome = prepare_failure(
+        job, RUBY_ERROR, queue="q", policy=_policy(), default_backtrace=default
+    )
+    if expected is None:
+        assert "error_backtrace" not in outcome.job
+    else:
+        assert _decode(outcome.job["error_backtrace"]) == expected
+    # The option itself is never written into the job (only Sidekiq's fields are).
+    assert ("backtrace" in outcome.job) == ("backtrace" in job_fields)
+
+
 @pytest.mark.parametrize("count", [0, 1, 5, 24])
 def test_delay_bounds_7(count: int) -> None:
     job = _job(retry_count=count - 1) if count else _job()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import threading
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -133,6 +136,7 @@ async def running_callbacks(
     concurrency: int = 10,
     shutdown_timeout: float = 5.0,
     elsewhere: Sequence[str] = (),
+    backtrace: bool | int = True,
 ) -> AsyncIterator[Launcher]:
     """A launcher polling ``polled`` whose dispatcher runs CallbackWorker jobs with a worker."""
     async with RedisBridge(redis_url) as bridge:
@@ -143,6 +147,7 @@ async def running_callbacks(
             ruby_callback_queue=ruby_queue,
             concurrency=concurrency,
             registered_elsewhere=lambda name: name in elsewhere,
+            backtrace=backtrace,
         )
         worker = CallbackWorker(settings, bridge)
         dispatcher = Dispatcher()
@@ -789,3 +794,130 @@ async def test_a_job_that_dies_of_bad_args_runs_no_exhausted_hook(
     assert exhausted == []
     [dead] = zset_jobs(redis_client, keys.DEAD)
     assert dead["error_class"] == "ArgumentError"
+
+
+# --- a failing Python callback explains itself: the log, and the entry's error_backtrace ---
+
+
+def backtrace_of(job: Job) -> list[str]:
+    """``error_backtrace`` decoded as Sidekiq's ``uncompress_backtrace`` does."""
+    return cast(list[str], json.loads(zlib.decompress(base64.b64decode(job["error_backtrace"]))))
+
+
+def failure_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR and "failed" in r.getMessage()]
+
+
+class Exploding:
+    def on_complete(self, response: Response) -> None:
+        self.look_up_invoice(response)
+
+    def look_up_invoice(self, response: Response) -> None:
+        raise InvoiceMissingError(f"no invoice for {response.request_id}")
+
+    def on_error(self, error: Exception) -> None:
+        raise AssertionError("not this one")
+
+
+async def test_a_failing_callback_is_logged_at_error_with_its_traceback_and_backtrace(
+    redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    job = callback_job(response().to_wire())  # no "backtrace" key: the worker's default
+    await run_one(redis_url, redis_client, registry_with(Exploding), job.raw)
+    [record] = failure_records(caplog)
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None  # what Sentry's logging integration reports
+    assert isinstance(record.exc_info[1], InvoiceMissingError)
+    assert record.getMessage() == (
+        f"{CALLBACK_WORKER} jid={job.jid} callback={NAME} "
+        "request_id=00000000-0000-4000-8000-000000000001 method=on_complete failed: "
+        "InvoiceMissingError: no invoice for 00000000-0000-4000-8000-000000000001"
+    )
+    [retried] = zset_jobs(redis_client, keys.RETRY)
+    lines = backtrace_of(retried)
+    # Innermost first, Ruby's shape: the Web UI shows where it broke at the top.
+    raised_at = Exploding.look_up_invoice.__code__.co_firstlineno + 1
+    assert lines[0] == f"{__file__}:{raised_at}:in `look_up_invoice'"
+    assert lines[1].endswith(":in `on_complete'")
+    assert all(":in `" in line and line.endswith("'") for line in lines)
+    assert "backtrace" not in retried  # the option is the worker's, not written into the job
+
+
+@pytest.mark.parametrize(
+    ("setting", "job_option", "expected_lines"),
+    [
+        (True, None, "all"),
+        (1, None, 1),
+        (False, None, 0),
+        (False, True, "all"),  # the job's own option wins, as in Sidekiq
+        (True, False, 0),
+        (True, 2, 2),
+    ],
+)
+async def test_backtrace_setting_and_the_jobs_own_option(
+    redis_url: str,
+    redis_client: redis.Redis,
+    setting: bool | int,
+    job_option: bool | int | None,
+    expected_lines: int | str,
+) -> None:
+    extra = {} if job_option is None else {"backtrace": job_option}
+    job = callback_job(response().to_wire(), **extra)
+    await run_one(redis_url, redis_client, registry_with(Exploding), job.raw, backtrace=setting)
+    [retried] = zset_jobs(redis_client, keys.RETRY)
+    if expected_lines == 0:
+        assert "error_backtrace" not in retried
+        return
+    lines = backtrace_of(retried)
+    assert lines[0].endswith(":in `look_up_invoice'")
+    if expected_lines == "all":
+        assert len(lines) > 2  # the worker's own frames below the callback's
+    else:
+        assert len(lines) == expected_lines
+
+
+async def test_a_failing_hook_is_named_in_the_log_line(
+    redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = Hooks()
+
+    @hooks.after_error
+    def audit(error: Exception) -> None:
+        raise ValueError("audit table is full")
+
+    job = callback_job(_failures()[0].to_wire(), "error")
+    await run_one(redis_url, redis_client, registry_with(Exploding), job.raw, hooks=hooks)
+    [record] = failure_records(caplog)
+    assert record.exc_info is not None
+    assert (
+        f"callback={NAME} request_id=r-1 hook=after_error:"
+        f"{__name__}.test_a_failing_hook_is_named_in_the_log_line.<locals>.audit failed: "
+        "ValueError: audit table is full"
+    ) in record.getMessage()
+    [retried] = zset_jobs(redis_client, keys.RETRY)
+    assert backtrace_of(retried)[0].endswith(":in `audit'")
+
+
+async def test_a_failing_retries_exhausted_hook_is_logged_with_its_traceback(
+    redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = Hooks()
+
+    @hooks.on_retries_exhausted
+    def page_someone(error: Exception) -> None:
+        raise ConnectionError("pager unreachable")
+
+    job = callback_job(_failures()[0].to_wire(), "error", retry=0)  # its first failure is its last
+    registry = registry_with(recording([], fail=InvoiceMissingError("still broken")))
+    await run_one(redis_url, redis_client, registry, job.raw, hooks=hooks)
+    [record] = [r for r in caplog.records if "on_retries_exhausted hook" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ConnectionError)
+    assert record.getMessage().endswith(
+        f"page_someone failed jid={job.jid} callback={NAME} request_id=r-1: "
+        "ConnectionError: pager unreachable"
+    )
+    [dead] = zset_jobs(redis_client, keys.DEAD)
+    assert backtrace_of(dead)[0].endswith(":in `on_error'")

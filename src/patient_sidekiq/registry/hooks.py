@@ -7,6 +7,9 @@ runs when a CallbackWorker job with result type ``error`` dies after its last re
 failure there is logged and swallowed, as the gem does.
 
 Hooks may be plain functions or coroutine functions; they run in the order registered.
+A caller may pass a ``context`` dict (what its log lines name: callback, request id …):
+while a hook runs, ``context["hook"]`` names it, so a failure is logged with the hook that
+raised; ``on_retries_exhausted`` failures are logged here, at ERROR with the traceback.
 The callback worker runs plain functions in its worker threads (``in_thread``), like sync
 callbacks, so a slow hook never stalls the event loop the HTTP requests share.
 Touches no Redis keys.
@@ -22,7 +25,14 @@ from typing import Any, TypeVar
 from patient_sidekiq.wire.failures import HttpError, RedirectError, RequestError
 from patient_sidekiq.wire.response import Response
 
-__all__ = ["Hooks", "after_completion", "after_error", "default_hooks", "on_retries_exhausted"]
+__all__ = [
+    "Hooks",
+    "after_completion",
+    "after_error",
+    "default_hooks",
+    "hook_name",
+    "on_retries_exhausted",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,28 @@ Failure = RequestError | HttpError | RedirectError
 _Hook = TypeVar("_Hook", bound=Callable[..., Any])
 InThread = Callable[[Callable[[], Any]], Awaitable[Any]]
 """Runs a plain function off the event loop and returns its result (e.g. in a thread)."""
+
+
+def hook_name(hook: Callable[..., Any]) -> str:
+    """``module.function`` for a log line (the repr of a function says little more)."""
+    module = getattr(hook, "__module__", None)
+    name = getattr(hook, "__qualname__", None) or type(hook).__qualname__
+    return f"{module}.{name}" if module else name
+
+
+async def _run_all(
+    kind: str,
+    hooks: list[Callable[[Any], object]],
+    value: Any,
+    in_thread: InThread | None,
+    context: dict[str, str] | None,
+) -> None:
+    for hook in hooks:
+        if context is not None:
+            context["hook"] = f"{kind}:{hook_name(hook)}"
+        await _call(hook, value, in_thread)
+    if context is not None:
+        context.pop("hook", None)  # all passed: a later failure is not theirs
 
 
 async def _call(hook: Callable[[Any], Any], value: Any, in_thread: InThread | None) -> None:
@@ -74,30 +106,49 @@ class Hooks:
         return hook
 
     async def run_completion(
-        self, response: Response, *, in_thread: InThread | None = None
+        self,
+        response: Response,
+        *,
+        in_thread: InThread | None = None,
+        context: dict[str, str] | None = None,
     ) -> None:
         """Run the ``after_completion`` hooks in order; the first one raising stops them.
 
         ``in_thread`` runs each plain-function hook (coroutine functions run on the loop);
-        without it every hook is called directly.
+        without it every hook is called directly. ``context``: see the module docstring.
         """
-        for hook in self._completion:
-            await _call(hook, response, in_thread)
+        await _run_all("after_completion", self._completion, response, in_thread, context)
 
-    async def run_error(self, error: Failure, *, in_thread: InThread | None = None) -> None:
+    async def run_error(
+        self,
+        error: Failure,
+        *,
+        in_thread: InThread | None = None,
+        context: dict[str, str] | None = None,
+    ) -> None:
         """Run the ``after_error`` hooks in order; the first one raising stops them."""
-        for hook in self._error:
-            await _call(hook, error, in_thread)
+        await _run_all("after_error", self._error, error, in_thread, context)
 
     async def run_retries_exhausted(
-        self, error: Failure, *, in_thread: InThread | None = None
+        self,
+        error: Failure,
+        *,
+        in_thread: InThread | None = None,
+        context: dict[str, str] | None = None,
     ) -> None:
         """Run every ``on_retries_exhausted`` hook; failures are logged, never raised."""
+        where = "".join(f" {key}={value:.200s}" for key, value in (context or {}).items())
         for hook in self._exhausted:
             try:
                 await _call(hook, error, in_thread)
-            except Exception:
-                log.exception("on_retries_exhausted hook %r failed", hook)
+            except Exception as exc:
+                log.exception(
+                    "on_retries_exhausted hook %s failed%s: %s: %.300s",
+                    hook_name(hook),
+                    where,
+                    type(exc).__name__,
+                    exc,  # noqa: TRY401 (the line alone must say what failed, e.g. in JSON logs)
+                )
 
 
 default_hooks = Hooks()

@@ -177,6 +177,7 @@ def filing_commands(
     raw: str,
     queue: str,
     policy: RetryPolicy,
+    default_backtrace: bool | int | None = None,
 ) -> tuple[FailureOutcome | None, list[tuple[Any, ...]]]:
     """File a failed ``job`` as Sidekiq would, or into ``dead`` by :func:`dead_entry`.
 
@@ -184,12 +185,14 @@ def filing_commands(
     (see :func:`content_error`) is named by its Ruby class. When the filed job cannot be
     written (Sidekiq's bookkeeping re-encodes it), the job goes to ``dead`` with the
     failure's class and message spliced in; the outcome is then ``None``. Never raises for
-    any content of ``job``.
+    any content of ``job``. ``default_backtrace``: see :func:`prepare_failure`.
     """
     if isinstance(error, CONTENT_ERRORS):
         error = (*content_error(error), [])
     try:
-        outcome = prepare_failure(job, error, queue=queue, policy=policy)
+        outcome = prepare_failure(
+            job, error, queue=queue, policy=policy, default_backtrace=default_backtrace
+        )
         return outcome, failure_commands(outcome, policy)
     except (*CONTENT_ERRORS, InvalidJobError):
         name, message = error[:2] if isinstance(error, tuple) else content_error(error)

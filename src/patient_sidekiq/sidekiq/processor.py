@@ -37,6 +37,7 @@ from typing import Any
 import trio
 
 from patient_sidekiq.errors import InvalidJobError, PatientSidekiqError
+from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge, raise_first_error
 from patient_sidekiq.sidekiq.fetch import Holdings, InTransit, ReliableFetch
 from patient_sidekiq.sidekiq.heartbeat import WorkEntry
@@ -54,6 +55,12 @@ class Work:
 
     unit: UnitOfWork
     handed_off: bool = False
+    context: dict[str, str] | None = None
+    """What the handler knows that the failure line should name (``callback``,
+    ``request_id`` …), in the order to log it."""
+    default_backtrace: bool | int | None = None
+    """The ``backtrace`` option a failure of this job is filed with when the job has none
+    (the handler sets it once it runs the app's own code)."""
 
     def acknowledge_command(self) -> tuple[Arg, ...]:
         """The command removing this job from its in-progress list (for the handler's MULTI)."""
@@ -145,8 +152,10 @@ class Processor:
         on_executed: Callable[..., None] | None = None,
         clock: Callable[[], float] = time.time,
         transit: InTransit | None = None,
+        outage: RedisOutage | None = None,
     ) -> None:
         self._bridge = bridge
+        self._fetch_retry = (outage if outage is not None else RedisOutage()).retry_delay("fetch")
         self._transit = transit if transit is not None else InTransit()
         self._fetch = fetch
         self._dispatcher = dispatcher
@@ -200,7 +209,12 @@ class Processor:
             await self._idle.wait()
 
     async def fetch_loop(self, jobs: trio.Nursery) -> None:
-        """Fetch and start jobs in ``jobs`` until cancelled (quiet cancels it)."""
+        """Fetch and start jobs in ``jobs`` until cancelled (quiet cancels it).
+
+        A failed fetch is retried after the outage's growing delay (``redis_io.outage``).
+        """
+        retry = self._fetch_retry
+        delay = 0.0
         while True:
             free = self._concurrency - len(self._running)
             if free <= 0:
@@ -216,13 +230,14 @@ class Processor:
                         unit = await self._fetch.wait_for_work(WAIT_SECONDS)
                         units = [unit] if unit is not None else []
                 except PatientSidekiqError as exc:
-                    log.warning("fetch failed, retrying in 1 s: %s", exc)
+                    delay = retry.failed(exc)
                     units = None
                 else:
+                    retry.succeeded()
                     for unit in units:
                         self._start(jobs, unit)
             if units is None:
-                await trio.sleep(1)
+                await retry.wait(delay)
 
     def _start(self, jobs: trio.Nursery, unit: UnitOfWork) -> None:
         self._next_id += 1
@@ -298,7 +313,15 @@ class Processor:
                     )
                     self._on_done(1, 1)
                     return []
-                log.warning("%.200s jid=%.40s failed: %.300r", job.class_name, job.jid, exc)
+                # ERROR with the exception attached: logging integrations (Sentry's …) see it.
+                log.exception(
+                    "%.200s jid=%.40s%s failed: %s: %.300s",
+                    job.class_name,
+                    job.jid,
+                    _context(running.work.context),
+                    type(exc).__name__,
+                    exc,  # noqa: TRY401 (the line alone must say what failed, e.g. in JSON logs)
+                )
                 error = exc
             else:
                 self._executed(job, started, failed=False)
@@ -307,7 +330,12 @@ class Processor:
         # A job whose content cannot be written back goes to dead by the poison rule instead
         # of raising here (which used to end the whole worker).
         outcome, commands = filing_commands(
-            job, error, raw=unit.raw, queue=unit.queue, policy=self._policy
+            job,
+            error,
+            raw=unit.raw,
+            queue=unit.queue,
+            policy=self._policy,
+            default_backtrace=running.work.default_backtrace,
         )
         self._on_done(1, 1)
         # Sidekiq calls retries_exhausted for a death and for a ``dead: false`` discard, but a
@@ -348,4 +376,11 @@ class Processor:
         try:
             await callback(job, error)
         except Exception:
-            log.exception("retries-exhausted callback of %s jid=%s failed", job.class_name, job.jid)
+            log.exception(
+                "retries-exhausted callback of %.200s jid=%.40s failed", job.class_name, job.jid
+            )
+
+
+def _context(context: dict[str, str] | None) -> str:
+    # %.200s per value: they may come from the job, and a hostile one must stay one line.
+    return "".join(f" {key}={value:.200s}" for key, value in (context or {}).items())

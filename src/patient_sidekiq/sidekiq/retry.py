@@ -10,6 +10,14 @@ Decision where Ruby depends on the job class: when a job has no ``retry`` key, t
 processor falls back to the class's ``sidekiq_options`` and stores that value in the job.
 The gem's worker classes use ``retry: true``, so an absent ``retry`` is treated as ``true``
 and ``"retry": true`` is added to the filed job, as Ruby would.
+
+``error_backtrace`` follows the job's ``backtrace`` option exactly as Sidekiq 7.3.10's
+JobRetry does (``true``: every line, ``N``: the first N, absent/``false``/``null``: none),
+compressed as Sidekiq writes it (JSON, zlib deflate, strict Base64). A job WITHOUT the key
+may get ``default_backtrace`` instead, the role Sidekiq's ``default_job_options`` plays for
+a Ruby app's classes: the worker passes its ``backtrace`` setting for the jobs it runs Python
+callbacks for. Python frames are written as Ruby 3.1 (Debian's Ruby) writes its own,
+innermost first: ``/path/file.py:12:in `function'``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ __all__ = [
     "compress_backtrace",
     "failure_commands",
     "prepare_failure",
+    "ruby_backtrace",
 ]
 
 MAX_ERROR_MESSAGE: Final = 10_000
@@ -85,11 +94,15 @@ def _describe(error: BaseException | tuple[str, str, list[str]]) -> tuple[str, s
     name = getattr(cls, "ruby_class_name", None) or (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-    # Ruby backtraces list the innermost frame first, in "file:line:in `method'" form, and
-    # ``backtrace: N`` keeps the first N lines, so build the same order and shape.
+    return name, str(error), ruby_backtrace(error)
+
+
+def ruby_backtrace(error: BaseException) -> list[str]:
+    """``error``'s traceback as Ruby's ``Exception#backtrace``: innermost frame first."""
+    # ``backtrace: N`` keeps the first N lines, so the order matters as much as the shape.
+    # Ruby 3.1 quotes the method `so'; 3.4 'so': the Web UI shows either as it is.
     frames = traceback.extract_tb(error.__traceback__)
-    lines = [f"{frame.filename}:{frame.lineno}:in `{frame.name}'" for frame in reversed(frames)]
-    return name, str(error), lines
+    return [f"{frame.filename}:{frame.lineno}:in `{frame.name}'" for frame in reversed(frames)]
 
 
 def compress_backtrace(lines: list[str]) -> str:
@@ -137,11 +150,14 @@ def prepare_failure(
     *,
     queue: str,
     policy: RetryPolicy,
+    default_backtrace: bool | int | None = None,
 ) -> FailureOutcome:
     """Decide what happens to ``job`` after ``error``, exactly as Sidekiq's JobRetry does.
 
     ``queue`` is the queue the job was fetched from. ``error`` is an exception or an explicit
-    ``(error_class, message, backtrace_lines)`` for Ruby-named errors. Pure: no I/O.
+    ``(error_class, message, backtrace_lines)`` for Ruby-named errors. ``default_backtrace``
+    stands for the ``backtrace`` option of a job that has none (see the module docstring).
+    Pure: no I/O.
     """
     retry = job.retry
     changes: dict[str, Any] = {}
@@ -164,7 +180,7 @@ def prepare_failure(
         changes["retried_at"] = stamped
         count = (job.retry_count or 0) + 1
     changes["retry_count"] = count
-    wanted = job.get("backtrace")
+    wanted = job.get("backtrace") if "backtrace" in job else default_backtrace
     if wanted is not None and wanted is not False:
         lines = backtrace if wanted is True else backtrace[0 : _ruby_to_i(wanted)]
         changes["error_backtrace"] = compress_backtrace([_scrub(line) for line in lines])

@@ -18,7 +18,10 @@ A CallbackWorker job is ``[data, result_type, callback_name]``. For one job:
    run the ``after_completion``/``after_error`` hooks, then ``on_complete``/``on_error`` on
    a new instance of the class. ``async def`` methods are awaited on the trio loop; plain
    methods run in a worker thread (at most ``concurrency`` at once) so a blocking callback
-   never stalls the loop the HTTP processor shares. Any exception fails the job (retried).
+   never stalls the loop the HTTP processor shares. Any exception fails the job (retried):
+   the processor logs it at ERROR with its traceback, naming the callback (or hook) and the
+   request id, and files it with an ``error_backtrace`` as the ``backtrace`` setting says
+   when the job has no ``backtrace`` option (:attr:`CallbackWorkerSettings.backtrace`).
 4. **Clean up**: a stored payload is deleted once the callback succeeded. Unlike the gem
    (which deletes it in ``ensure``), a failed callback keeps it, so its retry finds it.
 
@@ -72,6 +75,7 @@ from patient_sidekiq.wire.jobs import CALLBACK_WORKER, DEFAULT_CALLBACK_QUEUE
 from patient_sidekiq.wire.packing import PayloadSettings, delete_stored, unpack
 from patient_sidekiq.wire.payload_store import PayloadReference, is_reference
 from patient_sidekiq.wire.response import Response
+from patient_sidekiq.worker.counters import CallbackCounters
 
 __all__ = [
     "RESULT_TYPES",
@@ -101,6 +105,9 @@ class CallbackWorkerSettings:
     concurrency: int = 10
     registered_elsewhere: Callable[[str], bool] = field(default=lambda name: False)
     """Whether another live worker runs this Python callback (the callback directory)."""
+    backtrace: bool | int = True
+    """The ``backtrace`` option (true, false or N lines) of a failing Python callback's
+    job when the job sets none: what its retry/dead entry keeps (``Config.backtrace``)."""
 
     def __post_init__(self) -> None:
         if not self.ruby_callback_queue:
@@ -137,6 +144,11 @@ class CallbackCall:
         return cls(data, result_type, callback_name)
 
 
+def _note_request(context: dict[str, str], request_id: str | None) -> None:
+    if request_id is not None:
+        context["request_id"] = request_id
+
+
 def _call_sync(cls: type, method: str, value: object) -> object:
     return getattr(cls(), method)(value)
 
@@ -153,6 +165,8 @@ class CallbackWorker:
         self.settings = settings
         self._bridge = bridge
         self._threads = trio.CapacityLimiter(settings.concurrency)
+        self.counters = CallbackCounters()
+        """``on_complete``/``on_error`` calls that ended, and those that raised (/metrics)."""
 
     def register(self, dispatcher: Dispatcher, polled_queues: Collection[str]) -> None:
         """Route CallbackWorker jobs of a launcher polling ``polled_queues`` to this worker,
@@ -181,15 +195,22 @@ class CallbackWorker:
         if callback_class is None:
             await self._pass_to_ruby(job, work, call, polled_queues)
             return
+        # From here on the app's Python code runs: its failures keep their backtrace.
+        work.default_backtrace = self.settings.backtrace
+        context = work.context = {"callback": call.callback_name}
         unpacked = await unpack(call.data, self.settings.payloads)
         hooks = self.settings.hooks
         if call.result_type == "response":
             response = Response.from_wire(unpacked.data)
-            await hooks.run_completion(response, in_thread=self._in_thread)
+            _note_request(context, response.request_id)
+            await hooks.run_completion(response, in_thread=self._in_thread, context=context)
+            context["method"] = "on_complete"
             await self._invoke(callback_class, "on_complete", response)
         else:
             error = load_failure(unpacked.data)
-            await hooks.run_error(error, in_thread=self._in_thread)
+            _note_request(context, error.request_id)
+            await hooks.run_error(error, in_thread=self._in_thread, context=context)
+            context["method"] = "on_error"
             await self._invoke(callback_class, "on_error", error)
         if unpacked.reference is not None:
             await self._delete_stored(unpacked.reference)
@@ -203,14 +224,20 @@ class CallbackWorker:
         )
 
     async def _invoke(self, callback_class: type, method: str, value: object) -> None:
-        if inspect.iscoroutinefunction(getattr(callback_class, method)):
-            await getattr(callback_class(), method)(value)
-            return
-        outcome = await self._in_thread(
-            functools.partial(_call_sync, callback_class, method, value)
-        )
-        if inspect.isawaitable(outcome):  # a plain method that returned a coroutine
-            await outcome
+        try:
+            if inspect.iscoroutinefunction(getattr(callback_class, method)):
+                await getattr(callback_class(), method)(value)
+                return
+            outcome = await self._in_thread(
+                functools.partial(_call_sync, callback_class, method, value)
+            )
+            if inspect.isawaitable(outcome):  # a plain method that returned a coroutine
+                await outcome
+        except Exception:
+            self.counters.failed += 1
+            raise
+        finally:
+            self.counters.run += 1  # a cancelled one too: it ran, and Sidekiq requeues it
 
     async def _pass_to_ruby(
         self,
@@ -278,7 +305,11 @@ class CallbackWorker:
                     exc,
                 )
             else:
-                await self.settings.hooks.run_retries_exhausted(failure, in_thread=self._in_thread)
+                context = {"jid": str(job.jid), "callback": call.callback_name}
+                _note_request(context, failure.request_id)
+                await self.settings.hooks.run_retries_exhausted(
+                    failure, in_thread=self._in_thread, context=context
+                )
         if is_reference(data):
             assert isinstance(data, dict)
             try:
