@@ -5,7 +5,10 @@ run the heartbeat, the scheduled poller, a periodic recovery pass and the proces
 Quiet (``TSTP`` from the OS or from the Web UI): stop fetching and polling; running jobs
 finish. Stop (``TERM``/``INT``): quiet, wait up to ``shutdown_timeout`` for running jobs,
 cancel what is left, put every job still in this process's in-progress lists back on its
-queue, and leave the cluster. ``TTIN`` logs the running jobs and the trio task tree.
+queue, and leave the cluster; the wait is logged as it goes (``shutdown.py``). A second
+``TERM``/``INT`` ends the wait at once: what still runs is cancelled and requeued as at the
+timeout. ``TTIN`` logs the running jobs and the trio task tree. Redis failures of every loop
+go to one :class:`~patient_sidekiq.redis_io.outage.RedisOutage` (given, or one per launcher).
 
 Services (:class:`Service`, e.g. the RequestWorker's HTTP processor) start once the process
 is in the cluster, register their handlers in the dispatcher, run their own loops beside the
@@ -28,6 +31,7 @@ from typing import Any, Literal, Protocol
 import trio
 
 from patient_sidekiq.errors import PatientSidekiqError
+from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.redis_io.redis_target import RedisTarget
 from patient_sidekiq.sidekiq.client import SidekiqClient
@@ -38,6 +42,7 @@ from patient_sidekiq.sidekiq.metrics import ExecutionMetrics
 from patient_sidekiq.sidekiq.processor import Dispatcher, Processor
 from patient_sidekiq.sidekiq.retry import RetryPolicy
 from patient_sidekiq.sidekiq.scheduled import Poller
+from patient_sidekiq.sidekiq.shutdown import drain
 from patient_sidekiq.sidekiq.unit_of_work import QueueOrder
 
 __all__ = ["Launcher", "Runtime", "Service", "WorkerSettings"]
@@ -47,7 +52,7 @@ log = logging.getLogger(__name__)
 RECOVERY_SLACK_SECONDS = 0.1
 """Past a heartbeat's expiry before the recovery pass that follows it."""
 RECONCILE_POLL_SECONDS = 0.5
-"""How often the reconcile loop looks for a lost reply, and asks a silent Redis again."""
+"""How often the reconcile loop looks for a lost reply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,8 @@ class WorkerSettings:
     identity: str = field(default_factory=make_identity)
     execution_metrics: bool = True
     """Write Sidekiq 7's per-minute execution metrics (the Web UI's Metrics tab)."""
+    shutdown_progress_interval: float = 5.0
+    """Seconds between two "waiting for N …" lines while a stop waits for running jobs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,8 @@ class Runtime:
     policy: RetryPolicy
     identity: str
     clock: Callable[[], float]
+    outage: RedisOutage = field(default_factory=RedisOutage)
+    """Where the service's loops report Redis failures and successes."""
 
 
 class Service(Protocol):
@@ -115,8 +124,17 @@ class Launcher:
         services: Sequence[Service] = (),
         clock: Callable[[], float] = time.time,
         on_signal: Callable[[str], None] | None = None,
+        outage: RedisOutage | None = None,
+        noun: str = "jobs",
     ) -> None:
         self.settings = settings
+        # Shared with the other launchers of the process, so an outage is logged once.
+        self.outage = outage if outage is not None else RedisOutage()
+        # What the shutdown lines call the running work ("requests" for the HTTP processor).
+        self.noun = noun
+        self._heartbeat_retry = self.outage.retry_delay("heartbeat")
+        self._recovery_retry = self.outage.retry_delay("recovery pass")
+        self._reconcile_retry = self.outage.retry_delay("reconcile pass")
         # Set when several launchers share one OS process: a signal (OS or from the Web UI)
         # must then reach all of them, so it goes to the owner instead of this launcher alone.
         self._on_signal = on_signal
@@ -125,6 +143,7 @@ class Launcher:
         self._clock = clock
         self._quiet = trio.Event()
         self._stop = trio.Event()
+        self._force = trio.Event()
         self._processor: Processor | None = None
 
     @property
@@ -147,6 +166,13 @@ class Launcher:
         """Shut down: quiet, then wait up to ``shutdown_timeout`` for running jobs."""
         self.quiet()
         self._stop.set()
+
+    def force_stop(self) -> None:
+        """Shut down now: what still runs is cancelled and requeued as at the timeout."""
+        if not self._force.is_set():
+            log.warning("stopping now: not waiting for running %s any longer", self.noun)
+        self.stop()
+        self._force.set()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped; ``task_status.started()`` once the process is in the cluster."""
@@ -200,6 +226,7 @@ class Launcher:
             on_executed=metrics.track if metrics is not None else None,
             clock=self._clock,
             transit=transit,
+            outage=self.outage,
         )
         self._processor = processor
         client = SidekiqClient(bridge, dialect=settings.dialect, clock=self._clock)
@@ -211,6 +238,7 @@ class Launcher:
             poll_interval_average=settings.poll_interval_average,
             clock=self._clock,
             transit=transit,
+            outage=self.outage,
         )
         async with trio.open_nursery() as system:
             if settings.handle_os_signals:
@@ -230,7 +258,7 @@ class Launcher:
             system.start_soon(self._recovery_loop, fetch)
             system.start_soon(self._until_quiet, poller.run)
             runtime = Runtime(
-                bridge, client, self.dispatcher, policy, settings.identity, self._clock
+                bridge, client, self.dispatcher, policy, settings.identity, self._clock, self.outage
             )
             for service in self.services:
                 await system.start(service.serve, runtime)
@@ -239,10 +267,13 @@ class Launcher:
             async with trio.open_nursery() as jobs:
                 await self._until_quiet(processor.fetch_loop, jobs)
                 await self._stop.wait()
-                with trio.move_on_after(settings.shutdown_timeout):
-                    await processor.wait_idle()
-                if processor.busy:
-                    log.warning("shutdown timeout: requeueing %d unfinished jobs", processor.busy)
+                await drain(
+                    processor,
+                    self._force,
+                    timeout=settings.shutdown_timeout,
+                    progress_interval=settings.shutdown_progress_interval,
+                    noun=self.noun,
+                )
                 jobs.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await self._leave(fetch, heartbeat)
@@ -271,11 +302,14 @@ class Launcher:
         return self._processor.work_entries() if self._processor else {}
 
     async def _beat(self, heartbeat: Heartbeat) -> None:
+        # Paced by the heartbeat interval, never backed off: a process whose beat lapses
+        # past its TTL would have its in-progress jobs recovered by others.
         try:
             remote = await heartbeat.beat()
         except PatientSidekiqError as exc:
-            log.warning("heartbeat failed: %s", exc)
+            self._heartbeat_retry.failed(exc)
             return
+        self._heartbeat_retry.succeeded()
         if remote is not None:
             self._signal(remote)
 
@@ -295,8 +329,9 @@ class Launcher:
         try:
             moved = await fetch.recover()
         except PatientSidekiqError as exc:
-            log.warning("recovery pass failed: %s", exc)
+            self._recovery_retry.failed(exc)
             return
+        self._recovery_retry.succeeded()
         if moved:
             log.warning("recovered %d jobs of dead processes", moved)
 
@@ -336,12 +371,15 @@ class Launcher:
             await self._reconcile(fetch, processor, transit)
 
     async def _until_redis_answers(self, bridge: RedisBridge) -> None:
+        retry = self._reconcile_retry
         while True:
             try:
                 await bridge.execute("PING")
+            except PatientSidekiqError as exc:
+                await retry.wait(retry.failed(exc))
+            else:
+                retry.succeeded()
                 return
-            except PatientSidekiqError:
-                await trio.sleep(RECONCILE_POLL_SECONDS)
 
     async def _reconcile(
         self, fetch: ReliableFetch, processor: Processor, transit: InTransit
@@ -357,9 +395,10 @@ class Launcher:
                     if requeued:
                         log.warning("reconcile: re-enqueued %d requests no longer run", requeued)
         except PatientSidekiqError as exc:
-            log.warning(
-                "reconcile pass failed (retried after the next outage or interval): %s", exc
-            )
+            # Retried after the next outage or interval.
+            self._reconcile_retry.failed(exc)
+        else:
+            self._reconcile_retry.succeeded()
 
     async def _os_signals(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         names = {
@@ -385,7 +424,10 @@ class Launcher:
         if name == "TSTP":
             self.quiet()
         elif name in ("TERM", "INT"):
-            self.stop()
+            if self._stop.is_set():  # a second one: Sidekiq's and Celery's "now"
+                self.force_stop()
+            else:
+                self.stop()
         elif name == "TTIN":
             self._dump()
 

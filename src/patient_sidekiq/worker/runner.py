@@ -41,6 +41,7 @@ from patient_sidekiq._version import __version__
 from patient_sidekiq.config.model import Config
 from patient_sidekiq.errors import ConfigurationError, RedisUnavailableError
 from patient_sidekiq.http.settings import HttpSettings
+from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.registry.callbacks import CallbackRegistry
 from patient_sidekiq.registry.callbacks import registry as default_registry
@@ -217,8 +218,9 @@ class Runner:
                 )
             payloads = config.payload_settings(payloads_bridge, own_store_bridges, encryption_hooks)
             http_settings = replace(config.worker_settings(), handle_os_signals=False)
+            outage = RedisOutage()  # every loop of the process: one line per Redis outage
             directory = CallbackDirectory(
-                payloads_bridge, http_settings.identity, self.registry.names
+                payloads_bridge, http_settings.identity, self.registry.names, outage=outage
             )
             routing = CallbackRouting(
                 callback_queue=config.callback_queue,
@@ -236,6 +238,7 @@ class Runner:
                     ruby_callback_queue=config.callback_queue,
                     concurrency=config.callback_concurrency,
                     registered_elsewhere=lambda name: name in directory.known,
+                    backtrace=config.backtrace,
                 ),
                 payloads_bridge,
             )
@@ -248,6 +251,8 @@ class Runner:
                     http_dispatcher,
                     services=[self.request_worker],
                     on_signal=self.handle_signal,
+                    outage=outage,
+                    noun="requests",
                 )
             ]
             if self.registry.names() and config.python_callback_queue not in http_queues:
@@ -262,7 +267,13 @@ class Runner:
                     handle_os_signals=False,
                 )
                 self.launchers.append(
-                    Launcher(callback_settings, callback_dispatcher, on_signal=self.handle_signal)
+                    Launcher(
+                        callback_settings,
+                        callback_dispatcher,
+                        on_signal=self.handle_signal,
+                        outage=outage,
+                        noun="callbacks",
+                    )
                 )
             # SQL and S3 stores hold connections of their own: closed when the worker stops
             for store in payloads.stores.values():

@@ -8,7 +8,9 @@ differ, stdin from /dev/null, and the supervisor's stdout and stderr.
 Signals to the supervisor (Sidekiq's meanings, protocol spec §6.5):
 
 - ``TERM``/``INT``: send ``TERM`` to every child, wait up to ``stop_timeout``, ``KILL`` what
-  is left; exit 0, or 1 when a child had to be killed.
+  is left; exit 0, or 1 when a child had to be killed. A second ``TERM``/``INT`` during the
+  stop is forwarded as a second ``TERM``: each child stops waiting for its running requests
+  and requeues them at once (the worker's "now"), then exits.
 - ``TSTP``: quiet. Forwarded to every child, and a child (re)started later is quieted too:
   it gets ``TSTP`` as soon as it has a handler for it.
 - ``TTIN``: the supervisor logs its children, then forwards ``TTIN``.
@@ -162,7 +164,15 @@ class Supervisor:
         if signum in (signal.SIGTERM, signal.SIGINT):
             name = signal.Signals(signum).name
             if self.stopping:
-                log.info("received %s: already stopping", name)
+                count = len(self._children)
+                log.warning(
+                    "received %s again: telling %d %s to stop now",
+                    name,
+                    count,
+                    "child" if count == 1 else "children",
+                )
+                for child in list(self._children.values()):
+                    self._send(child, signal.SIGTERM)
                 return
             log.info("received %s: stopping %d children", name, len(self._children))
             self.stop()
