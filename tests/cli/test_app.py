@@ -7,9 +7,12 @@ import io
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +130,9 @@ def valid_flag_values(tmp_path: Path) -> dict[str, tuple[list[str], object]]:
         "retries": (["1"], 1),
         "proxy_url": (["http://proxy:3128"], "http://proxy:3128"),
         "user_agent": (["Agent/1.0"], "Agent/1.0"),
-        "raise_error_responses": (["true"], True),
+        "raise_error_responses": (["true"], True),  # a switch: --raise-error-responses
         "protocol": (["http1"], "http1"),
-        "verify_ssl": (["no"], False),
+        "verify_ssl": (["false"], False),  # a switch: --no-verify-ssl
         "ca_bundle": ([str(ca_bundle)], str(ca_bundle)),
         "heartbeat_interval": (["2"], 2.0),
         "orphan_threshold": (["7.5"], 7.5),
@@ -177,6 +180,10 @@ def test_every_option_flag_reaches_the_config(
         flag = info.flags[-1]
         given, _ = values[name]
         assert info.repeatable or len(given) == 1
+        if info.switch:
+            positive, negative = flag.split("/")
+            argv.append(positive if given == ["true"] else negative)
+            continue
         for value in given:
             argv += [flag, value]
     result = runner.invoke(app, argv)
@@ -213,6 +220,82 @@ def test_fixed_short_spellings(started: list[Config]) -> None:
         "-g/--tag TAG",
     ):
         assert usage in described
+
+
+def test_boolean_options_are_flag_pairs_that_take_no_value(
+    started: list[Config], clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    switches = {name for name, info in FIELDS.items() if info.switch}
+    assert switches == {"raise_error_responses", "verify_ssl"}
+    for name in switches:
+        kebab = name.replace("_", "-")
+        assert FIELDS[name].flag == f"--{kebab}/--no-{kebab}"
+
+    # A switch followed by another option: no value is swallowed.
+    assert runner.invoke(app, ["run", "--no-verify-ssl", "--tag", "x"]).exit_code == 0
+    assert (started[-1].verify_ssl, started[-1].tag) == (False, "x")
+
+    # Neither form given: the file and the environment decide, not a False default.
+    toml = tmp_path / "switches.toml"
+    toml.write_text("raise_error_responses = true\nverify_ssl = false\n")
+    assert runner.invoke(app, ["run", "--config", str(toml)]).exit_code == 0
+    assert (started[-1].raise_error_responses, started[-1].verify_ssl) == (True, False)
+    clean_env.setenv("PATIENT_HTTP_VERIFY_SSL", "yes")
+    assert runner.invoke(app, ["run", "--config", str(toml)]).exit_code == 0
+    assert started[-1].verify_ssl is True  # env > file
+    argv = ["run", "--config", str(toml), "--no-raise-error-responses", "--no-verify-ssl"]
+    assert runner.invoke(app, argv).exit_code == 0
+    assert (started[-1].raise_error_responses, started[-1].verify_ssl) == (False, False)
+
+    refused = runner.invoke(app, ["run", "--verify-ssl", "false"])
+    assert refused.exit_code == 2  # "false" is an unexpected argument now
+    assert len(started) == 4
+
+
+def test_verbose_is_log_level_debug_and_wins_over_log_level(
+    started: list[Config], clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("PATIENT_HTTP_LOG_LEVEL", "warning")
+    assert runner.invoke(app, ["run"]).exit_code == 0
+    assert started[-1].log_level == "warning"
+    for argv in (
+        ["-v"],
+        ["--verbose"],
+        ["-v", "--log-level", "error"],
+        ["--log-level", "error", "-v"],
+    ):
+        assert runner.invoke(app, ["run", *argv]).exit_code == 0, argv
+        assert started[-1].log_level == "debug", argv
+    assert runner.invoke(app, ["run", "--log-level", "error"]).exit_code == 0
+    assert started[-1].log_level == "error"
+
+
+def test_run_help_shows_every_default_and_variable_but_no_secret(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("PATIENT_HTTP_ENCRYPTION_KEY", "key-from-the-env")
+    clean_env.setenv("COLUMNS", "80")
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # wrapped lines joined
+    for name, info in FIELDS.items():
+        assert f"env {', '.join(info.env)}; default {info.default_text}" in text, name
+        for spelling in info.flags[0].split("/"):
+            assert spelling in text, name
+    assert "--verify-ssl / --no-verify-ssl verify TLS certificates" in text
+    assert "env PATIENT_HTTP_ENCRYPTION_KEY; default —" in text
+    assert "key-from-the-env" not in result.output
+    assert "-v, --verbose" in text
+    assert "78 on a configuration error" in text
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("command", ["", "run", "enqueue", "status", "inflight", "demo", "version"])
+def test_no_help_shows_a_type_placeholder(command: str) -> None:
+    result = runner.invoke(app, [*command.split(), "--help"])
+    assert result.exit_code == 0
+    for placeholder in ("<bool>", "<str>", "<int", "<float", "BOOL", "TEXT <"):
+        assert placeholder not in result.output, (command, placeholder)
 
 
 def test_processes_auto_is_the_cpu_count(
@@ -478,11 +561,57 @@ def test_status_and_inflight_report_redis_state(
     assert entry["process_id"] == process_id
 
 
+async def beat_as(url: str, hostname: str, *, version: str | None = None, age: float = 0) -> str:
+    """A Sidekiq process entry of ``hostname`` whose last beat was ``age`` seconds ago."""
+    async with RedisBridge(url) as bridge:
+        identity = f"{hostname}:4321:0123456789ab"
+        fields: dict[str, Any] = {"version": version} if version is not None else {}
+        info = ProcessInfo(
+            identity=identity, concurrency=5, queues=[("q", 0)], hostname=hostname, **fields
+        )
+        at = time.time() - age
+        await Heartbeat(bridge, info, running=dict, quiet=lambda: False, clock=lambda: at).beat()
+        return identity
+
+
 @pytest.mark.integration
-def test_status_on_an_empty_redis(clean_env: pytest.MonkeyPatch, redis_url: str) -> None:
+def test_status_check_wants_a_live_worker_of_this_host(
+    clean_env: pytest.MonkeyPatch, redis_url: str, redis_client: redis.Redis
+) -> None:
+    clean_env.setenv("REDIS_URL", redis_url)
+
+    def check() -> tuple[int, str]:
+        result = runner.invoke(app, ["status", "--check"])
+        assert len(result.stdout.splitlines()) == 1, result.output
+        return result.exit_code, result.stdout
+
+    here = socket.gethostname()
+    assert check() == (1, f"not ok: no live patient-sidekiq worker on {here}\n")
+    trio.run(partial(beat_as, redis_url, "another-host"))
+    trio.run(partial(beat_as, redis_url, here, version="7.3.10"))  # Ruby's Sidekiq
+    assert check()[0] == 1
+    redis_client.flushdb()
+    trio.run(partial(beat_as, redis_url, here, age=45))  # hash still there, beat stale
+    assert check()[0] == 1
+    assert runner.invoke(app, ["status"]).exit_code == 1
+    redis_client.flushdb()
+    identity = trio.run(partial(beat_as, redis_url, here, age=2))
+    code, line = check()
+    assert code == 0
+    assert line.startswith(f"ok: 1 live patient-sidekiq process(es) on {here}: {identity}")
+    assert runner.invoke(app, ["status"]).exit_code == 0
+    assert runner.invoke(app, ["status", "--json"]).exit_code == 0
+
+
+@pytest.mark.integration
+def test_status_on_an_empty_redis_exits_1(clean_env: pytest.MonkeyPatch, redis_url: str) -> None:
     result = runner.invoke(app, ["status", "--json", "--redis-url", redis_url])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # no worker alive: scripts see it
     assert json.loads(result.stdout)["processes"] == []
+    assert json.loads(result.stdout)["live_workers"] == 0
+    text = runner.invoke(app, ["status", "--redis-url", redis_url])
+    assert text.exit_code == 1
+    assert "No patient-sidekiq worker is alive." in text.stdout
     assert (
         json.loads(runner.invoke(app, ["inflight", "--json", "--redis-url", redis_url]).stdout)
         == []
@@ -494,6 +623,10 @@ def test_status_and_inflight_without_redis_exit_1(clean_env: pytest.MonkeyPatch)
         result = runner.invoke(app, [command, "--redis-url", "redis://127.0.0.1:1/0"])
         assert result.exit_code == 1, command
         assert result.stderr.startswith("patient-sidekiq: ")
+    check = runner.invoke(app, ["status", "--check", "--redis-url", "redis://127.0.0.1:1/0"])
+    assert check.exit_code == 69
+    assert len(check.stderr.splitlines()) == 1
+    assert check.stderr.startswith("patient-sidekiq: Redis connection failed")
 
 
 @pytest.mark.integration
@@ -506,7 +639,7 @@ def test_enqueue_status_inflight_read_redis_url_from_config_file(
     assert runner.invoke(app, argv).exit_code == 0
     assert len(queued_jobs(redis_client, "from_toml")) == 1  # the first configured queue
     status = runner.invoke(app, ["status", "--json", "--config", str(toml)])
-    assert status.exit_code == 0, status.output
+    assert status.exit_code == 1, status.output  # read, but no worker alive
     assert json.loads(status.stdout)["processes"] == []
     inflight = runner.invoke(app, ["inflight", "--config", str(toml)])
     assert inflight.exit_code == 0, inflight.output

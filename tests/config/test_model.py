@@ -91,7 +91,7 @@ def test_fields_metadata_covers_every_option() -> None:
         ("redis_sentinels", "--redis-sentinel HOST:PORT"),
         ("redis_sentinel_master", "--redis-sentinel-master NAME"),
         ("request_timeout", "--request-timeout SECONDS"),  # the kebab-case rule
-        ("verify_ssl", "--verify-ssl BOOL"),
+        ("verify_ssl", "--verify-ssl/--no-verify-ssl"),  # a switch: no value
     ],
 )
 def test_fixed_flag_spellings(name: str, flag: str) -> None:
@@ -399,7 +399,7 @@ heartbeat_interval = 600
         'retries: "1.5" from PATIENT_HTTP_RETRIES is not an integer ≥ 0',
         'proxy_url: "ftp://proxy" from PATIENT_HTTP_PROXY_URL is not an http:// or https:// URL',
         'protocol: "http3" from flag --protocol is not one of auto, http1, http2',
-        'verify_ssl: "maybe" from flag --verify-ssl is not a boolean',
+        'verify_ssl: "maybe" from flag --verify-ssl/--no-verify-ssl is not a boolean',
         f'ca_bundle: "{tmp_path / "missing.pem"}" from flag --ca-bundle is not an existing file',
         # the empty items of "good,,": every line hides the key itself
         '"" from PATIENT_HTTP_ENCRYPTION_KEY is not a non-empty key',

@@ -273,7 +273,7 @@ OPTIONS_OURS = (
     "--request-timeout", "1.5",
     "--max-redirects", "1",
     "--user-agent", "Differential/1.0",
-    "--raise-error-responses", "true",
+    "--raise-error-responses",  # a switch: no value
     "--max-response-size", "1000",
 )  # fmt: skip
 OPTIONS: list[dict[str, Any]] = [

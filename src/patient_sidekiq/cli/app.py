@@ -14,27 +14,34 @@ from __future__ import annotations
 
 import inspect
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 import trio
 import typer
 
 from patient_sidekiq._version import __version__
 from patient_sidekiq.config.loader import load_config
-from patient_sidekiq.config.model import FIELDS, Config
+from patient_sidekiq.config.model import CONFIG_FILE_ENV, FIELDS, Config, OptionInfo
 from patient_sidekiq.errors import ConfigurationError, PatientSidekiqError, RedisUnavailableError
 from patient_sidekiq.worker.supervisor import EX_CONFIG, EX_UNAVAILABLE, child_index
 
 app = typer.Typer(
+    # Click's plain help: 40 options with their variables never truncated, greppable.
+    rich_markup_mode=None,
     name="patient-sidekiq",
     help="A Python worker for patient_http-sidekiq jobs, speaking Sidekiq's protocol.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+_REDIS_HELP: Final = "Redis to use. env PATIENT_HTTP_REDIS_URL, REDIS_URL; default from --config"
+_CONFIG_HELP: Final = f"A TOML file of options (redis_url …). env {CONFIG_FILE_ENV}"
 
 
 def _print_version(value: bool) -> None:
@@ -84,25 +91,53 @@ def _passed(values: dict[str, Any]) -> dict[str, Any]:
 # --- run ---
 
 
+def _option_help(info: OptionInfo) -> str:
+    """Meaning, accepted values, variables and default."""
+    return f"{info.help} ({info.kind}). env {', '.join(info.env)}; default {info.default_text}"
+
+
 def _run_parameters() -> list[inspect.Parameter]:
     parameters = []
     for info in FIELDS.values():
-        help_text = f"{info.help} [{info.kind}; env {info.env[0]}]" if info.env else info.help
-        option: Any = typer.Option(None, *info.flags, help=help_text, metavar=info.metavar)
+        # None = not given: a flag's absence leaves the option to the file and the environment.
+        option: Any = typer.Option(
+            None,
+            *info.flags,
+            help=_option_help(info),
+            metavar=info.metavar or None,
+            show_default=False,
+        )
         annotation: Any = list[str] | None if info.repeatable else str | None
+        if info.switch:
+            annotation = bool | None
         parameters.append(
             inspect.Parameter(
                 info.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
             )
         )
-    parameters.append(
+    verbose = typer.Option(
+        False,
+        "-v",
+        "--verbose",
+        help="Log at debug level: --log-level debug, and it wins over a --log-level flag.",
+    )
+    config_file = typer.Option(
+        None,
+        "--config",
+        help=f"A TOML file of options. env {CONFIG_FILE_ENV}",
+        metavar="FILE",
+    )
+    parameters += [
+        inspect.Parameter(
+            "verbose", inspect.Parameter.KEYWORD_ONLY, default=verbose, annotation=bool
+        ),
         inspect.Parameter(
             "config_file",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, "--config", help="A TOML file of options.", metavar="FILE"),
+            default=config_file,
             annotation=str | None,
-        )
-    )
+        ),
+    ]
     return parameters
 
 
@@ -118,10 +153,15 @@ def _run(**values: Any) -> None:
     """Start the worker: the HTTP processor, and a callback worker when Python callbacks exist.
 
     Options come from (rising priority) defaults, --config FILE, PATIENT_HTTP_* / REDIS_URL
-    environment variables, then these flags. SIGTERM/SIGINT stop gracefully (exit 0), SIGTSTP
-    quiets, SIGTTIN dumps the running jobs.
+    environment variables, then these flags; a boolean flag's --no- form turns it off.
+    SIGTERM/SIGINT stop gracefully, SIGTSTP quiets, SIGTTIN dumps the running jobs.
+
+    Exit status: 0 after a graceful stop, 78 on a configuration error (one line per
+    problem), 69 when Redis does not answer at start.
     """
     config_file = values.pop("config_file")
+    if values.pop("verbose"):
+        values["log_level"] = "debug"
     config = _config_or_exit(_passed(values), config_file)
     from patient_sidekiq.cli.logging_setup import configure_logging
 
@@ -176,13 +216,16 @@ def _key_value(item: str, what: str) -> tuple[str, Any]:
 
 @app.command()
 def enqueue(
-    method: str = typer.Argument(..., help="get, post, put, patch or delete."),
-    url: str = typer.Argument(..., help="The absolute URL to request."),
-    callback: str = typer.Option(..., "--callback", help="Callback class name (Ruby or Python)."),
+    # Described in the docstring: typer's argument rows would print a <str> placeholder.
+    method: str = typer.Argument(..., hidden=True, metavar="METHOD"),
+    url: str = typer.Argument(..., hidden=True, metavar="URL"),
+    callback: str = typer.Option(
+        ..., "--callback", help="Callback class name (Ruby or Python).", metavar="NAME"
+    ),
     json_body: str | None = typer.Option(
         None, "--json", help="A JSON request body.", metavar="JSON"
     ),
-    body: str | None = typer.Option(None, "--body", help="A raw request body."),
+    body: str | None = typer.Option(None, "--body", help="A raw request body.", metavar="TEXT"),
     header: list[str] | None = typer.Option(
         None, "--header", "-H", help="'Name: value', repeatable.", metavar="HEADER"
     ),
@@ -192,19 +235,26 @@ def enqueue(
         help="k=v for the callback (v is read as a JSON literal when it is one), repeatable.",
         metavar="K=V",
     ),
-    timeout: float | None = typer.Option(None, "--timeout", help="Request timeout in seconds."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Request timeout in seconds.", metavar="SECONDS"
+    ),
     raise_error_responses: bool | None = typer.Option(
         None, "--raise-error-responses/--no-raise-error-responses"
     ),
     queue: str | None = typer.Option(
-        None, "--queue", "-q", help="Queue (default: the first configured)."
+        None, "--queue", "-q", help="Queue (default: the first configured).", metavar="QUEUE"
     ),
-    redis_url: str | None = typer.Option(None, "--redis-url"),
+    redis_url: str | None = typer.Option(None, "--redis-url", help=_REDIS_HELP, metavar="URL"),
     encryption_key: list[str] | None = typer.Option(None, "--encryption-key", metavar="KEY"),
     require: list[str] | None = typer.Option(None, "--require", "-r", metavar="MODULE"),
-    config_file: str | None = typer.Option(None, "--config", metavar="FILE"),
+    config_file: str | None = typer.Option(None, "--config", help=_CONFIG_HELP, metavar="FILE"),
 ) -> None:
-    """Enqueue one request as a real RequestWorker job (as the gem writes it); print its id."""
+    """Enqueue one request as a real RequestWorker job (as the gem writes it); print its id.
+
+    METHOD is get, post, put, patch or delete; URL the absolute URL to request. Exit status:
+    0 enqueued, 1 when it cannot be (unknown callback, Redis), 2 on a bad argument, 78 on a
+    configuration error.
+    """
     config = _config_or_exit(
         _passed({"redis_url": redis_url, "encryption_key": encryption_key, "require": require}),
         config_file,
@@ -264,11 +314,25 @@ def status(
     watch: float | None = typer.Option(
         None, "--watch", help="Refresh every SECONDS until interrupted.", metavar="SECONDS"
     ),
-    redis_url: str | None = typer.Option(None, "--redis-url"),
-    config_file: str | None = typer.Option(None, "--config", metavar="FILE"),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Print one line; exit 0 when a patient-sidekiq worker of this host is alive, "
+        "1 when none is, 69 when Redis does not answer (for HEALTHCHECK and service managers).",
+    ),
+    redis_url: str | None = typer.Option(None, "--redis-url", help=_REDIS_HELP, metavar="URL"),
+    config_file: str | None = typer.Option(None, "--config", help=_CONFIG_HELP, metavar="FILE"),
 ) -> None:
-    """Processes with in-flight/capacity, totals, queue sizes, retry and dead counts."""
+    """Every Sidekiq identity (Ruby and Python) with its role, queues, busy/concurrency and
+    HTTP in-flight/capacity; HTTP totals, queue sizes, retry/scheduled/dead counts.
+
+    A process is alive while its heartbeat is younger than 30 s. Exit status: 0 when a
+    patient-sidekiq worker is alive, 1 when none is or Redis cannot be read, 78 on a
+    configuration error; with --check, 69 when Redis does not answer.
+    """
     config = _config_or_exit(_passed({"redis_url": redis_url}), config_file)
+    if check:
+        raise typer.Exit(_check(config))
     while True:
         try:
             report = trio.run(_read_status, config)
@@ -278,16 +342,39 @@ def status(
         if as_json:
             typer.echo(json.dumps(report.to_json(), sort_keys=True))
         else:
-            if watch is not None and sys.stdout.isatty():
-                typer.echo("\x1b[H\x1b[2J", nl=False)  # clear the screen between frames
-            typer.echo(report.render_text())
+            from patient_sidekiq.cli.status_render import console, status_table
+
+            screen = console()
+            if watch is not None and screen.is_terminal:
+                screen.clear()
+            screen.print(status_table(report))
         if watch is None:
-            return
+            raise typer.Exit(0 if report.live_workers() else 1)
         time.sleep(watch)
 
 
+def _check(config: Config) -> int:
+    """``status --check``: one line, and the exit status a health check wants."""
+    hostname = socket.gethostname()
+    try:
+        report = trio.run(_read_status, config)
+    except RedisUnavailableError as exc:
+        typer.echo(f"patient-sidekiq: {exc}", err=True)
+        return EX_UNAVAILABLE
+    except PatientSidekiqError as exc:
+        typer.echo(f"patient-sidekiq: {exc}", err=True)
+        return 1
+    live = report.live_workers(hostname)
+    if not live:
+        typer.echo(f"not ok: no live patient-sidekiq worker on {hostname}")
+        return 1
+    names = ", ".join(f"{p.identity} ({p.role})" for p in live)
+    typer.echo(f"ok: {len(live)} live patient-sidekiq process(es) on {hostname}: {names}")
+    return 0
+
+
 async def _read_inflight(config: Config, limit: int | None) -> Any:
-    from patient_sidekiq.cli.status_collect import collect_inflight
+    from patient_sidekiq.cli.inflight_collect import collect_inflight
     from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 
     async with RedisBridge(config.redis_target(), name="patient-sidekiq-inflight") as bridge:
@@ -297,12 +384,16 @@ async def _read_inflight(config: Config, limit: int | None) -> Any:
 @app.command()
 def inflight(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (for scripts)."),
-    limit: int | None = typer.Option(None, "--limit", help="Show at most N entries."),
-    redis_url: str | None = typer.Option(None, "--redis-url"),
-    config_file: str | None = typer.Option(None, "--config", metavar="FILE"),
+    limit: int | None = typer.Option(None, "--limit", help="Show at most N entries.", metavar="N"),
+    redis_url: str | None = typer.Option(None, "--redis-url", help=_REDIS_HELP, metavar="URL"),
+    config_file: str | None = typer.Option(None, "--config", help=_CONFIG_HELP, metavar="FILE"),
 ) -> None:
-    """The in-flight requests, oldest first, with age and owning process."""
-    from patient_sidekiq.cli.status_report import inflight_to_json, render_inflight
+    """The in-flight requests, oldest first: age, request id, method and URL (password and
+    query values hidden), callback, and the owning process as the Busy page names it, alive
+    or GONE (its requests wait for the orphan sweep). Exit status 1 when Redis cannot be read.
+    """
+    from patient_sidekiq.cli.status_render import console, inflight_table
+    from patient_sidekiq.cli.status_report import inflight_to_json
 
     config = _config_or_exit(_passed({"redis_url": redis_url}), config_file)
     try:
@@ -313,7 +404,7 @@ def inflight(
     if as_json:
         typer.echo(json.dumps(inflight_to_json(entries), sort_keys=True))
     else:
-        typer.echo(render_inflight(entries))
+        console().print(inflight_table(entries))
 
 
 # --- demo ---
@@ -322,10 +413,10 @@ def inflight(
 @app.command()
 def demo(
     requests: int = typer.Option(
-        300, "--requests", "-n", min=1, help="How many requests to enqueue."
+        300, "--requests", "-n", min=1, help="How many requests to enqueue.", metavar="N"
     ),
-    redis_url: str | None = typer.Option(None, "--redis-url"),
-    config_file: str | None = typer.Option(None, "--config", metavar="FILE"),
+    redis_url: str | None = typer.Option(None, "--redis-url", help=_REDIS_HELP, metavar="URL"),
+    config_file: str | None = typer.Option(None, "--config", help=_CONFIG_HELP, metavar="FILE"),
 ) -> None:
     """Run a worker, a slow local API and a few hundred requests with a Python callback, live."""
     from patient_sidekiq.cli.demo import run_demo

@@ -66,11 +66,18 @@ class OptionInfo:
     repeatable: bool = False
     toml: str = ""
     """An example TOML line."""
+    switch: bool = False
+    """A boolean: its one flag is the pair ``--x/--no-x``, which takes no value."""
 
     @property
     def flag(self) -> str:
-        """The flag as a usage line shows it: ``-q/--queue NAME[,WEIGHT]``."""
-        return f"{'/'.join(self.flags)} {self.metavar}"
+        """The flag as a usage line shows it: ``-q/--queue NAME[,WEIGHT]``, ``--x/--no-x``."""
+        return f"{'/'.join(self.flags)} {self.metavar}".rstrip()
+
+    @property
+    def default_text(self) -> str:
+        """The default as the help and the README show it (``—`` when there is none)."""
+        return _default_text(self)
 
 
 @dataclass(frozen=True)
@@ -109,16 +116,23 @@ def option_table(defaults: Mapping[str, object]) -> dict[str, Option]:
         toml: str = "",
     ) -> Option:
         default = defaults[name]
+        kebab = name.replace("_", "-")
+        switch = parse is parsers.boolean
+        if switch:
+            # click's flag pair: no value to type, and "neither given" leaves the option to
+            # the file and the environment.
+            flags, metavar = (f"--{kebab}/--no-{kebab}",), ""
         info = OptionInfo(
             name=name,
             kind=kind,
             default=default,
             env=(ENV_PREFIX + name.upper(), *env),
-            flags=flags or ("--" + name.replace("_", "-"),),
+            flags=flags or ("--" + kebab,),
             metavar=metavar,
             help=help,
             repeatable=separator is not None,
             toml=toml or f"{name} = {_toml_literal(default)}",
+            switch=switch,
         )
         return Option(info, parse, separator, strip, secret)
 
@@ -169,12 +183,11 @@ def option_table(defaults: Mapping[str, object]) -> dict[str, Option]:
                toml='proxy_url = "http://proxy:3128"'),
         option("user_agent", parsers.text, "a string", "default User-Agent header", metavar="TEXT"),
         option("raise_error_responses", parsers.boolean, "a boolean",
-               "treat non-2xx responses as errors by default", metavar="BOOL"),
+               "treat non-2xx responses as errors by default"),
         option("protocol", parsers.choice("auto", "http1", "http2"), "auto, http1 or http2",
                "HTTP version (auto: HTTP/2 when the server offers it over TLS)",
                metavar="auto|http1|http2"),
-        option("verify_ssl", parsers.boolean, "a boolean", "verify TLS certificates",
-               metavar="BOOL"),
+        option("verify_ssl", parsers.boolean, "a boolean", "verify TLS certificates"),
         option("ca_bundle", parsers.optional(parsers.existing_file), "a file path, or unset",
                "CA certificates to trust instead of the system's", metavar="FILE",
                toml='ca_bundle = "/etc/ssl/ca.pem"'),
@@ -253,6 +266,8 @@ def _toml_literal(value: object) -> str:
 
 
 def _default_text(info: OptionInfo) -> str:
+    if info.name in ("encryption_key", "secrets"):
+        return "—"  # never a secret, even should a default ever hold one
     if info.name == "processes":
         return "1"
     if info.name == "queues":
@@ -287,6 +302,6 @@ def options_markdown(options: Mapping[str, Option]) -> str:
             meaning += f"; env items separated by `{option.separator}`"
         lines.append(
             f"| `{info.name}` | `{cell(info.flag)}` | {env} | `{cell(info.toml)}` | "
-            f"{cell(_default_text(info))} | {cell(meaning)} ({cell(info.kind)}) |"
+            f"{cell(info.default_text)} | {cell(meaning)} ({cell(info.kind)}) |"
         )
     return "\n".join(lines) + "\n"
