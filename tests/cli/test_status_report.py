@@ -15,12 +15,13 @@ import redis
 import trio
 
 from patient_sidekiq import keys
-from patient_sidekiq.cli.status_collect import collect_inflight, collect_status
+from patient_sidekiq.cli.inflight_collect import collect_inflight, redacted_url
+from patient_sidekiq.cli.status_collect import collect_status
+from patient_sidekiq.cli.status_render import render_inflight, render_status
 from patient_sidekiq.cli.status_report import (
     InflightEntry,
     StatusReport,
     inflight_to_json,
-    render_inflight,
     ruby_round,
     utilization,
 )
@@ -77,19 +78,27 @@ async def beat(
     running: int = 0,
     quiet: bool = False,
     concurrency: int = 10,
+    nonce: int | None = None,
+    labels: tuple[str, ...] = (),
+    version: str | None = None,
+    queues: tuple[str, ...] = (QUEUE,),
+    at: float = NOW,
 ) -> str:
-    identity = f"{host}:{pid}:{pid:012x}"
+    identity = f"{host}:{pid}:{pid if nonce is None else nonce:012x}"
+    optional: dict[str, Any] = {"version": version} if version is not None else {}
     info = ProcessInfo(
         identity=identity,
         concurrency=concurrency,
-        queues=[(QUEUE, 0)],
+        queues=[(q, 0) for q in queues],
         hostname=host,
         pid=pid,
         started_at=T0,
         tag="app",
+        labels=labels,
+        **optional,
     )
     work = {f"w{n}": WorkEntry(QUEUE, f'{{"n":{n}}}', int(T0)) for n in range(running)}
-    await Heartbeat(bridge, info, running=lambda: work, quiet=lambda: quiet, clock=clock()).beat()
+    await Heartbeat(bridge, info, running=lambda: work, quiet=lambda: quiet, clock=clock(at)).beat()
     return identity
 
 
@@ -182,6 +191,8 @@ async def test_status_figures_match_the_writers_and_the_gems_web_tab(
     assert list(by_name) == ["hostA:111", "hostB:222", "rubyhost:333"]
     python, ruby, http_only = by_name.values()
     assert python.identity == ids["python"]
+    assert (python.role, python.alive, python.patient_sidekiq) == ("requests", True, True)
+    assert (ruby.role, http_only.role, http_only.alive) == ("callbacks", "requests", True)
     assert (python.busy, python.concurrency, python.quiet, python.tag) == (2, 20, False, "app")
     assert python.started_at == T0
     assert python.beat == NOW
@@ -238,14 +249,18 @@ async def test_status_json_is_stable_and_the_text_shows_the_figures(
         "retry_size",
         "dead_size",
         "scheduled_size",
+        "live_workers",
     ]
     assert data["generated_at"] == NOW
+    assert data["live_workers"] == 2
     assert (data["inflight_total"], data["capacity_total"], data["utilization"]) == (6, 28, 21.4)
     first = data["processes"][0]
     assert set(first) == {
         "identity", "hostname", "pid", "tag", "version", "started_at", "concurrency", "busy",
-        "quiet", "beat", "rss_kb", "queues", "malformed", "http",
+        "quiet", "beat", "rss_kb", "queues", "malformed", "http", "labels", "role", "alive",
+        "patient_sidekiq",
     }  # fmt: skip
+    assert (first["role"], first["alive"], first["labels"]) == ("requests", True, [])
     assert first["http"] == {"key": "hostA:111", "inflight": 4, "capacity": 12, "utilization": 33.3}
     assert data["processes"][2]["identity"] is None
     assert data["totals"] == {
@@ -260,14 +275,14 @@ async def test_status_json_is_stable_and_the_text_shows_the_figures(
     assert data["queues"][2] == {"name": "seconds", "size": 2, "latency": NOW - T0}
     assert (data["retry_size"], data["dead_size"], data["scheduled_size"]) == (2, 1, 1)
 
-    text = report.render_text()
+    text = render_status(report, 80)
     assert all(len(line) <= 80 for line in text.splitlines()), text
     for figure in (
-        "hostA:111",
-        "4/12",
-        "33.3%",
+        "hostA:111:00000000006f   requests",
+        "4/12 (33.3%)",
+        "hostB:222:0000000000de   callbacks",
         "rubyhost:333",
-        "2/16",
+        "2/16 (12.5%)",
         "in flight 6 of 28 (21.4%), 8 registered",
         "requests 3  errors 2  avg 0.417 s  refused at capacity 1",
         "exception 1, http_error 1",
@@ -295,7 +310,8 @@ async def test_an_empty_redis_gives_an_empty_report(bridge: RedisBridge) -> None
     )
     assert report.totals.to_json()["requests"] == 0
     assert report.totals.average_duration == 0.0
-    assert "(none)" in report.render_text()
+    assert "(none)" in render_status(report)
+    assert "No patient-sidekiq worker is alive." in render_status(report)
     assert await collect_inflight(bridge, now=NOW) == []
     assert render_inflight([]) == "0 in flight (oldest first)\n"
 
@@ -339,9 +355,9 @@ async def test_garbage_shows_as_unknown_instead_of_failing(
     assert (report.totals.requests, report.totals.duration, report.totals.errors) == (None, None, 2)
     assert report.totals.average_duration is None
     assert report.inflight_registered == 2
-    text = report.render_text()
+    text = render_status(report, 80)
     assert all(len(line) <= 80 for line in text.splitlines()), text
-    assert "  very-long-hostname-very-long-h…  app" in text
+    assert "broken:1:000000000000" in text
     assert "Retry ?" in text
     assert "requests ?" in text
     json.dumps(report.to_json())
@@ -351,7 +367,7 @@ async def test_garbage_shows_as_unknown_instead_of_failing(
     report = await collect_status(bridge, now=NOW)
     assert [p.identity for p in report.processes] == [None]  # only the HTTP processor is left
     assert report.totals.requests is None
-    report.render_text()
+    render_status(report)
 
 
 @pytest.mark.integration
@@ -406,7 +422,8 @@ async def test_inflight_lists_oldest_first_with_owner_liveness_and_request_kind(
         callback_name="OracleCallback",
         request="plain",
         http_method="post",
-        url=url,
+        url="https://api.example.com/items?id=…",  # query values may be secrets
+        process_identity=None,  # no Sidekiq process of hostA:111 beats here
     )
     assert by_id["encrypted"].age == pytest.approx(71.0)
     assert (by_id["encrypted"].request, by_id["encrypted"].url) == ("encrypted", None)
@@ -427,16 +444,19 @@ async def test_inflight_lists_oldest_first_with_owner_liveness_and_request_kind(
     ]
     data = inflight_to_json(entries)
     assert json.loads(json.dumps(data)) == data
-    assert data[2]["url"] == url
+    assert data[2]["url"] == "https://api.example.com/items?id=…"
     assert data[2]["process_alive"] is True
-    text = render_inflight(entries)
+    assert (data[2]["process_name"], data[2]["process_identity"]) == ("hostA:111", None)
+    text = render_inflight(entries, 80)
     assert all(len(line) <= 80 for line in text.splitlines()), text
-    assert "POST https://api.example.com/items?id=7" in text
+    assert "POST https://api.example.com/items?id=…" in text
+    assert "id=7" not in text
     assert "encrypted" in text
     assert "stored" in text
-    assert f"{A1} (alive)" in text
-    assert f"{STALE} (GONE)" in text
+    assert "hostA:111   alive" in text
+    assert "hostD:444   GONE" in text
     assert "1m11s" in text  # the encrypted one's age
+    assert "callback OracleCallback" in text
     assert "status-secret" not in text
 
 
@@ -474,11 +494,84 @@ async def test_a_running_request_worker_is_reported_with_its_requests_in_flight(
         assert sorted(e.request_id for e in entries) == [
             f"00000000-0000-4000-8000-{n:012x}" for n in range(3)
         ]
-        assert {e.url for e in entries} == {http_server.url("/slow?seconds=10")}
+        assert {e.url for e in entries} == {http_server.url("/slow?seconds=…")}
+        assert {e.process_identity for e in entries} == {launcher.identity}
         assert {e.jid for e in entries} == {str(job.jid) for job in jobs}
         assert all(e.age is not None and 0 <= e.age < 10 for e in entries)
         assert {e.enqueued_at for e in entries} == {job.enqueued_at for job in pushed}
         assert [e.enqueued_at for e in entries] == sorted(e.enqueued_at or 0 for e in entries)
+
+
+@pytest.mark.integration
+async def test_the_two_identities_of_a_run_show_their_roles_and_http_goes_to_requests(
+    bridge: RedisBridge, redis_client: redis.Redis
+) -> None:
+    # One `patient-sidekiq run`: the callbacks identity sorts first, yet is not the HTTP one.
+    callbacks = await beat(
+        bridge, "py", 7, nonce=1, labels=("callbacks",), concurrency=8, queues=("py_cb",)
+    )
+    requests = await beat(bridge, "py", 7, nonce=2, labels=("requests",), concurrency=8)
+    # A worker older than the labels: the identity with the HTTP capacity is the requests one.
+    old_callbacks = await beat(bridge, "old", 8, nonce=1, concurrency=4, queues=("py_cb",))
+    old_requests = await beat(bridge, "old", 8, nonce=2, concurrency=6)
+    ruby_http = await beat(bridge, "rb", 9, version="7.3.10", queues=("default", QUEUE))
+    ruby = await beat(bridge, "rb2", 10, version="7.3.10", queues=("default",))
+    stale = await beat(bridge, "dead", 11, labels=("requests",), at=NOW - 31)
+    for host, pid, capacity in (("py", 7, 8), ("old", 8, 6), ("rb", 9, 16)):
+        gem = monitor(bridge, gem_process_id(host, pid), capacity)
+        await gem.heartbeat([])
+        await gem.register(f"req-{host}", job_text(pid))
+
+    report = await collect_status(bridge, now=NOW)
+    by_identity = {p.identity: p for p in report.processes}
+    assert len(by_identity) == len(report.processes) == 7  # no HTTP-only row left over
+    roles = {
+        identity: (p.role, p.http.key if p.http else None) for identity, p in by_identity.items()
+    }
+    assert roles == {
+        callbacks: ("callbacks", None),
+        requests: ("requests", "py:7"),
+        old_callbacks: ("callbacks", None),
+        old_requests: ("requests", "old:8"),
+        ruby_http: ("ruby requests", "rb:9"),
+        ruby: ("ruby", None),
+        stale: ("requests", None),
+    }
+    assert by_identity[stale].alive is False
+    assert by_identity[ruby].alive is True
+    assert not by_identity[ruby].patient_sidekiq
+    assert {p.identity for p in report.live_workers()} == {
+        callbacks,
+        requests,
+        old_callbacks,
+        old_requests,
+    }
+    assert [p.identity for p in report.live_workers("py")] == [callbacks, requests]
+    assert report.live_workers("rb") == []  # Ruby's Sidekiq is no patient-sidekiq worker
+
+    text = render_status(report, 100)
+    rows = {line.split()[0]: line for line in text.splitlines() if line.count(":") >= 2}
+    assert rows[callbacks].split()[1:5] == ["callbacks", "py_cb", "0/8", "-"]
+    assert rows[requests].split()[1:6] == ["requests", QUEUE, "0/8", "1/8", "(12.5%)"]
+    assert "ruby requests" in rows[ruby_http]
+    assert "no beat 31.0s" in rows[stale]
+
+    # inflight names each request's owner as the Busy page and the log do.
+    entries = {e.request_id: e for e in await collect_inflight(bridge, now=NOW)}
+    assert {name: e.process_identity for name, e in entries.items()} == {
+        "req-py": requests,
+        "req-old": old_requests,
+        "req-rb": ruby_http,
+    }
+    assert requests in render_inflight(list(entries.values()))
+
+
+def test_urls_lose_their_password_and_query_values() -> None:
+    assert redacted_url("https://u:pw@api.example.com:8443/a/b?token=abc&x=1&flag#frag") == (
+        "https://u:***@api.example.com:8443/a/b?token=…&x=…&flag"
+    )
+    assert redacted_url("http://api.example.com/plain") == "http://api.example.com/plain"
+    assert redacted_url("http://[::1/broken") == "?"
 
 
 def test_ruby_rounding_and_utilization() -> None:

@@ -109,7 +109,7 @@ def test_busy_page_shows_the_python_process_and_its_running_jobs(stack: E2E) -> 
     assert process["hostname"] == socket.gethostname()
     assert process["pid"] == stack.python_worker().process.pid
     assert process["tag"] == TAG
-    assert process["labels"] == []
+    assert process["labels"] == ["requests"]  # its role, beside the callbacks identity
     assert process["queues"] == [REQUEST_QUEUE]
     assert process["concurrency"] == CONCURRENCY
     assert process["busy"] == 2

@@ -1,10 +1,16 @@
-"""Reading the status reports from Redis (``patient-sidekiq status`` and ``inflight``).
+"""Reading the status report from Redis (``patient-sidekiq status``).
 
 Role: :func:`collect_status` gathers, in two pipelined round trips, the Sidekiq processes
-(Ruby and Python alike) with the HTTP processor's in-flight count and capacity per process,
-the gem's running totals, every queue's size and latency, and the retry/dead/scheduled
-sizes. :func:`collect_inflight` lists the requests in flight, oldest first. Both return the
-records of :mod:`patient_sidekiq.cli.status_report`, which renders them; Redis is never written.
+(Ruby and Python alike) with their role and liveness and the HTTP processor's in-flight count
+and capacity, the gem's running totals, every queue's size and latency, and the
+retry/dead/scheduled sizes, as the records of :mod:`patient_sidekiq.cli.status_report`; Redis
+is never written. The readers here are shared with :mod:`patient_sidekiq.cli.inflight_collect`.
+
+Roles: the two Sidekiq identities of one ``patient-sidekiq run`` carry the label
+``requests`` or ``callbacks`` (a worker older than the labels: the identity whose concurrency
+equals the HTTP capacity is the requests one); a Ruby process is ``ruby``, or ``ruby requests``
+when it runs the gem's HTTP processor. The HTTP figures of a ``hostname:pid`` go to its
+requests identity only.
 
 In-flight and capacity follow the gem's Web tab (``TaskMonitor.inflight_counts_by_process``):
 only gem process ids that are in the processes set AND still have their ``max_connections``
@@ -17,8 +23,7 @@ Everything here tolerates foreign or broken data: a value that cannot be read be
 
 Redis keys read: ``processes``, ``<identity>`` (HMGET), ``queues``, ``queue:<name>`` (LLEN,
 LINDEX -1), ``retry``, ``dead``, ``schedule`` (ZCARD), ``sidekiq:patient_http:processes``,
-``…:processes:<id>:max_connections``, ``…:inflight_index``, ``…:inflight_jobs`` (HMGET),
-``…:totals`` (HGETALL).
+``…:processes:<id>:max_connections``, ``…:inflight_index``, ``…:totals`` (HGETALL).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from patient_sidekiq import keys
 from patient_sidekiq.cli.status_report import (
+    CALLBACKS_ROLE,
+    FRESH_BEAT_SECONDS,
+    REQUESTS_ROLE,
     HttpCapacity,
     HttpTotals,
-    InflightEntry,
     ProcessStatus,
     QueueStatus,
     StatusReport,
@@ -42,38 +50,42 @@ from patient_sidekiq.errors import InvalidJsonError, RedisCommandError
 from patient_sidekiq.redis_io.redis_bridge import RedisBridge
 from patient_sidekiq.ruby import rubyjson
 from patient_sidekiq.sidekiq.job import read_time
-from patient_sidekiq.wire.encryption import is_envelope
-from patient_sidekiq.wire.payload_store import is_reference
 from patient_sidekiq.worker.inflight import process_of_task
 
 __all__ = [
-    "JOBS_PER_ROUND_TRIP",
-    "collect_inflight",
+    "PROCESS_FIELDS",
+    "as_float",
+    "as_json_value",
+    "as_members",
+    "as_text",
+    "capacity_groups",
     "collect_status",
     "host_pid",
+    "job_time",
+    "read_processes",
+    "reply_value",
+    "sanitized_host",
 ]
 
-JOBS_PER_ROUND_TRIP: Final = 1000
-"""In-flight jobs fetched per HMGET round trip (a job can hold a 64 KiB request inline)."""
-_PROCESS_FIELDS: Final = ("info", "concurrency", "busy", "beat", "quiet", "rss", "rtt_us")
+PROCESS_FIELDS: Final = ("info", "concurrency", "busy", "beat", "quiet", "rss", "rtt_us")
 
 
 # --- small readers: a Redis reply or a JSON value -> a Python value or None ---
 
 
-def _ok(reply: Any) -> Any:
+def reply_value(reply: Any) -> Any:
     """The reply, or ``None`` for an error reply (WRONGTYPE on a foreign key …)."""
     return None if isinstance(reply, RedisCommandError) else reply
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value if isinstance(value, str) else None
 
 
 def _int(value: Any) -> int | None:
-    text = _text(value)
+    text = as_text(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     try:
@@ -82,8 +94,8 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _float(value: Any) -> float | None:
-    text = _text(value)
+def as_float(value: Any) -> float | None:
+    text = as_text(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     try:
@@ -93,8 +105,8 @@ def _float(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-def _json(value: Any) -> Any:
-    text = _text(value)
+def as_json_value(value: Any) -> Any:
+    text = as_text(value)
     if text is None:
         return None
     try:
@@ -103,11 +115,11 @@ def _json(value: Any) -> Any:
         return None
 
 
-def _members(reply: Any) -> list[str]:
-    reply = _ok(reply)
+def as_members(reply: Any) -> list[str]:
+    reply = reply_value(reply)
     if not isinstance(reply, list):
         return []
-    return [text for text in (_text(m) for m in reply) if text is not None]
+    return [text for text in (as_text(m) for m in reply) if text is not None]
 
 
 def host_pid(process_id: str) -> str:
@@ -115,7 +127,7 @@ def host_pid(process_id: str) -> str:
     return ":".join(process_id.split(":", 2)[:2])
 
 
-def _sanitized_host(hostname: str) -> str:
+def sanitized_host(hostname: str) -> str:
     # The gem builds its process id from the hostname with ':' and '/' replaced.
     return hostname.replace(":", "-").replace("/", "-")
 
@@ -138,11 +150,11 @@ async def collect_status(bridge: RedisBridge, *, now: float | None = None) -> St
             ("ZCARD", keys.SCHEDULE),
         ]
     )
-    identities = sorted(_members(first[0]))
-    gem_ids = sorted(_members(first[1]))
-    tasks = _members(first[2])
-    queue_names = sorted(_members(first[4]))
-    second: list[tuple[Any, ...]] = [("HMGET", i, *_PROCESS_FIELDS) for i in identities]
+    identities = sorted(as_members(first[0]))
+    gem_ids = sorted(as_members(first[1]))
+    tasks = as_members(first[2])
+    queue_names = sorted(as_members(first[4]))
+    second: list[tuple[Any, ...]] = [("HMGET", i, *PROCESS_FIELDS) for i in identities]
     for name in queue_names:
         second += [("LLEN", keys.queue(name)), ("LINDEX", keys.queue(name), -1)]
     if gem_ids:
@@ -151,30 +163,30 @@ async def collect_status(bridge: RedisBridge, *, now: float | None = None) -> St
 
     hashes = replies[: len(identities)]
     queue_replies = replies[len(identities) : len(identities) + 2 * len(queue_names)]
-    max_connections = _ok(replies[-1]) if gem_ids else []
-    groups = _capacity_groups(gem_ids, max_connections, tasks)
-    processes = _processes(identities, hashes, groups)
+    max_connections = reply_value(replies[-1]) if gem_ids else []
+    groups = capacity_groups(gem_ids, max_connections, tasks)
+    processes = read_processes(identities, hashes, groups, now)
     queues = tuple(
-        QueueStatus(name, _int(_ok(size)), _latency(_ok(oldest), now))
+        QueueStatus(name, _int(reply_value(size)), _latency(reply_value(oldest), now))
         for name, size, oldest in zip(
             queue_names, queue_replies[::2], queue_replies[1::2], strict=True
         )
     )
     return StatusReport(
         processes=processes,
-        totals=_totals(_ok(first[3])),
+        totals=_totals(reply_value(first[3])),
         queues=queues,
-        retry_size=_int(_ok(first[5])),
-        dead_size=_int(_ok(first[6])),
-        scheduled_size=_int(_ok(first[7])),
+        retry_size=_int(reply_value(first[5])),
+        dead_size=_int(reply_value(first[6])),
+        scheduled_size=_int(reply_value(first[7])),
         inflight_total=sum(g.inflight for g in groups.values()),
         capacity_total=sum(g.capacity for g in groups.values()),
-        inflight_registered=len(tasks) if isinstance(_ok(first[2]), list) else None,
+        inflight_registered=len(tasks) if isinstance(reply_value(first[2]), list) else None,
         generated_at=now,
     )
 
 
-def _capacity_groups(
+def capacity_groups(
     gem_ids: Sequence[str], max_connections: Any, tasks: Sequence[str]
 ) -> dict[str, HttpCapacity]:
     """The Web tab's ``inflight_counts_by_process``, without its pruning side effect."""
@@ -199,62 +211,105 @@ def _capacity_groups(
     return groups
 
 
-def _processes(
-    identities: Sequence[str], hashes: Sequence[Any], groups: Mapping[str, HttpCapacity]
+def read_processes(
+    identities: Sequence[str],
+    hashes: Sequence[Any],
+    groups: Mapping[str, HttpCapacity],
+    now: float,
 ) -> tuple[ProcessStatus, ...]:
-    unmatched = dict(groups)
-    result: list[ProcessStatus] = []
+    rows: list[ProcessStatus] = []
+    match_keys: list[str | None] = []
     for identity, reply in zip(identities, hashes, strict=True):
-        values = _ok(reply)
+        values = reply_value(reply)
         if not isinstance(values, list) or values[0] is None:
             continue  # hash expired: Sidekiq's ProcessSet skips the member as well
-        fields = dict(zip(_PROCESS_FIELDS, values, strict=True))
-        info = _json(fields["info"])
+        fields = dict(zip(PROCESS_FIELDS, values, strict=True))
+        info = as_json_value(fields["info"])
         malformed = not isinstance(info, dict)
         info = info if isinstance(info, dict) else {}
         hostname = info.get("hostname") if isinstance(info.get("hostname"), str) else None
         pid = info.get("pid") if isinstance(info.get("pid"), int) else None
         if hostname is None or pid is None:
             parts = identity.rsplit(":", 2)
-            match_key = f"{_sanitized_host(parts[0])}:{parts[1]}" if len(parts) == 3 else None
+            match_key = f"{sanitized_host(parts[0])}:{parts[1]}" if len(parts) == 3 else None
         else:
-            match_key = f"{_sanitized_host(hostname)}:{pid}"
-        # One row per group: a duplicate hostname:pid would otherwise count twice.
-        http = unmatched.pop(match_key, None) if match_key is not None else None
-        queues = info.get("queues")
-        quiet = _text(fields["quiet"])
+            match_key = f"{sanitized_host(hostname)}:{pid}"
+        match_keys.append(match_key)
+        queues, labels = info.get("queues"), info.get("labels")
+        quiet = as_text(fields["quiet"])
         concurrency = _int(fields["concurrency"])  # Sidekiq 8.1.2+ keeps it in the hash
-        result.append(
+        beat = as_float(fields["beat"])
+        rows.append(
             ProcessStatus(
                 identity=identity,
                 hostname=hostname,
                 pid=pid,
                 tag=info.get("tag") if isinstance(info.get("tag"), str) else None,
                 version=info.get("version") if isinstance(info.get("version"), str) else None,
-                started_at=_float(info.get("started_at")),
+                started_at=as_float(info.get("started_at")),
                 concurrency=concurrency
                 if concurrency is not None
                 else _int(info.get("concurrency")),
                 busy=_int(fields["busy"]),
                 quiet=None if quiet is None else quiet == "true",
-                beat=_float(fields["beat"]),
+                beat=beat,
                 rss_kb=_int(fields["rss"]),
-                queues=tuple(q for q in queues if isinstance(q, str))
-                if isinstance(queues, list)
-                else None,
+                queues=_strings(queues),
                 malformed=malformed,
-                http=http,
+                labels=_strings(labels),
+                alive=None if beat is None else now - beat < FRESH_BEAT_SECONDS,
             )
         )
-    result += [ProcessStatus(identity=None, http=group) for group in unmatched.values()]
+    # One owner per group (a duplicate hostname:pid would otherwise count twice): of the two
+    # identities of one `patient-sidekiq run`, the requests one, never the callbacks one.
+    owners: dict[int, HttpCapacity] = {}
+    orphans: list[HttpCapacity] = []
+    for key, group in groups.items():
+        candidates = [i for i, match_key in enumerate(match_keys) if match_key == key]
+        if candidates:
+            owners[min(candidates, key=lambda i: (_http_preference(rows[i], group), i))] = group
+        else:
+            orphans.append(group)
+    result = [
+        replace(row, http=owners.get(i), role=_role(row, owners.get(i)))
+        for i, row in enumerate(rows)
+    ]
+    # An HTTP processor counts only while its max_connections key lives: alive by the gem's rule.
+    result += [ProcessStatus(identity=None, http=g, role="requests", alive=True) for g in orphans]
     return tuple(result)
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else None
+
+
+def _http_preference(row: ProcessStatus, group: HttpCapacity) -> int:
+    """Lower is likelier the identity that runs the host:pid's HTTP processor."""
+    labels = row.labels or ()
+    if REQUESTS_ROLE in labels:
+        return 0
+    if CALLBACKS_ROLE in labels:
+        return 3
+    # A worker older than the role labels: its requests launcher's concurrency is the capacity.
+    return 1 if row.concurrency == group.capacity else 2
+
+
+def _role(row: ProcessStatus, http: HttpCapacity | None) -> str | None:
+    if row.patient_sidekiq:
+        for role in (REQUESTS_ROLE, CALLBACKS_ROLE):
+            if role in (row.labels or ()):
+                return role
+        return REQUESTS_ROLE if http is not None else CALLBACKS_ROLE
+    if row.version is None:
+        return REQUESTS_ROLE if http is not None else None
+    return "ruby requests" if http is not None else "ruby"
 
 
 def _totals(reply: Any) -> HttpTotals:
     if not isinstance(reply, list):
         return HttpTotals(None, None, None, None, None, None)
-    fields = {_text(k) or "": v for k, v in zip(reply[::2], reply[1::2], strict=True)}
-    duration = _float(fields["duration"]) if "duration" in fields else 0.0
+    fields = {as_text(k) or "": v for k, v in zip(reply[::2], reply[1::2], strict=True)}
+    duration = as_float(fields["duration"]) if "duration" in fields else 0.0
     statuses = {
         name.removeprefix("http_status:"): _int(value)
         for name, value in fields.items()
@@ -277,7 +332,7 @@ def _totals(reply: Any) -> HttpTotals:
     )
 
 
-def _job_time(job: Mapping[str, Any]) -> tuple[bool, float | None]:
+def job_time(job: Mapping[str, Any]) -> tuple[bool, float | None]:
     """(has a timestamp, epoch seconds): ``enqueued_at`` else ``created_at``, as Sidekiq.
 
     Float means seconds and integer milliseconds (Sidekiq 8's rule; 7.x wrote only floats).
@@ -294,106 +349,10 @@ def _latency(oldest: Any, now: float) -> float | None:
     """Sidekiq's ``Queue#latency``: 0.0 for an empty queue or a job without timestamps."""
     if oldest is None:
         return 0.0
-    job = _json(oldest)
+    job = as_json_value(oldest)
     if not isinstance(job, dict):
         return None
-    present, at = _job_time(job)
+    present, at = job_time(job)
     if not present:
         return 0.0
     return now - at if at is not None else None
-
-
-# --- in-flight listing ---
-
-
-async def collect_inflight(
-    bridge: RedisBridge, *, now: float | None = None, limit: int | None = None
-) -> list[InflightEntry]:
-    """List the requests in flight, oldest first (by job time, then heartbeat, then id).
-
-    One round trip for the index and the processes set, then one per
-    :data:`JOBS_PER_ROUND_TRIP` jobs (the liveness keys ride along with the first).
-    """
-    now = time.time() if now is None else now
-    index, members = await bridge.pipeline(
-        [("ZRANGE", keys.INFLIGHT_INDEX, 0, -1, "WITHSCORES"), ("SMEMBERS", keys.GEM_PROCESSES)]
-    )
-    index = _ok(index) if isinstance(_ok(index), list) else []
-    scores = {_text(m) or "?": _float(s) for m, s in zip(index[::2], index[1::2], strict=True)}
-    tasks = list(scores)
-    in_set = set(_members(members))
-    owners = sorted({process_of_task(t) for t in tasks} & in_set)
-    alive: set[str] = set()
-    jobs: list[Any] = []
-    for first in range(0, max(len(tasks), 1), JOBS_PER_ROUND_TRIP):
-        chunk = tasks[first : first + JOBS_PER_ROUND_TRIP]
-        commands: list[tuple[Any, ...]] = [("HMGET", keys.INFLIGHT_JOBS, *chunk)] if chunk else []
-        if first == 0 and owners:
-            commands.append(("MGET", *(keys.gem_process_max_connections(o) for o in owners)))
-        replies = await bridge.pipeline(commands) if commands else []
-        if chunk:
-            got = _ok(replies[0])
-            jobs += got if isinstance(got, list) else [b"?"] * len(chunk)
-        if first == 0 and owners:
-            values = _ok(replies[-1])
-            if isinstance(values, list):
-                alive = {o for o, v in zip(owners, values, strict=True) if v is not None}
-    entries = [
-        _entry(task, scores[task], raw, process_of_task(task) in alive, now)
-        for task, raw in zip(tasks, jobs, strict=True)
-    ]
-    entries.sort(key=lambda e: (_since(e), e.task_id))
-    return entries if limit is None else entries[: max(limit, 0)]
-
-
-def _since(entry: InflightEntry) -> float:
-    if entry.enqueued_at is not None:
-        return entry.enqueued_at
-    return entry.heartbeat_at if entry.heartbeat_at is not None else math.inf
-
-
-def _entry(task: str, score: float | None, raw: Any, alive: bool, now: float) -> InflightEntry:
-    process_id = process_of_task(task)
-    heartbeat_at = score / 1000 if score is not None else None
-    job = _json(raw)
-    queue = jid = callback = method = url = None
-    enqueued_at: float | None = None
-    if raw is None:
-        request = "missing"
-    elif not isinstance(job, dict):
-        request = "?"
-    else:
-        queue = job.get("queue") if isinstance(job.get("queue"), str) else None
-        jid = job.get("jid") if isinstance(job.get("jid"), str) else None
-        enqueued_at = _job_time(job)[1]
-        args = job.get("args")
-        args = args if isinstance(args, list) else []
-        callback = args[1] if len(args) > 1 and isinstance(args[1], str) else None
-        data = args[0] if args else None
-        # Order matters: a stored payload may hold an envelope, never the other way round.
-        if is_reference(data):
-            request = "stored"
-        elif is_envelope(data):
-            request = "encrypted"
-        elif isinstance(data, dict):
-            request = "plain"
-            method = data.get("http_method") if isinstance(data.get("http_method"), str) else None
-            url = data.get("url") if isinstance(data.get("url"), str) else None
-        else:
-            request = "?"
-    return InflightEntry(
-        task_id=task,
-        request_id=task.split("/", 1)[1] if "/" in task else "?",
-        process_id=process_id,
-        process_alive=alive,
-        heartbeat_at=heartbeat_at,
-        heartbeat_age=now - heartbeat_at if heartbeat_at is not None else None,
-        enqueued_at=enqueued_at,
-        age=now - enqueued_at if enqueued_at is not None else None,
-        queue=queue,
-        jid=jid,
-        callback_name=callback,
-        request=request,
-        http_method=method,
-        url=url,
-    )

@@ -1,10 +1,14 @@
 """What ``patient-sidekiq status`` and ``patient-sidekiq inflight`` show: the records.
 
 Role: the frozen records of a status snapshot (:class:`StatusReport` and its parts) and of
-one request in flight (:class:`InflightEntry`), their JSON form, and their text for an
-80-column terminal. Figures are rounded as the gem's Web tab rounds them (:func:`ruby_round`).
-:mod:`patient_sidekiq.cli.status_collect` reads them from Redis. A value that could not be read is
-``None`` in a record and ``?`` in the text.
+one request in flight (:class:`InflightEntry`) and their JSON form. Figures are rounded as
+the gem's Web tab rounds them (:func:`ruby_round`). :mod:`patient_sidekiq.cli.status_collect`
+reads them from Redis, :mod:`patient_sidekiq.cli.status_render` draws their tables. A value
+that could not be read is ``None`` in a record (``?`` in the tables).
+
+Processes are named by their Sidekiq identity (``hostname:pid:nonce``), as the Busy page's
+job list and the worker's "started" log line name them; a ``patient-sidekiq run`` is two
+identities, its HTTP processor (role ``requests``) and its Python callbacks (``callbacks``).
 
 Redis keys: none (see :mod:`patient_sidekiq.cli.status_collect`).
 """
@@ -12,11 +16,14 @@ Redis keys: none (see :mod:`patient_sidekiq.cli.status_collect`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 __all__ = [
+    "CALLBACKS_ROLE",
+    "FRESH_BEAT_SECONDS",
+    "REQUESTS_ROLE",
     "HttpCapacity",
     "HttpTotals",
     "InflightEntry",
@@ -24,12 +31,19 @@ __all__ = [
     "QueueStatus",
     "StatusReport",
     "inflight_to_json",
-    "render_inflight",
     "ruby_round",
     "utilization",
 ]
 
-WIDTH: Final = 80
+FRESH_BEAT_SECONDS: Final = 30.0
+"""A process whose last heartbeat is older (three of Sidekiq's 10 s beats) counts as dead,
+even while its 60 s process hash lingers (a ``kill -9``, a hung event loop)."""
+OURS: Final = "patient-sidekiq"
+"""How our processes' ``info.version`` starts (Ruby's is Sidekiq's version number)."""
+REQUESTS_ROLE: Final = "requests"
+CALLBACKS_ROLE: Final = "callbacks"
+"""The Sidekiq labels :mod:`patient_sidekiq.worker.runner` gives its two launchers (the
+worker layer cannot import this one; tests/cli/test_status_live.py pins the two together)."""
 
 # --- rounding as the Web tab rounds ---
 
@@ -86,7 +100,10 @@ class ProcessStatus:
 
     Fields that were absent or unreadable are ``None``; ``malformed`` says the ``info``
     JSON could not be read at all. ``http`` is ``None`` when the process runs no HTTP
-    processor the gem's keys know of.
+    processor the gem's keys know of. ``role`` is ``requests`` or ``callbacks`` for a
+    patient-sidekiq process, ``ruby`` or ``ruby requests`` (it runs the gem's HTTP processor)
+    for a Ruby one. ``alive``: the heartbeat is younger than :data:`FRESH_BEAT_SECONDS` (for
+    an HTTP processor without a process hash: its ``max_connections`` key still exists).
     """
 
     identity: str | None
@@ -103,6 +120,9 @@ class ProcessStatus:
     queues: tuple[str, ...] | None = None
     malformed: bool = False
     http: HttpCapacity | None = None
+    labels: tuple[str, ...] | None = None
+    role: str | None = None
+    alive: bool | None = None
 
     @property
     def name(self) -> str:
@@ -112,6 +132,11 @@ class ProcessStatus:
         if self.identity is not None:
             return self.identity
         return self.http.key if self.http is not None else "?"
+
+    @property
+    def patient_sidekiq(self) -> bool:
+        """A process of ours (its ``info.version`` says so), not a Ruby Sidekiq."""
+        return self.version is not None and self.version.startswith(OURS)
 
     def to_json(self) -> dict[str, Any]:
         """Every field by name; ``http`` is :meth:`HttpCapacity.to_json` or ``null``."""
@@ -130,6 +155,10 @@ class ProcessStatus:
             "queues": list(self.queues) if self.queues is not None else None,
             "malformed": self.malformed,
             "http": self.http.to_json() if self.http is not None else None,
+            "labels": list(self.labels) if self.labels is not None else None,
+            "role": self.role,
+            "alive": self.alive,
+            "patient_sidekiq": self.patient_sidekiq,
         }
 
 
@@ -205,11 +234,20 @@ class StatusReport:
         """Percent of the whole capacity in use, rounded like the Web tab."""
         return utilization(self.inflight_total, self.capacity_total)
 
+    def live_workers(self, hostname: str | None = None) -> list[ProcessStatus]:
+        """The patient-sidekiq processes whose heartbeat is fresh (of ``hostname`` only)."""
+        return [
+            p
+            for p in self.processes
+            if p.patient_sidekiq and p.alive and (hostname is None or p.hostname == hostname)
+        ]
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; keys are stable, numbers are numbers, unknown values ``null``.
 
         ``generated_at`` is epoch seconds; ``latency``, ``duration`` and
-        ``average_duration`` are seconds; ``utilization`` is a percentage.
+        ``average_duration`` are seconds; ``utilization`` is a percentage;
+        ``live_workers`` counts the patient-sidekiq processes with a fresh heartbeat.
         """
         return {
             "generated_at": self.generated_at,
@@ -223,37 +261,8 @@ class StatusReport:
             "retry_size": self.retry_size,
             "dead_size": self.dead_size,
             "scheduled_size": self.scheduled_size,
+            "live_workers": len(self.live_workers()),
         }
-
-    def render_text(self) -> str:
-        """A compact table for an 80-column terminal; ``?`` marks unreadable values."""
-        lines = [f"Processes ({len(self.processes)})"]
-        rows = [_process_row(p) for p in self.processes]
-        headers = ["PROCESS", "TAG", "BUSY", "THREADS", "QUIET", "RSS MB", "HTTP", "USED"]
-        lines += _table(headers, rows, "llrrlrrr") if rows else ["  (none)"]
-        if any(p.identity is None for p in self.processes):
-            lines.append("  (-: an HTTP processor without a Sidekiq process hash of its host:pid)")
-        totals = self.totals
-        lines += [
-            "",
-            f"HTTP  in flight {_number(self.inflight_total)} of {_number(self.capacity_total)}"
-            f" ({self.utilization:.1f}%), {_number(self.inflight_registered)} registered",
-            f"  requests {_number(totals.requests)}  errors {_number(totals.errors)}"
-            f"  avg {_shown(totals.average_duration)} s"
-            f"  refused at capacity {_number(totals.max_capacity_exceeded)}",
-        ]
-        if totals.errors_by_type:
-            lines.append(_wrapped("  errors:", _pairs(totals.errors_by_type)))
-        if totals.http_statuses:
-            lines.append(_wrapped("  statuses:", _pairs(totals.http_statuses)))
-        lines += ["", f"Queues ({len(self.queues)})"]
-        queue_rows = [[q.name, _number(q.size), _age(q.latency)] for q in self.queues]
-        lines += _table(["QUEUE", "SIZE", "LATENCY"], queue_rows, "lrr") if queue_rows else []
-        lines.append(
-            f"Retry {_number(self.retry_size)}  Scheduled {_number(self.scheduled_size)}"
-            f"  Dead {_number(self.dead_size)}"
-        )
-        return "\n".join(_cut(line) for line in lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -265,7 +274,10 @@ class InflightEntry:
     the request has run at most that long (queue wait included). ``heartbeat_age`` is the
     time since the owner last refreshed the score, which is what the orphan sweep judges.
     ``request`` is ``"plain"`` (``http_method``/``url`` known), ``"encrypted"``,
-    ``"stored"``, ``"missing"`` (no job recorded) or ``"?"`` (unreadable job).
+    ``"stored"``, ``"missing"`` (no job recorded) or ``"?"`` (unreadable job). ``url`` has
+    its password and query values hidden. ``process_id`` is the gem's id of the owning HTTP
+    processor; ``process_identity`` the Sidekiq identity of the process that runs it (the
+    Busy page's and the log's name), ``None`` when no process hash of its host:pid is left.
     """
 
     task_id: str
@@ -282,104 +294,19 @@ class InflightEntry:
     request: str
     http_method: str | None
     url: str | None
+    process_identity: str | None = None
+
+    @property
+    def process_name(self) -> str:
+        """The owner as the Busy page's process list names it: ``hostname:pid``."""
+        return ":".join(self.process_id.split(":", 2)[:2])
 
     def to_json(self) -> dict[str, Any]:
-        """Every field by name; times are epoch seconds, ages seconds."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """Every field by name, and ``process_name``; times are epoch seconds, ages seconds."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return fields | {"process_name": self.process_name}
 
 
 def inflight_to_json(entries: Iterable[InflightEntry]) -> list[dict[str, Any]]:
     """The entries as JSON-ready dicts, in the given order."""
     return [entry.to_json() for entry in entries]
-
-
-def render_inflight(entries: Sequence[InflightEntry]) -> str:
-    """Four lines per request, in the given order (oldest first); fits 80 columns."""
-    lines = [f"{len(entries)} in flight (oldest first)"]
-    for e in entries:
-        owner = "alive" if e.process_alive else "GONE"
-        lines.append(_cut(f"{_age(e.age):>8}  {e.request_id}  beat {_age(e.heartbeat_age)} ago"))
-        lines.append(_cut(f"          process {e.process_id} ({owner})"))
-        job = f"{_shown(e.queue)}  jid {_shown(e.jid)}  callback {_shown(e.callback_name)}"
-        lines.append(_cut(f"          {job}"))
-        if e.request == "plain":
-            target = f"{(e.http_method or '?').upper()} {_shown(e.url)}"
-        else:
-            target = e.request
-        lines.append(_cut(f"          {target}"))
-    return "\n".join(lines) + "\n"
-
-
-# --- text helpers ---
-
-
-def _process_row(p: ProcessStatus) -> list[str]:
-    http = ["-", "-"]
-    if p.http is not None:
-        http = [f"{p.http.inflight:,}/{p.http.capacity:,}", f"{p.http.utilization:.1f}%"]
-    if p.identity is None:
-        return [p.name, "-", "-", "-", "-", "-", *http]
-    quiet = {True: "yes", False: "no", None: "?"}[p.quiet]
-    rss_mb = p.rss_kb // 1024 if p.rss_kb is not None else None
-    return [p.name, _shown(p.tag), _number(p.busy), _number(p.concurrency), quiet,
-            _number(rss_mb), *http]  # fmt: skip
-
-
-def _shown(value: Any) -> str:
-    return "?" if value is None else str(value)
-
-
-def _number(value: int | None) -> str:
-    return "?" if value is None else f"{value:,}"
-
-
-def _age(seconds: float | None) -> str:
-    """``0.4s``, ``12.3s``, ``5m03s``, ``2h04m``, ``3d02h``; ``?`` when unknown."""
-    if seconds is None:
-        return "?"
-    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-    if seconds < 60:
-        return f"{sign}{seconds:.1f}s"
-    whole = int(seconds)
-    for unit, size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
-        if whole >= size:
-            return f"{sign}{whole // size}{unit}{whole % size // small_size:02d}{small}"
-    return f"{sign}{whole // 60}m{whole % 60:02d}s"
-
-
-def _pairs(counts: Mapping[str, int | None]) -> list[str]:
-    return [f"{name} {_number(count)}" for name, count in counts.items()]
-
-
-def _wrapped(label: str, items: list[str]) -> str:
-    lines, line = [], label
-    for item in items:
-        if len(line) + 2 + len(item) > WIDTH and line.strip() != label.strip():
-            lines.append(line.rstrip(","))
-            line = " " * len(label)
-        line += f" {item},"
-    lines.append(line.rstrip(","))
-    return "\n".join(lines)
-
-
-def _cut(line: str) -> str:
-    if "\n" in line:
-        return "\n".join(_cut(part) for part in line.split("\n"))
-    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
-
-
-def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
-    """Columns padded to their widest cell; the first column shrinks to fit ``WIDTH``."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    spare = WIDTH - 2 - sum(widths) - 2 * (len(widths) - 1)
-    if spare < 0:
-        widths[0] = max(len(headers[0]), widths[0] + spare)
-
-    def line(cells: list[str]) -> str:
-        out = []
-        for cell, width, how in zip(cells, widths, align, strict=True):
-            cell = cell if len(cell) <= width else cell[: width - 1] + "…"
-            out.append(cell.ljust(width) if how == "l" else cell.rjust(width))
-        return "  " + "  ".join(out).rstrip()
-
-    return [line(headers), *(line(row) for row in rows)]
