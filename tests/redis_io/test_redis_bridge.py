@@ -161,6 +161,29 @@ async def test_server_killed_and_restarted(private_redis: RedisServer) -> None:
         assert await bridge.pipeline([("SET", "k", "after"), ("GET", "k")]) == [b"OK", b"after"]
 
 
+async def test_the_last_answer_and_the_last_failure_are_timed(private_redis: RedisServer) -> None:
+    async with RedisBridge(private_redis.url) as bridge:
+        assert (bridge.answered_at, bridge.last_failure) == (None, None)
+        before = trio.current_time()
+        await bridge.execute("PING")
+        answered = bridge.answered_at
+        assert answered is not None
+        assert before <= answered <= trio.current_time()
+        with pytest.raises(RedisCommandError):
+            await bridge.execute("NOSUCHCOMMAND")  # an error reply is still an answer
+        assert bridge.answered_at is not None
+        assert bridge.answered_at >= answered
+        assert bridge.last_failure is None
+
+        private_redis.kill()
+        with pytest.raises(RedisUnavailableError):
+            await bridge.execute("PING")
+        failure = bridge.last_failure
+        assert failure is not None
+        assert failure[0] >= bridge.answered_at
+        assert failure[1]  # redis-py's or the socket's words, e.g. "Connection closed by server."
+
+
 async def test_unix_socket_url(private_redis: RedisServer) -> None:
     async with RedisBridge(f"unix://{private_redis.unix_socket}?db=0") as bridge:
         await _wait_ready(bridge)

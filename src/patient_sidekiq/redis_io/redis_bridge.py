@@ -151,6 +151,11 @@ class RedisBridge:
         # Batches failed with "outcome unknown", read by the launcher's reconcile loop to
         # notice lost replies.
         self._failures = 0
+        # trio clock times, read by the health endpoint: the heartbeat's commands go
+        # through here every few seconds, so a recent success means Redis answers us.
+        self._answered_at: float | None = None
+        self._failed_at: float | None = None
+        self._last_failure = ""
 
     async def __aenter__(self) -> RedisBridge:
         if self._started or self._closed:
@@ -184,6 +189,16 @@ class RedisBridge:
         reconcile its own records once Redis answers again.
         """
         return self._failures
+
+    @property
+    def answered_at(self) -> float | None:
+        """``trio.current_time()`` when the last batch got every reply (None: none yet)."""
+        return self._answered_at
+
+    @property
+    def last_failure(self) -> tuple[float, str] | None:
+        """When the last batch failed with :class:`RedisUnavailableError`, and why."""
+        return None if self._failed_at is None else (self._failed_at, self._last_failure)
 
     def statistics(self) -> BridgeStatistics:
         """Return a snapshot of the counters."""
@@ -311,6 +326,10 @@ class RedisBridge:
                 submission.failure = failure
             self._disconnect()  # never resent; the next batch starts on a fresh socket
             self._failures += 1
+            self._failed_at = trio.current_time()
+            self._last_failure = str(failure) or type(failure).__name__
+        else:
+            self._answered_at = trio.current_time()
         _answer(batch)
 
     async def _socket(self) -> tuple[Any, float]:
