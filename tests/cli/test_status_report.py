@@ -554,7 +554,7 @@ async def test_the_two_identities_of_a_run_show_their_roles_and_http_goes_to_req
     assert rows[callbacks].split()[1:5] == ["callbacks", "py_cb", "0/8", "-"]
     assert rows[requests].split()[1:6] == ["requests", QUEUE, "0/8", "1/8", "(12.5%)"]
     assert "ruby requests" in rows[ruby_http]
-    assert "no beat 31.0s" in rows[stale]
+    assert "no beat for 31.0s" in rows[stale]
 
     # inflight names each request's owner as the Busy page and the log do.
     entries = {e.request_id: e for e in await collect_inflight(bridge, now=NOW)}

@@ -165,7 +165,7 @@ def _whole(table: Table, column: int, cells: Sequence[str | Text]) -> None:
 
 def _state(p: ProcessStatus, now: float) -> str | Text:
     if p.alive is False:
-        since = f" {_age(now - p.beat)}" if p.beat is not None else ""
+        since = f" for {_age(now - p.beat)}" if p.beat is not None else ""
         return Text(f"no beat{since}", style="bold red")
     if p.alive is None:
         return "?"
