@@ -249,8 +249,9 @@ class Launcher:
             await self._beat(heartbeat)
             await self._recover(fetch)
             log.info(
-                "patient-sidekiq %s started: queues %s, concurrency %d",
+                "patient-sidekiq %s started%s: queues %s, concurrency %d",
                 settings.identity,
+                f" ({', '.join(settings.labels)})" if settings.labels else "",
                 ", ".join(name for name, _ in settings.queues),
                 settings.concurrency,
             )
