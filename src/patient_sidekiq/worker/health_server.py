@@ -133,8 +133,8 @@ class OpsServer:
         except h11.RemoteProtocolError as exc:
             if connection.our_state is h11.SEND_RESPONSE or connection.our_state is h11.IDLE:
                 status = exc.error_status_hint
-                reply = (status, "text/plain", b"bad request\n")
-                await _send(stream, connection, reply, head_only=False)
+                refusal = (status, "text/plain", b"bad request\n")
+                await _send(stream, connection, refusal, head_only=False)
                 await _drain(stream)
             return
         if request is None:

@@ -66,13 +66,10 @@ from patient_sidekiq.sidekiq.job import DEFAULT_QUEUE, Job
 from patient_sidekiq.sidekiq.launcher import Runtime
 from patient_sidekiq.sidekiq.poison import CONTENT_ERRORS, filing_commands
 from patient_sidekiq.sidekiq.processor import Work
-from patient_sidekiq.wire.jobs import (
-    REQUEST_WORKER,
-)
+from patient_sidekiq.wire.jobs import REQUEST_WORKER
 from patient_sidekiq.wire.packing import delete_stored, pack, unpack
 from patient_sidekiq.wire.payload_store import PayloadReference, is_reference
 from patient_sidekiq.wire.request import Request
-from patient_sidekiq.wire.response import Response
 from patient_sidekiq.worker.inflight import InflightMonitor
 from patient_sidekiq.worker.inflight_upkeep import beat_and_sweep
 from patient_sidekiq.worker.request_call import (
@@ -83,6 +80,7 @@ from patient_sidekiq.worker.request_call import (
     result_stats_commands,
     result_type,
 )
+from patient_sidekiq.worker.request_log import RequestReport
 from patient_sidekiq.worker.stats import Stats
 
 __all__ = [
@@ -118,7 +116,7 @@ class RequestWorker:
     :meth:`serve` registers :meth:`perform` for ``PatientHttp::Sidekiq::RequestWorker``,
     announces the process in the gem's keys, and runs the in-flight heartbeat and orphan
     sweep until the launcher stops it. ``transport`` replaces the sharded httpx transport
-    (tests); it is then not closed here.
+    (tests; then not closed here); ``report`` counts and logs each result (default: at info).
     """
 
     def __init__(
@@ -126,8 +124,10 @@ class RequestWorker:
         settings: RequestWorkerSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        report: RequestReport | None = None,
     ) -> None:
         self.settings = settings
+        self.report = report if report is not None else RequestReport()
         self._given_transport = transport
         self._transport: httpx.AsyncBaseTransport | None = None
         self._runtime: Runtime | None = None
@@ -276,6 +276,7 @@ class RequestWorker:
             self._reserved -= 1
 
     async def _count_refusal(self, bridge: RedisBridge) -> None:
+        self.report.refused()
         try:
             await Stats(bridge).record_capacity_refusal()
         except PatientSidekiqError as exc:
@@ -347,12 +348,11 @@ class RequestWorker:
         if not task.claimed:
             # Someone else re-enqueued the request (an orphan sweep that took us for dead):
             # it runs again and delivers then; delivering here too would call back twice.
+            self.report.dropped()
             log.warning("request %s was re-enqueued elsewhere; result dropped", task.request_id)
             await self._delete_stored_result(packed)
-        elif isinstance(result, Response):
-            log.debug("request %s: status %d → %s", task.request_id, result.status, queue)
         else:
-            log.info("request %s failed (%s) → %s", task.request_id, kind, queue)
+            self.report.finished(task.request_id, result, queue)
 
     async def _claim(
         self,

@@ -58,8 +58,10 @@ from patient_sidekiq.sidekiq.launcher import Launcher
 from patient_sidekiq.sidekiq.processor import Dispatcher
 from patient_sidekiq.worker.callback_directory import CallbackDirectory
 from patient_sidekiq.worker.callback_worker import CallbackWorker, CallbackWorkerSettings
+from patient_sidekiq.worker.operations import Operations
 from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSettings
 from patient_sidekiq.worker.request_worker import RequestWorker
+from patient_sidekiq.worker.supervisor import child_index
 
 __all__ = ["Runner", "load_requires", "raise_open_files_limit"]
 
@@ -150,9 +152,13 @@ class Runner:
         self.launchers: list[Launcher] = []
         self.request_worker: RequestWorker | None = None
         self._http: HttpSettings | None = None
+        # /metrics, /health and systemd notifications; child i of --processes on port + i
+        self.operations = Operations(config, child_index=child_index())
 
     def handle_signal(self, name: str) -> None:
         """Pass a Sidekiq signal name to every launcher (TTIN to the first only: one dump)."""
+        if name in ("TERM", "INT"):
+            self.operations.stopping()  # /health says 503 and systemd hears STOPPING=1 now
         if name == "TTIN":
             if self.launchers:
                 self.launchers[0].handle_signal(name)
@@ -228,7 +234,8 @@ class Runner:
                 is_python_callback=directory.is_python_callback,
             )
             self.request_worker = RequestWorker(
-                RequestWorkerSettings.from_config(config, payloads, routing, self.http_settings())
+                RequestWorkerSettings.from_config(config, payloads, routing, self.http_settings()),
+                report=self.operations.report,
             )
             callbacks = CallbackWorker(
                 CallbackWorkerSettings(
@@ -249,7 +256,7 @@ class Runner:
                 Launcher(
                     http_settings,
                     http_dispatcher,
-                    services=[self.request_worker],
+                    services=[self.request_worker, self.operations.probe("requests")],
                     on_signal=self.handle_signal,
                     outage=outage,
                     noun="requests",
@@ -270,6 +277,7 @@ class Runner:
                     Launcher(
                         callback_settings,
                         callback_dispatcher,
+                        services=[self.operations.probe("callbacks")],
                         on_signal=self.handle_signal,
                         outage=outage,
                         noun="callbacks",
@@ -280,7 +288,10 @@ class Runner:
                 close = getattr(store, "close", None)
                 if close is not None:
                     stack.callback(close)
+            self.operations.attach(self.request_worker, callbacks, payloads_bridge, self.launchers)
+            stack.callback(self.operations.close)
             async with trio.open_nursery() as nursery:
+                await nursery.start(self.operations.serve)  # /health: 503 "starting" until ready
                 if self.handle_os_signals:
                     # Before any launcher beats: a TSTP must never meet SIGTSTP's default.
                     await nursery.start(self._os_signals)
@@ -289,7 +300,9 @@ class Runner:
                 async with trio.open_nursery() as launchers:
                     for launcher in self.launchers:
                         await launchers.start(self._run_launcher, launcher)
+                    self.operations.ready()  # every launcher beat once: READY=1
                     task_status.started()
+                self.operations.stopping()
                 nursery.cancel_scope.cancel()
         log.info("patient-sidekiq stopped")
 
