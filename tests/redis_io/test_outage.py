@@ -9,6 +9,7 @@ import random
 import pytest
 import redis
 import trio
+import trio.testing
 
 from patient_sidekiq.errors import RedisCommandError, RedisUnavailableError
 from patient_sidekiq.redis_io.outage import RedisOutage
@@ -108,9 +109,23 @@ async def test_pause_ends_when_another_loop_gets_through() -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sleeper)
-            await trio.sleep(0)
+            await trio.testing.wait_all_tasks_blocked()
             outage.retry_delay("heartbeat").succeeded()
             await woke.wait()
+
+
+async def test_a_wait_after_the_outage_ended_returns_at_once() -> None:
+    outage = RedisOutage()
+    fetch = outage.retry_delay("fetch")
+    delay = fetch.failed(DOWN)
+    outage.retry_delay("heartbeat").succeeded()  # between the failure and the wait
+    with trio.fail_after(delay / 2):
+        await fetch.wait(delay)
+    # A loop's own error (not an outage) waits its delay in full.
+    fetch.failed(RedisCommandError("NOSCRIPT"))
+    with trio.move_on_after(0.05) as waited:
+        await fetch.wait(5)
+    assert waited.cancelled_caught
 
 
 @pytest.mark.integration

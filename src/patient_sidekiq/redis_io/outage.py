@@ -72,6 +72,7 @@ class RedisOutage:
         self._next_report = 0.0
         self._report_gap = first_delay
         self._recovered = trio.Event()
+        self._recoveries = 0  # outages ended so far: tells a loop its outage is over
 
     @property
     def down(self) -> bool:
@@ -123,10 +124,23 @@ class RedisOutage:
         )
         self._since = None
         self._attempts = 0
+        self._recoveries += 1
         self._recovered.set()
 
-    async def pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if an outage in progress ends meanwhile."""
+    @property
+    def recoveries(self) -> int:
+        """How many outages have ended so far."""
+        return self._recoveries
+
+    async def pause(self, seconds: float, *, since: int | None = None) -> None:
+        """Sleep ``seconds``, or less if an outage in progress ends meanwhile.
+
+        ``since``: the :attr:`recoveries` count when the caller failed; if an outage has
+        ended since then (another loop got through first), return at once.
+        """
+        if since is not None and since != self._recoveries:
+            await trio.lowlevel.checkpoint()
+            return
         if self._since is None:
             await trio.sleep(seconds)
             return
@@ -146,6 +160,7 @@ class RetryDelay:
         self.outage = outage
         self.loop = loop
         self.failures = 0
+        self._since: int | None = None  # outage.recoveries at the last outage failure
 
     def failed(self, error: BaseException) -> float:
         """Report ``error``; return the seconds to wait before trying again.
@@ -155,12 +170,14 @@ class RetryDelay:
         """
         self.outage.failed(self.loop, error)
         self.failures += 1
+        unavailable = isinstance(error, RedisUnavailableError)
+        self._since = self.outage.recoveries if unavailable else None
         nominal = self.outage.first_delay * 2.0 ** min(self.failures - 1, 30)
         return self.outage.jittered(min(nominal, self.outage.max_delay))
 
     async def wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if an outage in progress ends meanwhile."""
-        await self.outage.pause(seconds)
+        await self.outage.pause(seconds, since=self._since)
 
     def succeeded(self) -> None:
         """Report a success: the delay starts over, and an outage in progress ends."""
