@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,13 @@ async def samples(port: int) -> Samples:
 
 
 class Systemd:
-    """What a Type=notify unit's manager would receive, one datagram at a time."""
+    """What a Type=notify unit's manager would receive, one datagram at a time, and from
+    which process (the kernel's SCM_CREDENTIALS, as systemd's NotifyAccess reads them)."""
 
     def __init__(self) -> None:
         self.address = f"@patient-sidekiq-test-{os.getpid()}-{secrets.token_hex(4)}"
         self.messages: list[str] = []
+        self.senders: set[int] = set()
 
     def count(self, line: str) -> int:
         return sum(line in message.split("\n") for message in self.messages)
@@ -88,10 +91,16 @@ class Systemd:
     async def listen(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
         with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             await sock.bind("\0" + self.address[1:])
             task_status.started()
+            credentials = struct.calcsize("3i")  # pid, uid, gid
             while True:
-                self.messages.append((await sock.recv(4096)).decode())
+                data, ancillary, _, _ = await sock.recvmsg(4096, socket.CMSG_SPACE(credentials))
+                for level, kind, value in ancillary:
+                    if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
+                        self.senders.add(struct.unpack("3i", value[:credentials])[0])
+                self.messages.append(data.decode())
 
 
 @pytest.fixture
@@ -190,6 +199,7 @@ async def test_metrics_health_and_notifications_follow_the_worker_and_redis(
         assert proc.process.returncode == 0
         assert systemd.count("READY=1") == 1
         assert systemd.count("STOPPING=1") == 1
+        assert systemd.senders == {proc.process.pid}
 
 
 async def eventually_health(port: int, wanted: int, proc: Proc) -> tuple[int, dict[str, Any]]:
@@ -233,17 +243,23 @@ async def test_a_taken_metrics_port_stops_the_worker_at_start(
     assert f"metrics_port: cannot listen on 127.0.0.1:{port}" in proc.stderr
 
 
-async def test_each_process_of_processes_serves_its_own_port(
-    redis_url: str, tmp_path: Path
+async def test_each_process_of_processes_serves_its_own_port_and_the_supervisor_notifies(
+    redis_url: str, systemd: Systemd, tmp_path: Path
 ) -> None:
     port = two_free_ports()
     args = ["--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--processes", "2"]
-    with worker(redis_url, tmp_path, *args) as proc:
+    env = {"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "400000"}
+    with worker(redis_url, tmp_path, *args, **env) as proc:
         pids = []
         for child_port in (port, port + 1):
-            _status, body = await eventually_health(child_port, 200, proc)
+            _, body = await eventually_health(child_port, 200, proc)
             pids.append(body["pid"])
         assert len(set(pids)) == 2
         assert proc.process.pid not in pids
+        await eventually(lambda: systemd.said("STATUS=supervising 2 of 2"), what="STATUS")
+        await eventually(lambda: systemd.count("WATCHDOG=1") >= 2, what="watchdog pings")
         proc.signal(signal.SIGTERM)
         await eventually(until_gone(proc), what="the supervisor to exit", detail=proc.tail)
+    assert systemd.count("READY=1") == 1
+    assert systemd.count("STOPPING=1") == 1
+    assert systemd.senders == {proc.process.pid}  # the unit's main process, never a child

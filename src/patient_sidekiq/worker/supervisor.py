@@ -47,6 +47,7 @@ from typing import Any
 import trio
 
 from patient_sidekiq.errors import ConfigurationError
+from patient_sidekiq.worker.systemd_notify import SystemdNotifier, notify_supervisor
 
 __all__ = [
     "CHILD_INDEX_ENV",
@@ -388,9 +389,32 @@ async def supervise(
 ) -> int:
     """Run a :class:`Supervisor` until it stops; returns the process exit status.
 
-    ``task_status.started(supervisor)`` once every child has been started once.
+    ``task_status.started(supervisor)`` once every child has been started once. Under
+    systemd (``NOTIFY_SOCKET``) the supervisor is the unit's main process and notifies for
+    all (:func:`notify_supervisor`); the children never do.
     """
-    return await Supervisor(settings).run(task_status=task_status)
+    supervisor = Supervisor(settings)
+    notifier = SystemdNotifier.from_environ()
+    if notifier is None:
+        return await supervisor.run(task_status=task_status)
+    exit_code = 0
+    async with trio.open_nursery() as nursery:
+
+        async def run(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal exit_code
+            exit_code = await supervisor.run(task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+        await nursery.start(run)
+        task_status.started(supervisor)
+        await notify_supervisor(
+            notifier,
+            children=lambda: len(supervisor.pids()),
+            processes=settings.processes,
+            stopping=lambda: supervisor.stopping,
+        )
+    notifier.close()
+    return exit_code
 
 
 def run_supervisor(settings: SupervisorSettings) -> int:

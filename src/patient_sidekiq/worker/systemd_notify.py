@@ -5,7 +5,9 @@ socket: a path, or ``@name`` in the abstract namespace) and, with ``WatchdogSec=
 ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``). :class:`SystemdNotifier` sends newline-separated
 ``KEY=VALUE`` datagrams there: ``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``, ``STATUS=…``.
 The socket is non-blocking and every failure is logged once and otherwise ignored: a lost
-notification must never stop the worker. Touches no Redis keys.
+notification must never stop the worker. A worker process notifies through
+:mod:`~patient_sidekiq.worker.operations`; a ``--processes`` supervisor, systemd's main
+process then, through :func:`notify_supervisor`. Touches no Redis keys.
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Final
 
-__all__ = ["SystemdNotifier"]
+import trio
+
+__all__ = ["SystemdNotifier", "notify_supervisor"]
 
 log = logging.getLogger(__name__)
+
+_SUPERVISOR_TICK: Final = 0.5
+"""How often a supervisor looks at its children and whether it is stopping."""
 
 
 class SystemdNotifier:
@@ -80,3 +88,40 @@ class SystemdNotifier:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+async def notify_supervisor(
+    notifier: SystemdNotifier,
+    *,
+    children: Callable[[], int],
+    processes: int,
+    stopping: Callable[[], bool],
+) -> None:
+    """Notifications of a ``--processes`` supervisor (the unit's main process), until cancelled.
+
+    ``READY=1`` at once (call it once every child has been started), ``WATCHDOG=1`` while
+    the supervisor's loop runs (it restarts dead children; each child's own health is its
+    ``/health``), ``STATUS=`` with the children running, ``STOPPING=1`` once ``stopping()``.
+    """
+    notifier.notify("READY=1", f"STATUS={_children_status(children(), processes)}")
+    interval = min(_SUPERVISOR_TICK, notifier.watchdog_interval or _SUPERVISOR_TICK)
+    watchdog_due = 0.0
+    last_status = ""
+    while not stopping():
+        lines = []
+        if notifier.watchdog_interval is not None and trio.current_time() >= watchdog_due:
+            lines.append("WATCHDOG=1")
+            watchdog_due = trio.current_time() + notifier.watchdog_interval
+        status = _children_status(children(), processes)
+        if status != last_status:
+            lines.append(f"STATUS={status}")
+            last_status = status
+        if lines:
+            notifier.notify(*lines)
+        await trio.sleep(interval)
+    notifier.notify("STOPPING=1", "STATUS=stopping")
+    await trio.sleep_forever()
+
+
+def _children_status(running: int, processes: int) -> str:
+    return f"supervising {running} of {processes} worker processes"
