@@ -63,9 +63,14 @@ from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSe
 from patient_sidekiq.worker.request_worker import RequestWorker
 from patient_sidekiq.worker.supervisor import child_index
 
-__all__ = ["Runner", "load_requires", "raise_open_files_limit"]
+__all__ = ["CALLBACKS_ROLE", "REQUESTS_ROLE", "Runner", "load_requires", "raise_open_files_limit"]
 
 log = logging.getLogger(__name__)
+
+# The two Sidekiq identities of one run carry their role as a Sidekiq label: the Busy page
+# shows it, the "started" log line names it, and `patient-sidekiq status` tells them apart.
+REQUESTS_ROLE: Final = "requests"
+CALLBACKS_ROLE: Final = "callbacks"
 
 _SIGNALS: Final = {
     signal.SIGTERM: "TERM",
@@ -223,7 +228,9 @@ class Runner:
                     RedisBridge(url, name="patient-sidekiq-payload-store")
                 )
             payloads = config.payload_settings(payloads_bridge, own_store_bridges, encryption_hooks)
-            http_settings = replace(config.worker_settings(), handle_os_signals=False)
+            http_settings = replace(
+                config.worker_settings(), handle_os_signals=False, labels=(REQUESTS_ROLE,)
+            )
             outage = RedisOutage()  # every loop of the process: one line per Redis outage
             directory = CallbackDirectory(
                 payloads_bridge, http_settings.identity, self.registry.names, outage=outage
@@ -272,6 +279,7 @@ class Runner:
                         max_connections=config.callback_concurrency,
                     ).worker_settings(identity=make_identity()),
                     handle_os_signals=False,
+                    labels=(CALLBACKS_ROLE,),
                 )
                 self.launchers.append(
                     Launcher(
