@@ -355,7 +355,7 @@ def result_push_retried(caplog: pytest.LogCaptureFixture) -> bool:
 async def test_result_push_waits_for_redis_to_come_back(
     private_redis: RedisServer, http_server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="patient_sidekiq")
+    caplog.set_level(logging.DEBUG, logger="patient_sidekiq")
     client = redis.Redis.from_url(private_redis.url)
     slow = request_job(http_server.url("/slow?seconds=1.5"), request_id=rid(0), jid=jid(0))
     after = request_job(http_server.url("/status/200"), request_id=rid(1), jid=jid(1))
@@ -381,6 +381,11 @@ async def test_result_push_waits_for_redis_to_come_back(
                 await wait_for(lambda: client.llen(keys.queue(CALLBACKS)) == 2, "a 2nd callback")
 
         assert callbacks_by_request(client) == {rid(0): 1, rid(1): 1}
+        # Each retried push is a debug line; the outage is one warning, however many wait.
+        pushes = [r for r in caplog.records if "could not push the result" in r.getMessage()]
+        assert {r.levelno for r in pushes} == {logging.DEBUG}
+        unavailable = [r for r in caplog.records if r.getMessage().startswith("Redis unavail")]
+        assert len(unavailable) == 1
         statuses = {
             job.args[0]["request_id"]: job.args[0]["status"] for job in callback_jobs(client)
         }

@@ -337,7 +337,12 @@ class RequestWorker:
                     )
                 break
             except (RedisUnavailableError, PayloadStoreError, OSError) as exc:
-                log.warning(
+                # Thousands of requests may be waiting out one outage: the outage is logged
+                # once (runtime.outage), each request's retry only at debug.
+                outage = isinstance(exc, RedisUnavailableError)
+                if outage:
+                    runtime.outage.failed("result push", exc)
+                (log.debug if outage else log.warning)(
                     "could not push the result of request %s (retrying in %.1f s): %s",
                     task.request_id,
                     delay,
