@@ -14,7 +14,9 @@ demo's requests show up in ``patient-sidekiq status`` like any others.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -158,14 +160,27 @@ async def run_demo(config: Config, *, requests: int = 300, out: TextIO = sys.std
             runner.stop()
         outer.cancel_scope.cancel()  # the API server never ends on its own
     ok = tally.done.is_set()
+    command = _command_name()
     out.write(
         ("All callbacks ran." if ok else "Not every callback ran within 120 s.")
         + "\nWhere to look next:\n"
-        "  patient-sidekiq status      processes, in-flight, capacity, totals, queues\n"
-        "  patient-sidekiq inflight    requests in flight right now, oldest first\n"
-        "  README.md                   connect a Ruby app, write Python callbacks\n"
+        f"  {command + ' status':<30} processes, in-flight, capacity, totals, queues\n"
+        f"  {command + ' inflight':<30} requests in flight right now, oldest first\n"
+        f"  {'README.md':<30} connect a Ruby app, write Python callbacks\n"
     )
     return ok
+
+
+def _command_name() -> str:
+    """How the user can type this command again: a venv's script is rarely on PATH."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) != "patient-sidekiq":
+        return "patient-sidekiq"
+    found = shutil.which("patient-sidekiq")
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return "patient-sidekiq"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else os.path.abspath(script)
 
 
 async def _enqueue(config: Config, registry: CallbackRegistry, port: int, requests: int) -> None:
