@@ -12,13 +12,9 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +23,9 @@ import redis
 
 from patient_sidekiq import __version__
 from patient_sidekiq.client.enqueue import Client
-from tests.support import waiting
+from tests.support import scripts, waiting
 from tests.support.programs import REPO, free_port, require_binary
-from tests.support.scripts import stop_embedded_redis
+from tests.support.scripts import JsonApi, Proc, json_api, stop_embedded_redis
 
 pytestmark = pytest.mark.integration
 
@@ -40,44 +36,13 @@ FAST = ["--heartbeat-interval", "1", "--orphan-threshold", "5", "-t", "5"]
 
 # --- a local JSON API ---
 
-
-@dataclass
-class Api:
-    """A threaded HTTP/1.1 server answering every GET with ``{"path": ..., "ok": true}``."""
-
-    server: ThreadingHTTPServer
-    paths: list[str] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+Api = JsonApi  # the name the other CLI tests import
 
 
 @pytest.fixture
 def api() -> Iterator[Api]:
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            body = json.dumps({"path": self.path, "ok": True}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep the test output quiet
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Api(server, seen)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with json_api() as server:
+        yield server
 
 
 # --- processes ---
@@ -95,52 +60,11 @@ def clean_environ(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-@dataclass
-class Proc:
-    """A started process whose stderr goes to a file (a pipe nobody reads could fill)."""
-
-    process: subprocess.Popen[bytes]
-    stderr_path: Path
-    stdout_path: Path
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
-
-    def signal(self, number: int) -> None:
-        self.process.send_signal(number)
-
-    def wait(self, seconds: float = 15) -> int:
-        try:
-            return self.process.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after {seconds} s{self.tail()}") from None
-
-    def tail(self) -> str:
-        lines = self.stderr.splitlines()[-30:]
-        return "\n--- stderr (last lines) ---\n" + "\n".join(lines)
-
-
 @contextmanager
 def started(argv: list[str], tmp_path: Path, env: dict[str, str]) -> Iterator[Proc]:
     """Run ``argv`` in the repository; kill and reap it at the end, whatever happened."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    stderr_path, stdout_path = tmp_path / "stderr.log", tmp_path / "stdout.log"
-    with stderr_path.open("wb") as err, stdout_path.open("wb") as out:
-        process = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-        )
-    proc = Proc(process, stderr_path, stdout_path)
-    try:
+    with scripts.started(argv, REPO, env, tmp_path) as proc:
         yield proc
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 @contextmanager

@@ -16,11 +16,9 @@ answers again. Both tests run a real ``patient-sidekiq run`` subprocess:
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from patient_sidekiq.sidekiq.job import Job
 from tests.cli.test_cli_run import Api, Proc, wait_for, worker
 from tests.cli.test_faults import CALLBACK_QUEUE, QUEUE, WORKER, answered_ids, request_data
 from tests.support.redis import RedisServer
+from tests.support.scripts import json_api
 
 pytestmark = [pytest.mark.integration]
 
@@ -41,30 +40,8 @@ DELAY = 0.05  # seconds each request takes: keeps a few dozen in flight at every
 @pytest.fixture
 def slow_api() -> Iterator[Api]:
     """Answers every GET after ``DELAY`` with a small JSON body."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(DELAY)
-            body = json.dumps({"path": self.path}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Api(server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with json_api(delay=DELAY) as api:
+        yield api
 
 
 def job(api: Api, request_id: str) -> bytes:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from patient_sidekiq.client.enqueue import Client
 from patient_sidekiq.worker import runner as runner_module
 from tests.support import waiting
 from tests.support.programs import REPO, stop_process
+from tests.support.scripts import json_api
 
 pytestmark = pytest.mark.integration
 
@@ -40,31 +40,8 @@ cli = CliRunner()
 def held_api() -> Iterator[tuple[str, threading.Event]]:
     """A server whose answers wait for the returned event: requests stay in flight."""
     release = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            release.wait(30)
-            body = b'{"ok": true}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", release
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with json_api(hold=release) as api:
+        yield api.url(""), release
 
 
 @pytest.fixture

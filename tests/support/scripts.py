@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class Proc:
     @property
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
 
     def wait(self, seconds: float = 30) -> int:
         try:
@@ -123,12 +127,18 @@ class JsonApi:
 
 
 @contextmanager
-def json_api() -> Iterator[JsonApi]:
+def json_api(*, delay: float = 0.0, hold: threading.Event | None = None) -> Iterator[JsonApi]:
+    """Answers after ``delay`` seconds, or once ``hold`` is set (set at the end, whatever
+    happened): a slow API, or requests kept in flight as long as a test needs."""
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(self.path)
+            if hold is not None:
+                hold.wait(30)
+            elif delay:
+                time.sleep(delay)
             body = json.dumps({"path": self.path, "ok": True}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -140,11 +150,14 @@ def json_api() -> Iterator[JsonApi]:
             pass  # keep the test output quiet
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True  # a held answer must not keep the test process alive
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield JsonApi(server, seen)
     finally:
+        if hold is not None:
+            hold.set()
         server.shutdown()
         server.server_close()
         thread.join(5)
