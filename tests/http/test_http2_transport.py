@@ -18,8 +18,9 @@ import hpack
 import httpx
 import pytest
 import trio
+from h2.connection import H2Connection
 
-from patient_sidekiq.http import http2_headers, http2_transport
+from patient_sidekiq.http import http2_connection, http2_headers, http2_transport, http_client
 from patient_sidekiq.http.http2_headers import CachingDecoder, PlainEncoder, request_headers
 from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_client import ExecutionResult, execute
@@ -436,6 +437,16 @@ async def test_sensitive_fields_go_out_never_indexed(
     assert not flags[b":path"]
     _, body, _ = await fetch(h2, raw_server.url("/echo"), headers=[("Authorization", "Bearer x")])
     assert ["authorization", "Bearer x"] in echo_of(body)["headers"]
+    # and so through h2, which rebuilds every field before the encoder sees it
+    conn = H2Connection(config=http2_connection._CONFIG)
+    conn.encoder = PlainEncoder()  # type: ignore[assignment]
+    conn.initiate_connection()
+    conn.data_to_send()
+    conn.send_headers(1, headers, end_stream=True)
+    frame = conn.data_to_send()
+    decoded = hpack.Decoder().decode(frame[9:], raw=True)  # one HEADERS frame: its block
+    never = {bytes(field[0]) for field in decoded if not getattr(field, "indexable", True)}
+    assert never == {b"authorization", b"cookie"}
 
 
 def test_caching_decoder_remembers_blocks_that_need_no_table() -> None:
@@ -455,3 +466,48 @@ def test_caching_decoder_remembers_blocks_that_need_no_table() -> None:
     assert caching.decode(table_user, raw=True) == fields
     assert caching.decode(hpack.Encoder().encode(fields), raw=True) == fields
     assert list(http2_headers._DECODED) == [block]
+
+
+# --- the direct path (no httpx.Request) --------------------------------------------------------
+
+
+class _ThroughHttpx(httpx.AsyncBaseTransport):
+    """The same transport, hidden from http_client's direct path: every request is an
+    ``httpx.Request`` again, as before the path existed."""
+
+    def __init__(self, inner: ShardedTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._inner.handle_async_request(request)
+
+
+DIRECT_CASES: list[tuple[str, str, dict[str, str], str | None]] = [
+    ("get", "/echo", {}, None),
+    ("get", "/echo?q=1&r={a}", {"X-Trace": " abc ", "Accept": "*/*"}, None),
+    ("post", "/echo", {"content-type": "text/plain"}, "hello"),
+    ("put", "/echo", {"content-length": "5", "x-after": "1"}, "hello"),
+    ("get", "/echo", {"host": "example.test", "cookie": "a=1", "authorization": "t"}, None),
+    ("get", "/echo", {"x-name": "Zoë", "te": "trailers", "connection": "close"}, None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "body"), DIRECT_CASES)
+async def test_the_direct_path_sends_what_httpx_sent(
+    raw_server: RawH2Server,
+    h2_transport: ShardedTransport,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: str | None,
+) -> None:
+    request = Request.build(method, raw_server.url(path), headers=headers, body=body)
+    before = await execute(_ThroughHttpx(h2_transport), SETTINGS, request, request_id="rid")
+    # no httpx.Request on the direct path (the origin speaks HTTP/2: none is needed)
+    monkeypatch.setattr(http_client, "_httpx_request", None)
+    direct = await execute(h2_transport, SETTINGS, request, request_id="rid")
+    assert isinstance(before, Response), before
+    assert isinstance(direct, Response), direct
+    assert {**direct.json(), "connection": 0} == {**before.json(), "connection": 0}
+    assert (direct.status, direct.headers) == (before.status, before.headers)

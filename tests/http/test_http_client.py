@@ -13,6 +13,8 @@ import httpx
 import pytest
 import trio
 
+from patient_sidekiq.http import http_client
+from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_client import ExecutionResult, classify_error, execute
 from patient_sidekiq.http.http_transport import ShardedTransport
 from patient_sidekiq.http.settings import HttpSettings, OutgoingRequest
@@ -716,3 +718,32 @@ async def test_any_transport_and_the_piecewise_timeouts() -> None:
     assert response.json() == {"ok": True}
     assert seen[0].extensions["timeout"] == {"connect": 1.5, "read": 7, "write": 7, "pool": 7}
     assert seen[0].content == b"b"
+
+
+@pytest.mark.parametrize(
+    ("url", "direct"),
+    [
+        ("https://api.test/a/b?x=1&y={z}", True),
+        ("https://API.test:443", True),
+        ("https://api.test/.well-known/x", False),  # httpx drops "." segments: "/." keeps it
+        ("https://api.test/a/../b", False),
+        ("https://api.test/x{y}", False),  # httpx percent-encodes these in a path
+        ("https://api.test/x`y", False),
+        ("https://api.test/p?a<b", False),  # and these in a query
+        ("https://api.test/p?", False),  # httpx keeps the bare "?"
+        ("https://api.test/" + "a" * 65536, False),  # httpx refuses it
+    ],
+)
+async def test_http2_direct_path_only_for_urls_httpx_sends_unchanged(
+    url: str, direct: bool
+) -> None:
+    sharded = ShardedTransport(HttpSettings(protocol="http2"))
+    try:
+        outgoing = OutgoingRequest(method="get", url=url, headers={}, body=None)
+        route = http_client._direct_route(sharded, outgoing)
+        assert (route is not None) == direct
+        if route is not None:
+            assert isinstance(route[0], H2Transport)
+            assert route[1].path == httpx.URL(url).raw_path.decode()  # what httpx sent
+    finally:
+        await sharded.aclose()

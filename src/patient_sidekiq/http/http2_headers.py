@@ -1,7 +1,8 @@
 """The request header block of :mod:`~patient_sidekiq.http.http2_transport`, and its HPACK.
 
-:func:`request_headers` gives the fields httpcore and h2 sent for an ``httpx.Request`` (the
-server sees the same list): ``:method``, ``:authority`` (the ``host`` header), ``:scheme``,
+:func:`request_headers` gives the fields httpcore and h2 sent for an ``httpx.Request``, and
+:func:`header_block` the same from a request's parts (the direct path, no ``httpx.Request``;
+the server sees the same list): ``:method``, ``:authority`` (the ``host`` header), ``:scheme``,
 ``:path``, then the others in the caller's order, names lowercased, names and values
 trimmed, connection-specific fields dropped; a ``te`` other than ``trailers`` or a
 pseudo-header of the caller's is httpx.LocalProtocolError with h2's wording. Checking here
@@ -17,7 +18,8 @@ set to size 0 in the first block. hpack's encoder searched its whole dynamic tab
 every field and Huffman-coded each new value in Python (~10 % of the CPU per request); the
 cost is a few hundred more bytes per request on the wire, against a TLS record each. The
 fields h2 never indexed (``authorization``, ``proxy-authorization``, short cookies) go out
-as never-indexed literals, as before.
+as never-indexed literals, as before: they are hpack's NeverIndexedHeaderTuple, the one kind
+of field h2 hands on to the encoder as it was given (it rebuilds the others as plain tuples).
 
 :class:`CachingDecoder` is hpack's decoder remembering what each header block decoded to.
 The connection advertises ``SETTINGS_HEADER_TABLE_SIZE`` 0, so the server keeps nothing in
@@ -36,10 +38,10 @@ from collections.abc import Iterable
 from typing import Final
 
 import httpx
-from hpack import Decoder, HeaderTuple
+from hpack import Decoder, HeaderTuple, NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
-__all__ = ["CachingDecoder", "PlainEncoder", "request_headers"]
+__all__ = ["CachingDecoder", "PlainEncoder", "header_block", "request_headers"]
 
 # RFC 9113 §8.2.2 connection-specific fields (h2 dropped them), and host (-> :authority)
 _DROPPED: Final = frozenset(
@@ -49,19 +51,28 @@ _NEVER_INDEXED: Final = frozenset({b"authorization", b"proxy-authorization"})
 _PSEUDO: Final = frozenset({b":method", b":authority", b":scheme", b":path"})
 
 
-class _Sensitive(tuple[bytes, bytes]):
-    """A field to send as never indexed (HPACK §6.2.3)."""
-
-    __slots__ = ()
-
-
 def request_headers(request: httpx.Request) -> tuple[list[tuple[bytes, bytes]], bool]:
     """The header block for ``request`` (see module doc), and whether it has no body."""
     url = request.url
+    return header_block(
+        request.method.encode("ascii"), url.scheme, url.netloc, url.raw_path, request.headers.raw
+    )
+
+
+def header_block(
+    method: bytes,
+    scheme: str,
+    netloc: bytes,
+    path: bytes,
+    fields: Iterable[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The header block of a request given by its parts (the direct path, without an
+    ``httpx.Request``), and whether it has no body; a ``host`` field is the authority,
+    else ``netloc``."""
     authority: bytes | None = None
     has_body = False
     regular: list[tuple[bytes, bytes]] = []
-    for raw_name, raw_value in request.headers.raw:
+    for raw_name, raw_value in fields:
         name = raw_name.lower().strip()
         if name == b"content-length" or name == b"transfer-encoding":
             has_body = True
@@ -79,14 +90,14 @@ def request_headers(request: httpx.Request) -> tuple[list[tuple[bytes, bytes]], 
         if name == b"te" and value.lower() != b"trailers":
             raise httpx.LocalProtocolError(f"Invalid value for TE header: {value!r}")
         if name in _NEVER_INDEXED or (name == b"cookie" and len(value) < 20):
-            regular.append(_Sensitive((name, value)))
+            regular.append(NeverIndexedHeaderTuple(name, value))
         else:
             regular.append((name, value))
     headers = [
-        (b":method", request.method.encode("ascii")),
-        (b":authority", authority if authority is not None else url.netloc),
-        (b":scheme", url.scheme.encode("ascii")),
-        (b":path", url.raw_path),
+        (b":method", method),
+        (b":authority", authority if authority is not None else netloc),
+        (b":scheme", scheme.encode("ascii")),
+        (b":path", path),
     ]
     headers += regular
     return headers, not has_body
@@ -117,7 +128,8 @@ class PlainEncoder:
             parts.append(b"\x20")  # dynamic table size update: 0 (§6.3)
         cache = _ENCODED
         for field in headers:
-            if type(field) is _Sensitive:
+            # hpack's own type: h2 rebuilds every field, keeping only HeaderTuple classes
+            if type(field) is NeverIndexedHeaderTuple:
                 parts.append(_field(field[0], field[1], True))
                 continue
             encoded = cache.get(field)

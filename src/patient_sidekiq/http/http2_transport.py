@@ -45,6 +45,10 @@ the exception classes and texts ``http/ruby_errors.py`` reads) and does the rest
   the response head or a piece of body: ReadTimeout); the caller applies the overall
   deadline.
 
+Requests come as an ``httpx.Request`` (:meth:`H2Transport.handle_async_request`) or, on the
+worker's hot path, as their parts (:meth:`H2Transport.send`: the same header block, without
+building the ``httpx.Request``).
+
 Connection tasks run in the nursery given (the worker's), else as trio system tasks. The
 wire side of each connection is :mod:`~patient_sidekiq.http.http2_connection`. Touches no
 Redis keys.
@@ -61,10 +65,10 @@ import trio
 from patient_sidekiq.http.connect import open_stream, with_retries
 from patient_sidekiq.http.http1_transport import KEEPALIVE_EXPIRY
 from patient_sidekiq.http.http2_connection import Connection
-from patient_sidekiq.http.http2_headers import request_headers
+from patient_sidekiq.http.http2_headers import header_block, request_headers
 from patient_sidekiq.http.http2_stream import Refused, Stream
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
-from patient_sidekiq.http.targets import DEFAULT_PORTS, Origin
+from patient_sidekiq.http.targets import DEFAULT_PORTS, DirectTarget, Origin
 
 __all__ = ["KEEPALIVE_EXPIRY", "H2Transport"]
 
@@ -167,12 +171,49 @@ class H2Transport(httpx.AsyncBaseTransport):
         headers, end_stream = request_headers(request)
         body = b"" if end_stream else request.content
         timeouts = request.extensions.get("timeout") or {}
+        return await self._send(origin, headers, end_stream, body, timeouts, lambda: request)
+
+    async def send(
+        self,
+        target: DirectTarget,
+        method: str,
+        fields: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+        http1_request: Callable[[], httpx.Request],
+    ) -> httpx.Response:
+        """Send a request without an ``httpx.Request`` (the worker's hot path; building one
+        cost ~9 % of the CPU per job): the same header block and stream as
+        :meth:`handle_async_request` for the same request. ``fields`` are the headers as
+        httpx would have been given them, ``host`` included; ``http1_request`` makes the
+        ``httpx.Request`` only when the origin turns out to speak HTTP/1.1 (ALPN)."""
+        headers, end_stream = header_block(
+            method.upper().encode("ascii"),
+            target.origin[0],
+            target.host_header.encode("ascii"),
+            target.path.encode("ascii"),
+            fields,
+        )
+        content = b"" if end_stream or body is None else body
+        return await self._send(
+            target.origin, headers, end_stream, content, timeouts, http1_request
+        )
+
+    async def _send(
+        self,
+        origin: Origin,
+        headers: list[tuple[bytes, bytes]],
+        end_stream: bool,
+        body: bytes,
+        timeouts: Mapping[str, object],
+        http1_request: Callable[[], httpx.Request],
+    ) -> httpx.Response:
         attempts = self._resends
         while True:
             conn = await self._acquire(origin, timeouts)
             if conn is None:
                 assert self._http1 is not None
-                return await self._http1.handle_async_request(request)
+                return await self._http1.handle_async_request(http1_request())
             try:
                 return await _exchange(conn, headers, end_stream, body, timeouts)
             except Refused as refused:

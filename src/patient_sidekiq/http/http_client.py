@@ -4,7 +4,9 @@
 transport (normally a :class:`~patient_sidekiq.http.http_transport.ShardedTransport`), follows
 redirects and returns what the callback job carries: a :class:`Response`, or a
 :class:`RequestError`, :class:`HttpError` or redirect error. It never raises for a failed
-request; only cancellation (``trio.Cancelled``) escapes.
+request; only cancellation (``trio.Cancelled``) escapes. Through a ShardedTransport, requests
+its own HTTP/1.1 and HTTP/2 transports carry skip building an ``httpx.Request`` (see
+:func:`_direct_route`); the rest go through httpx.
 
 Choices where the gem leaves room, documented once here:
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import ssl
 import traceback
 from collections.abc import Callable, Mapping
@@ -40,6 +43,7 @@ import trio
 
 from patient_sidekiq.errors import PreprocessorNotFoundError, SecretNotFoundError
 from patient_sidekiq.http.http1_transport import H11Transport
+from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_transport import (
     ShardedTransport,
     joined_headers,
@@ -78,6 +82,10 @@ _ACCEPT_ENCODING: Final = "gzip, identity"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 _SSL_ERRORS: Final = (ssl.SSLError, ssl.CertificateError)
+# What httpx percent-encodes in a plain-ASCII URL's path and query (its _urlparse sets).
+_PATH_REWRITTEN: Final = re.compile(r'["<>`{}]')
+_QUERY_REWRITTEN: Final = re.compile(r'["<>]')
+_MAX_URL: Final = 65536
 
 ExecutionResult = Response | RequestError | HttpError | RedirectError
 
@@ -222,11 +230,17 @@ async def _send(
     with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
         outgoing = await _prepare(settings, hop)
         connect = settings.connection_timeout if settings.connection_timeout else timeout
-        direct = _direct_route(transport, outgoing)
-        if direct is not None:
-            h11_transport, target = direct
-            response = await h11_transport.send(
-                target,
+        route = _direct_route(transport, outgoing)
+        if route is None:
+            timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+            url = httpx.URL(outgoing.url)
+            fields = _fields(outgoing, url.scheme, url.netloc)
+            response = await transport.handle_async_request(
+                _httpx_request(outgoing, url, fields, timeouts)
+            )
+        elif isinstance(carrier := route[0], H11Transport):
+            response = await carrier.send(
+                route[1],
                 outgoing.method,
                 list(outgoing.headers.items()),
                 outgoing.body,
@@ -235,39 +249,18 @@ async def _send(
                 {"connect": connect},
             )
         else:
-            # Values go out as their UTF-8 bytes, as Ruby writes a UTF-8 String (httpx would
-            # refuse a str that is not ASCII).
-            url = httpx.URL(outgoing.url)
-            request_headers = [
-                (name.encode("latin-1", "replace"), value.encode("utf-8", "surrogateescape"))
-                for name, value in outgoing.headers.items()
-            ]
-            if outgoing.body is not None and "content-length" not in outgoing.headers:
-                length = (b"content-length", str(len(outgoing.body)).encode())
-                if url.scheme == "http":
-                    # plain HTTP is always HTTP/1.1: protocol-http1 writes the length last
-                    request_headers.append(length)
-                else:
-                    # async-http's HTTP/2 client sends the length before every other header
-                    # (an https request is HTTP/2 whenever the server offers it)
-                    request_headers.insert(0, length)
-            if "host" not in outgoing.headers:
-                request_headers.insert(0, (b"host", url.netloc))  # lowercase, first: the gem's
-            http_request = httpx.Request(
-                outgoing.method.upper(),
-                url,
-                headers=request_headers,
-                content=outgoing.body,
-                extensions={
-                    "timeout": {
-                        "connect": connect,
-                        "read": timeout,
-                        "write": timeout,
-                        "pool": timeout,
-                    }
-                },
+            # HTTP/2 of our own: the fields httpx would be given, without an httpx.Request
+            target = route[1]
+            h2_timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+            h2_fields = _fields(outgoing, target.origin[0], target.host_header.encode("ascii"))
+            response = await carrier.send(
+                target,
+                outgoing.method,
+                h2_fields,
+                outgoing.body,
+                h2_timeouts,
+                lambda: _httpx_request(outgoing, httpx.URL(outgoing.url), h2_fields, h2_timeouts),
             )
-            response = await transport.handle_async_request(http_request)
         status = response.status_code
         # HTTP/1 (protocol-http1) has no body for 1xx/204/304/HEAD and keeps their framing
         # headers; async-http's HTTP/2 always makes a body (maybe "") and drops them.
@@ -294,18 +287,75 @@ async def _send(
 
 def _direct_route(
     transport: httpx.AsyncBaseTransport, outgoing: OutgoingRequest
-) -> tuple[H11Transport, DirectTarget] | None:
-    """The HTTP/1.1 fast path when it applies: no ``httpx.Request`` to build (~10 % of the
-    CPU per job). Headers must be plain ASCII and not set ``host``/``content-length``,
-    which the fast path writes itself; anything else goes through httpx as before."""
+) -> tuple[H11Transport | H2Transport, DirectTarget] | None:
+    """A fast path when one applies: no ``httpx.Request`` to build (~10 % of the CPU per
+    job). HTTP/1.1: headers must be plain ASCII and not set ``host``/``content-length``,
+    which that path writes itself. HTTP/2: the URL must be one httpx would send unchanged
+    (:func:`_kept_by_httpx`); the headers are those httpx would be given. Anything else
+    goes through httpx as before."""
     if not isinstance(transport, ShardedTransport):
         return None
+    route = transport.direct(outgoing.url)
+    if route is None:
+        return None
+    carrier, target = route
+    if isinstance(carrier, H2Transport):
+        return route if _kept_by_httpx(outgoing.url, target) else None
     headers = outgoing.headers
     if "host" in headers or "content-length" in headers:
         return None
     if not all(value.isascii() and name.isascii() for name, value in headers.items()):
         return None
-    return transport.direct(outgoing.url)
+    return carrier, target
+
+
+def _kept_by_httpx(url: str, target: DirectTarget) -> bool:
+    """Whether httpx would send ``target.path`` as it is: it percent-encodes ``"<>`{}`` in a
+    path (``"<>`` in a query), drops ``.``/``..`` segments, keeps a bare ``?`` and refuses
+    a URL over 64 KiB. Such URLs keep the httpx path, so HTTP/2 sends what it sent before."""
+    path, mark, query = target.path.partition("?")
+    if _PATH_REWRITTEN.search(path) or "/." in path or len(url) > _MAX_URL:
+        return False
+    if not mark:
+        return "?" not in url
+    return _QUERY_REWRITTEN.search(query) is None
+
+
+def _fields(outgoing: OutgoingRequest, scheme: str, netloc: bytes) -> list[tuple[bytes, bytes]]:
+    """The request's headers as httpx is given them (and the HTTP/2 direct path)."""
+    # Values go out as their UTF-8 bytes, as Ruby writes a UTF-8 String (httpx would
+    # refuse a str that is not ASCII).
+    fields = [
+        (name.encode("latin-1", "replace"), value.encode("utf-8", "surrogateescape"))
+        for name, value in outgoing.headers.items()
+    ]
+    if outgoing.body is not None and "content-length" not in outgoing.headers:
+        length = (b"content-length", str(len(outgoing.body)).encode())
+        if scheme == "http":
+            # plain HTTP is always HTTP/1.1: protocol-http1 writes the length last
+            fields.append(length)
+        else:
+            # async-http's HTTP/2 client sends the length before every other header
+            # (an https request is HTTP/2 whenever the server offers it)
+            fields.insert(0, length)
+    if "host" not in outgoing.headers:
+        fields.insert(0, (b"host", netloc))  # lowercase, first: the gem's
+    return fields
+
+
+def _httpx_request(
+    outgoing: OutgoingRequest,
+    url: httpx.URL,
+    fields: list[tuple[bytes, bytes]],
+    timeouts: dict[str, float],
+) -> httpx.Request:
+    return httpx.Request(
+        outgoing.method.upper(),
+        url,
+        headers=fields,
+        content=outgoing.body,
+        extensions={"timeout": timeouts},
+    )
 
 
 async def _prepare(settings: HttpSettings, hop: _Hop) -> OutgoingRequest:

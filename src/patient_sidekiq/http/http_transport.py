@@ -165,15 +165,20 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                 return index
         return min(range(count), key=lambda i: (in_flight[i], (i - home) % count))
 
-    def direct(self, url: str) -> tuple[H11Transport, DirectTarget] | None:
-        """The HTTP/1.1 transport and target for ``url`` when it can skip ``httpx.Request``."""
-        h11_transport = self._h11
-        if h11_transport is None:
+    def direct(self, url: str) -> tuple[H11Transport | H2Transport, DirectTarget] | None:
+        """The transport (ours, HTTP/1.1 or HTTP/2) and target for ``url`` when it can skip
+        ``httpx.Request``; None when the request goes through httpx (a proxy, an odd URL)."""
+        if self._h11 is None and self._h2 is None:
             return None
         target = direct_target(url)
         if target is None:
             return None
-        return (h11_transport, target) if self._h11_carries(target.origin[0]) else None
+        scheme = target.origin[0]
+        if self._h11 is not None and self._h11_carries(scheme):
+            return self._h11, target
+        if self._h2 is not None and (scheme == "https" or self._h2_plain):
+            return self._h2, target
+        return None
 
     def _h11_carries(self, scheme: str) -> bool:
         """Whether requests of ``scheme`` go to the HTTP/1.1 transport (when there is one)."""
