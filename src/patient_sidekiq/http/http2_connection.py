@@ -45,6 +45,7 @@ import httpx
 import trio
 
 from patient_sidekiq.http.http2_headers import CachingDecoder, PlainEncoder
+from patient_sidekiq.http.http2_state import H2State, StaysOpenAfterGoaway
 from patient_sidekiq.http.http2_stream import Failure, Stream
 from patient_sidekiq.http.targets import Origin
 
@@ -77,38 +78,6 @@ _SETTINGS: Final = {
 _IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
-class _StaysOpenAfterGoaway(h2.connection.H2ConnectionStateMachine):
-    """h2's connection states, except that a GOAWAY does not close the connection.
-
-    h2 refuses every frame after a GOAWAY (python-hyper/h2#1181), even within the same
-    read, so the streams a graceful GOAWAY names could never finish. :class:`Connection`
-    opens no stream once a GOAWAY came and closes the connection when its streams are done.
-    """
-
-    def process_input(self, input_: h2.connection.ConnectionInputs) -> list[h2.events.Event]:
-        if input_ is h2.connection.ConnectionInputs.RECV_GOAWAY:
-            return []
-        return super().process_input(input_)
-
-
-class _H2State(h2.connection.H2Connection):
-    """h2's connection, without its count of open streams on every new stream.
-
-    h2 counts them by scanning every stream it holds, each time a stream opens (~8 % of
-    the CPU per request with 128 streams in flight). :class:`Connection` keeps the server's
-    limit itself (a slot per stream, held until the request releases it, never fewer than
-    h2 would count), so h2's check is redundant; the scan also forgets closed streams,
-    which :meth:`forget_closed` runs now and then instead.
-    """
-
-    @property
-    def open_outbound_streams(self) -> int:
-        return 0
-
-    def forget_closed(self) -> None:
-        h2.connection.H2Connection.open_outbound_streams.fget(self)  # type: ignore[attr-defined]
-
-
 class Connection:
     """One HTTP/2 connection to an origin; ``on_change`` is told whenever its capacity or
     usability changes (a stream released, new settings, GOAWAY, failure)."""
@@ -121,8 +90,8 @@ class Connection:
         on_change: Callable[[Connection], None],
     ) -> None:
         self.origin = origin
-        self.h2 = _H2State(config=_CONFIG)
-        self.h2.state_machine = _StaysOpenAfterGoaway()
+        self.h2 = H2State(config=_CONFIG)
+        self.h2.state_machine = StaysOpenAfterGoaway()
         self.h2.encoder = PlainEncoder()  # type: ignore[assignment]
         self.h2.decoder = CachingDecoder()
         self.h2.decoder.max_header_list_size = _MAX_HEADER_LIST
@@ -173,7 +142,7 @@ class Connection:
         stream_id = h.get_next_available_stream_id()
         stream = Stream(stream_id)
         self.streams[stream_id] = stream
-        h.send_headers(stream_id, headers, end_stream=end_stream)
+        h.send_request_headers(stream_id, headers, end_stream)
         stream.sent = end_stream
         self.flush()
         return stream
