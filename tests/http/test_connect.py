@@ -8,8 +8,9 @@ import httpx
 import pytest
 import trio
 
-from patient_sidekiq.http.connect import open_stream, with_retries
+from patient_sidekiq.http.connect import open_socket, open_stream, with_retries
 from patient_sidekiq.http.ruby_errors import ruby_error
+from tests.support.http import Server, TlsCerts
 from tests.support.programs import free_port
 
 
@@ -36,6 +37,24 @@ async def test_ip_literals_and_names_both_connect() -> None:
             assert await accepted.receive_some(4) == b"ping"
             await stream.aclose()
             await accepted.aclose()
+
+
+async def test_open_socket_gives_http1_its_socket_and_a_finished_handshake(
+    tls_server: Server, tls_certs: TlsCerts
+) -> None:
+    context = ssl.create_default_context(cafile=str(tls_certs.ca_file))
+    context.set_alpn_protocols(["http/1.1"])
+    tcp, tls = await open_socket(("https", "localhost", tls_server.port), context)
+    try:
+        assert tls is not None
+        assert tls.tls.version() is not None  # handshake done: a request may go at once
+        assert tls.tls.selected_alpn_protocol() == "http/1.1"
+        assert tls.tls.server_hostname == "localhost"  # SNI and the name checked
+    finally:
+        tcp.socket.close()
+    plain, none = await open_socket(("http", "127.0.0.1", tls_server.port), context)
+    plain.socket.close()
+    assert none is None
 
 
 async def test_retries_repeat_only_failed_connects() -> None:

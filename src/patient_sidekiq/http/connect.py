@@ -1,6 +1,9 @@
-"""Opening a new HTTP connection's stream, for the HTTP/1.1 and the HTTP/2 transport.
+"""Opening a new HTTP connection, for the HTTP/1.1 and the HTTP/2 transport.
 
-TCP, then TLS for ``https`` (the context's ALPN protocols decide what may be negotiated). A
+TCP, then TLS for ``https`` (the context's ALPN protocols decide what may be negotiated):
+HTTP/2 gets a trio stream (``SSLStream``, :func:`open_stream`); HTTP/1.1 gets the socket and
+a :class:`~patient_sidekiq.http.tls_session.TlsSession` run on its descriptor
+(:func:`open_socket`), which cost a fraction of ``SSLStream``'s CPU. A
 connection to an IP address is opened with a non-blocking ``connect`` rather than
 ``trio.open_tcp_stream``, whose happy-eyeballs nursery cost more than the rest of a new
 connection when thousands open at once; names still go through trio's resolver. Failures
@@ -26,8 +29,9 @@ import httpx
 import trio
 
 from patient_sidekiq.http.targets import Origin
+from patient_sidekiq.http.tls_session import TlsSession
 
-__all__ = ["open_stream", "with_retries"]
+__all__ = ["open_socket", "open_stream", "with_retries"]
 
 _T = TypeVar("_T")
 
@@ -40,14 +44,7 @@ async def open_stream(
     Raises httpx.ConnectError when either fails.
     """
     scheme, host, port = origin
-    family = _literal_family(host)
-    try:
-        if family is None:
-            tcp = await trio.open_tcp_stream(host, port)
-        else:
-            tcp = await _connect_literal(family, host, port)
-    except OSError as exc:
-        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+    tcp = await _open_tcp(host, port)
     if scheme != "https":
         return tcp, tcp
     stream = trio.SSLStream(tcp, ssl_context, server_hostname=host, https_compatible=True)
@@ -61,6 +58,39 @@ async def open_stream(
         tcp.socket.close()
         raise
     return stream, tcp
+
+
+async def open_socket(
+    origin: Origin, ssl_context: ssl.SSLContext
+) -> tuple[trio.SocketStream, TlsSession | None]:
+    """A new TCP connection to ``origin``, and for ``https`` its TLS session, handshake done.
+
+    Raises httpx.ConnectError when either fails, as :func:`open_stream` does.
+    """
+    scheme, host, port = origin
+    tcp = await _open_tcp(host, port)
+    if scheme != "https":
+        return tcp, None
+    session = TlsSession(ssl_context, host)
+    try:
+        await session.handshake(tcp.socket.fileno())
+    except (OSError, trio.ClosedResourceError) as exc:  # ssl.SSLError is an OSError
+        tcp.socket.close()
+        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+    except BaseException:
+        tcp.socket.close()
+        raise
+    return tcp, session
+
+
+async def _open_tcp(host: str, port: int) -> trio.SocketStream:
+    family = _literal_family(host)
+    try:
+        if family is None:
+            return await trio.open_tcp_stream(host, port)
+        return await _connect_literal(family, host, port)
+    except OSError as exc:
+        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
 
 
 async def with_retries(connect: Callable[[], Awaitable[_T]], retries: int) -> _T:

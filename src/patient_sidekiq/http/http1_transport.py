@@ -25,7 +25,7 @@ what the worker needs:
   each connect, write and read (httpx.ConnectTimeout / WriteTimeout / ReadTimeout); the
   caller applies the overall deadline.
 * Errors are httpx's: ConnectError (from the OSError, or from the ssl.SSLError of a failed
-  handshake), ReadError / WriteError (from the OS or trio error), RemoteProtocolError (a
+  handshake), ReadError / WriteError (from the OS, ssl or trio error), RemoteProtocolError (a
   malformed response, or EOF before its end). ``settings.retries`` extra connect attempts
   follow a failed connect (0 s, then 0.5 s, 1 s … apart, as httpcore's ``retries``).
 
