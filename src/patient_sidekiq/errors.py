@@ -27,6 +27,7 @@
     ├── SecretNotFoundError           a request names a secret nobody registered
     ├── PreprocessorNotFoundError     a request names a preprocessor nobody registered
     ├── ResponseTooLargeError         a response body over max_response_size
+    ├── TlsUnexpectedEofError         a TLS server hung up without close_notify, before answering
     ├── InlineNotPossibleError        testing.inline() asked to nest trio.run
     └── PatientHttpError              results delivered to ``on_error``: RequestError, HttpError
                                       and the redirect errors live in ``wire.failures``
@@ -216,6 +217,19 @@ class ResponseTooLargeError(PatientSidekiqError):
         # header), so its message never states the body's size, only the limit.
         super().__init__(f"Response body size exceeded maximum allowed size ({limit} bytes)")
         self.limit = limit
+
+
+class TlsUnexpectedEofError(PatientSidekiqError):
+    """A TLS server closed the connection without close_notify before any response byte.
+
+    Ruby's OpenSSL (3.x, as the gem runs it) refuses such an EOF while reading the status
+    line, where a plain TCP close gives the gem's EOFError "Could not read line!".
+    """
+
+    ruby_class_name = "OpenSSL::SSL::SSLError"
+
+    def __init__(self) -> None:
+        super().__init__("SSL_read: unexpected eof while reading")
 
 
 class InlineNotPossibleError(PatientSidekiqError, RuntimeError):

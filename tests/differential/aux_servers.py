@@ -146,6 +146,33 @@ class AuxServers:
     """A port whose accept queue is full: connecting hangs until the client gives up."""
 
 
+class _TlsServer(ThreadingHTTPServer):
+    """The handshake runs in each connection's own thread. A listening socket wrapped whole
+    would run it inside accept(), in the one thread serving them all: a client that connects
+    and waits (a pool opening a spare connection) would stall every other one."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # an untrusting client hangs up mid-handshake: nothing to serve
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
+
+
 def _serve(server: ThreadingHTTPServer) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -208,10 +235,9 @@ def aux_servers() -> Iterator[AuxServers]:
     with tempfile.TemporaryDirectory(prefix="differential-tls-") as directory:
         certs = generate_certs(Path(directory))
         plain = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
-        tls = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certs.cert_file, certs.key_file)
-        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        tls = _TlsServer(("127.0.0.1", 0), _Redirector, context)
         threads = [_serve(plain), _serve(tls)]
         try:
             with _hypercorn_tls(certs) as h2, _blackhole() as blackhole:

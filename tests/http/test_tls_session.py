@@ -217,3 +217,52 @@ async def test_a_handshake_the_server_never_answers_can_be_cancelled(
     with trio.move_on_after(0.2) as scope:
         await open_socket(("https", "127.0.0.1", port), context)
     assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize(
+    ("close_notify", "expected"),
+    [
+        (True, ("EOFError", "Could not read line!")),
+        # Ruby's OpenSSL refuses a ragged EOF where the status line should be (the
+        # differential group tls_http1 showed the gem's OpenSSL::SSL::SSLError)
+        (False, ("OpenSSL::SSL::SSLError", "SSL_read: unexpected eof while reading")),
+    ],
+)
+async def test_a_close_before_any_answer_reads_as_the_gem_reads_it(
+    nursery: trio.Nursery, tls_certs: TlsCerts, close_notify: bool, expected: tuple[str, str]
+) -> None:
+    async def hang_up(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        await read_request(stream)
+        if close_notify:
+            await stream.aclose()
+        else:
+            await stream.transport_stream.aclose()
+
+    port = await raw_tls_server(nursery, tls_certs, hang_up)
+    url = f"https://127.0.0.1:{port}/"
+    transport = trusting(tls_certs)
+    try:
+        with pytest.raises(httpx.TransportError) as raised:
+            await fetch_through(transport, url)
+    finally:
+        await transport.aclose()
+    assert ruby_error(raised.value, url) == expected
+
+
+async def test_a_reused_connection_closed_without_close_notify_is_retried(
+    nursery: trio.Nursery, tls_certs: TlsCerts
+) -> None:
+    async def one_answer_then_ragged_close(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        await read_request(stream)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await read_request(stream)  # the reuse: hang up on it, FIN only
+        await stream.transport_stream.aclose()
+
+    port = await raw_tls_server(nursery, tls_certs, one_answer_then_ragged_close)
+    transport = trusting(tls_certs)
+    try:
+        for _ in range(2):
+            response, body, _ = await fetch_through(transport, f"https://127.0.0.1:{port}/")
+            assert (response.status_code, body) == (200, b"ok")
+    finally:
+        await transport.aclose()

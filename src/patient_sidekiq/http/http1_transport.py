@@ -44,6 +44,7 @@ from typing import Final
 import httpx
 import trio
 
+from patient_sidekiq.errors import TlsUnexpectedEofError
 from patient_sidekiq.http.connect import with_retries
 from patient_sidekiq.http.http1_codec import ResponseParser, encode_request
 from patient_sidekiq.http.http1_connection import (
@@ -293,6 +294,10 @@ async def _read_head(conn: Connection, timeout: float, head_only: bool) -> Respo
             conn.received = True
             parser.feed(chunk)
         else:
+            if not conn.received and conn.tls is not None and conn.tls.ragged_eof:
+                # A ReadError like any EOF here, so a reused connection is still retried.
+                error = TlsUnexpectedEofError()
+                raise httpx.ReadError(str(error)) from error
             parser.feed_eof()
     return parser
 

@@ -35,12 +35,15 @@ _READ_SIZE: Final = 64 * 1024
 class TlsSession:
     """One TLS client session over a descriptor the caller owns (and closes)."""
 
-    __slots__ = ("incoming", "outgoing", "tls")
+    __slots__ = ("incoming", "outgoing", "ragged_eof", "tls")
 
     def __init__(self, context: ssl.SSLContext, host: str) -> None:
         self.incoming = ssl.MemoryBIO()  # raw bytes from the server, not yet decrypted
         self.outgoing = ssl.MemoryBIO()  # encrypted bytes for the server, not yet written
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=host)
+        # The server closed TCP without close_notify: read as EOF, but Ruby's OpenSSL
+        # refuses it before a response began (the HTTP/1.1 transport asks).
+        self.ragged_eof = False
 
     def buffered(self) -> bool:
         """Whether bytes from the server wait here, unread (an idle connection with any is
@@ -104,6 +107,7 @@ class TlsSession:
                 await self._flush(fd)
         except ssl.SSLError as exc:
             if _is_eof(exc):  # the server closed TCP without close_notify: an EOF for HTTP
+                self.ragged_eof = True
                 return b""
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
         except OSError as exc:
