@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,23 @@ async def test_bad_input_fails_only_its_caller(redis_url: str) -> None:
         with pytest.raises(ValueError, match="empty"):
             await bridge.pipeline([()])
         assert await bridge.execute("PING") == b"PONG"
+
+
+async def test_subclasses_of_the_argument_types_are_sent_as_their_values(redis_url: str) -> None:
+    # hiredis packs only the exact types: a subclass is converted in the caller's task rather
+    # than breaking the whole batch in the I/O task.
+    class Count(enum.IntEnum):
+        THREE = 3
+
+    class Name(str):
+        pass
+
+    async with RedisBridge(redis_url) as bridge:
+        replies = await bridge.pipeline(
+            [("RPUSH", Name("l"), Count.THREE, Name("é"), 2.5), ("LRANGE", "l", 0, -1)]
+        )
+        assert replies == [3, [b"3", "é".encode(), b"2.5"]]
+        assert await bridge.transaction([("INCRBY", "n", Count.THREE)]) == [3]
 
 
 async def test_concurrent_commands_are_batched(redis_url: str, redis_client: redis.Redis) -> None:

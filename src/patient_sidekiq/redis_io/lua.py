@@ -39,11 +39,10 @@ class LuaScript:
         ``shielded``: no cancellation interrupts the waits for replies (see
         :meth:`RedisBridge.execute`).
         """
-        command = ("EVALSHA", self.sha, len(script_keys), *script_keys, *args)
         try:
-            return await bridge.execute(*command, shielded=shielded)
+            return await bridge.evalsha(self.sha, script_keys, args, shielded=shielded)
         except RedisCommandError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         await bridge.execute("SCRIPT", "LOAD", self.source, shielded=shielded)
-        return await bridge.execute(*command, shielded=shielded)
+        return await bridge.evalsha(self.sha, script_keys, args, shielded=shielded)

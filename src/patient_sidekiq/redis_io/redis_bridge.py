@@ -87,18 +87,27 @@ class _Submission:
     rest of a submission's trip through the trio side.
     """
 
-    __slots__ = ("commands", "failure", "replies", "task")
+    __slots__ = ("count", "failure", "payload", "replies", "task")
 
-    def __init__(self, commands: list[tuple[bytes | int | float, ...]]) -> None:
-        self.commands = commands
+    def __init__(self, payload: bytes, count: int) -> None:
+        self.payload = payload  # the commands, packed in the caller's task
+        self.count = count  # how many replies they get
         self.replies: list[Any] = []
         self.failure: BaseException | None = None
         # Created in the caller's task; None once nobody waits (a cancelled caller).
         self.task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
 
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
-def _prepare(command: Sequence[Arg]) -> tuple[bytes | int | float, ...]:
-    """Check one command in the caller's task and encode its strings there.
+
+def _keep_waiting(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED  # a shielded wait: the answer wakes us; Cancelled comes after
+
+
+def _prepare(command: Sequence[Arg]) -> bytes:
+    """Check one command in the caller's task and pack it (RESP) there.
 
     Bad input must fail its own caller here: once in the I/O task it would break the whole batch.
     """
@@ -109,12 +118,26 @@ def _prepare(command: Sequence[Arg]) -> tuple[bytes | int | float, ...]:
         upper = (name.decode("latin-1") if isinstance(name, bytes) else name).upper()
         if upper in _REFUSED:
             raise ValueError(f"{upper} cannot be sent through the shared RedisBridge connection")
+    try:
+        # hiredis takes exact str (encoded strictly as UTF-8: a lone surrogate raises
+        # UnicodeEncodeError right here), bytes, int and float, and refuses the rest.
+        return _pack(command if type(command) is tuple else tuple(command))
+    except TypeError:
+        return _pack(_plain(command))
+
+
+def _plain(command: Sequence[Arg]) -> tuple[bytes | int | float, ...]:
+    """The arguments as the exact types hiredis packs (subclasses such as an IntEnum too)."""
     out: list[bytes | int | float] = []
     for arg in command:
         if isinstance(arg, str):
-            out.append(arg.encode())  # UnicodeEncodeError (lone surrogate) raises right here
-        elif isinstance(arg, bytes) or (isinstance(arg, int | float) and not isinstance(arg, bool)):
-            out.append(arg)
+            out.append(str.encode(arg))
+        elif isinstance(arg, bytes):
+            out.append(bytes(arg))
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            out.append(int(arg))
+        elif isinstance(arg, float):
+            out.append(float(arg))
         else:
             raise TypeError(f"Redis argument must be str, bytes, int or float, not {arg!r}")
     return tuple(out)
@@ -211,7 +234,27 @@ class RedisBridge:
         effect at the caller's next checkpoint), so the caller always learns the outcome,
         as inside a shielded CancelScope.
         """
-        (reply,) = await self._submit([_prepare(args)], shielded=shielded)
+        (reply,) = await self._submit(_prepare(args), 1, shielded=shielded)
+        if isinstance(reply, RedisCommandError):
+            raise reply
+        return reply
+
+    async def evalsha(
+        self,
+        sha: str,
+        script_keys: Sequence[Arg],
+        args: Sequence[Arg],
+        *,
+        shielded: bool = False,
+    ) -> Any:
+        """``EVALSHA sha len(script_keys) *script_keys *args``: :meth:`execute` without the
+        checks an EVALSHA never needs (what :class:`~.lua.LuaScript` runs, twice per job)."""
+        command = ("EVALSHA", sha, len(script_keys), *script_keys, *args)
+        try:
+            payload = _pack(command)
+        except TypeError:
+            payload = _pack(_plain(command))
+        (reply,) = await self._submit(payload, 1, shielded=shielded)
         if isinstance(reply, RedisCommandError):
             raise reply
         return reply
@@ -221,8 +264,9 @@ class RedisBridge:
 
         Error replies come back as :class:`RedisCommandError` instances in the list, not raised.
         """
-        prepared = [_prepare(command) for command in commands]
-        return await self._submit(prepared) if prepared else []
+        if not commands:
+            return []
+        return await self._submit(b"".join([_prepare(c) for c in commands]), len(commands))
 
     async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Run the commands in MULTI ... EXEC (one write) and return EXEC's reply list.
@@ -230,10 +274,10 @@ class RedisBridge:
         Raises :class:`RedisCommandError` if Redis refuses to queue a command (EXECABORT).
         Runtime errors of single commands (WRONGTYPE …) are instances inside the list.
         """
-        prepared = [_prepare(command) for command in commands]
-        if not prepared:
+        if not commands:
             return []
-        replies = await self._submit([(b"MULTI",), *prepared, (b"EXEC",)])
+        packed = [_MULTI, *[_prepare(command) for command in commands], _EXEC]
+        replies = await self._submit(b"".join(packed), len(packed))
         result = replies[-1]
         if isinstance(result, RedisCommandError):
             refused = [str(r) for r in replies[1:-1] if isinstance(r, RedisCommandError)]
@@ -242,24 +286,15 @@ class RedisBridge:
             raise RedisCommandError(f"transaction aborted: EXEC replied {result!r}")
         return result
 
-    async def _submit(
-        self, commands: list[tuple[bytes | int | float, ...]], *, shielded: bool = False
-    ) -> list[Any]:
+    async def _submit(self, payload: bytes, count: int, *, shielded: bool = False) -> list[Any]:
         if self._closed:
             raise RedisUnavailableError("bridge is closed")
         if not self._started:
             raise RuntimeError("use the RedisBridge inside 'async with' first")
-        submission = _Submission(commands)
+        submission = _Submission(payload, count)
         self._outbox.append(submission)  # from here on the command WILL be sent, cancelled or not
         self._wake_io()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            if shielded:
-                return trio.lowlevel.Abort.FAILED  # the answer wakes us; Cancelled comes after
-            submission.task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await trio.lowlevel.wait_task_rescheduled(_keep_waiting if shielded else submission.abort)
         if submission.failure is not None:
             message = f"Redis connection failed: {submission.failure}"
             raise RedisUnavailableError(message) from submission.failure
@@ -300,21 +335,28 @@ class RedisBridge:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _round_trip(self, batch: list[_Submission]) -> None:
-        commands = [command for submission in batch for command in submission.commands]
+        count = sum([submission.count for submission in batch])
         answered = 0  # submissions whose every reply arrived
         failure: BaseException | None = None
         try:
             sock, timeout = await self._socket()
             with trio.move_on_after(timeout) as scope:
-                await _send_all(sock, b"".join([_pack(command) for command in commands]))
+                await _send_all(sock, b"".join([submission.payload for submission in batch]))
                 sent = self._stats
                 self._stats = BridgeStatistics(
-                    sent.commands_sent + len(commands),
+                    sent.commands_sent + count,
                     sent.round_trips + 1,
-                    max(sent.largest_batch, len(commands)),
+                    max(sent.largest_batch, count),
                 )
+                reader = self._reader
                 for submission in batch:
-                    submission.replies = [await self._reply(sock) for _ in submission.commands]
+                    replies = []
+                    for _ in range(submission.count):
+                        reply = reader.gets()
+                        if reply is False:  # hiredis: not enough data yet (no RESP2 reply is)
+                            reply = await self._reply(sock)
+                        replies.append(reply)
+                    submission.replies = replies
                     answered += 1
             if scope.cancelled_caught:
                 failure = TimeoutError("Timeout reading from socket")
@@ -362,7 +404,9 @@ class RedisBridge:
 
 
 # hiredis' stub types the command as a 1-tuple; it takes any tuple of these.
-_pack = cast(Callable[[tuple[bytes | int | float, ...]], bytes], hiredis.pack_command)
+_pack = cast(Callable[[tuple[Arg, ...]], bytes], hiredis.pack_command)
+_MULTI: Final = _pack(("MULTI",))
+_EXEC: Final = _pack(("EXEC",))
 
 
 def _new_reader() -> hiredis.Reader:
