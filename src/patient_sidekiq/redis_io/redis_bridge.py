@@ -82,9 +82,8 @@ class BridgeStatistics:
 class _Submission:
     """One caller's contiguous commands; the I/O task fills in the outcome and wakes the caller.
 
-    The caller parks on trio's low-level wait and is rescheduled directly: a trio.Event
-    (with its parking lot), and for shielded callers a CancelScope, cost more than the
-    rest of a submission's trip through the trio side.
+    The caller parks on trio's low-level wait and is rescheduled directly (a trio.Event, and
+    a CancelScope for shielded callers, cost more than the rest of a submission's trip).
     """
 
     __slots__ = ("count", "failure", "payload", "replies", "task")
@@ -100,6 +99,13 @@ class _Submission:
     def abort(self, _: object) -> trio.lowlevel.Abort:
         self.task = None
         return trio.lowlevel.Abort.SUCCEEDED
+
+    def outcome(self) -> list[Any]:
+        """The replies, once the I/O task has woken the caller; raises if the batch failed."""
+        if self.failure is not None:
+            message = f"Redis connection failed: {self.failure}"
+            raise RedisUnavailableError(message) from self.failure
+        return self.replies
 
 
 def _keep_waiting(_: object) -> trio.lowlevel.Abort:
@@ -132,12 +138,10 @@ def _plain(command: Sequence[Arg]) -> tuple[bytes | int | float, ...]:
     for arg in command:
         if isinstance(arg, str):
             out.append(str.encode(arg))
-        elif isinstance(arg, bytes):
-            out.append(bytes(arg))
+        elif isinstance(arg, bytes | float):
+            out.append(bytes(arg) if isinstance(arg, bytes) else float(arg))
         elif isinstance(arg, int) and not isinstance(arg, bool):
             out.append(int(arg))
-        elif isinstance(arg, float):
-            out.append(float(arg))
         else:
             raise TypeError(f"Redis argument must be str, bytes, int or float, not {arg!r}")
     return tuple(out)
@@ -234,18 +238,15 @@ class RedisBridge:
         effect at the caller's next checkpoint), so the caller always learns the outcome,
         as inside a shielded CancelScope.
         """
-        (reply,) = await self._submit(_prepare(args), 1, shielded=shielded)
+        submission = self._submit(_prepare(args), 1)
+        await trio.lowlevel.wait_task_rescheduled(_keep_waiting if shielded else submission.abort)
+        (reply,) = submission.outcome()
         if isinstance(reply, RedisCommandError):
             raise reply
         return reply
 
     async def evalsha(
-        self,
-        sha: str,
-        script_keys: Sequence[Arg],
-        args: Sequence[Arg],
-        *,
-        shielded: bool = False,
+        self, sha: str, script_keys: Sequence[Arg], args: Sequence[Arg], *, shielded: bool = False
     ) -> Any:
         """``EVALSHA sha len(script_keys) *script_keys *args``: :meth:`execute` without the
         checks an EVALSHA never needs (what :class:`~.lua.LuaScript` runs, twice per job)."""
@@ -254,7 +255,9 @@ class RedisBridge:
             payload = _pack(command)
         except TypeError:
             payload = _pack(_plain(command))
-        (reply,) = await self._submit(payload, 1, shielded=shielded)
+        submission = self._submit(payload, 1)
+        await trio.lowlevel.wait_task_rescheduled(_keep_waiting if shielded else submission.abort)
+        (reply,) = submission.outcome()
         if isinstance(reply, RedisCommandError):
             raise reply
         return reply
@@ -266,7 +269,9 @@ class RedisBridge:
         """
         if not commands:
             return []
-        return await self._submit(b"".join([_prepare(c) for c in commands]), len(commands))
+        submission = self._submit(b"".join([_prepare(c) for c in commands]), len(commands))
+        await trio.lowlevel.wait_task_rescheduled(submission.abort)
+        return submission.outcome()
 
     async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Run the commands in MULTI ... EXEC (one write) and return EXEC's reply list.
@@ -277,7 +282,9 @@ class RedisBridge:
         if not commands:
             return []
         packed = [_MULTI, *[_prepare(command) for command in commands], _EXEC]
-        replies = await self._submit(b"".join(packed), len(packed))
+        submission = self._submit(b"".join(packed), len(packed))
+        await trio.lowlevel.wait_task_rescheduled(submission.abort)
+        replies = submission.outcome()
         result = replies[-1]
         if isinstance(result, RedisCommandError):
             refused = [str(r) for r in replies[1:-1] if isinstance(r, RedisCommandError)]
@@ -286,7 +293,8 @@ class RedisBridge:
             raise RedisCommandError(f"transaction aborted: EXEC replied {result!r}")
         return result
 
-    async def _submit(self, payload: bytes, count: int, *, shielded: bool = False) -> list[Any]:
+    def _submit(self, payload: bytes, count: int) -> _Submission:
+        """Queue packed commands; the caller waits on trio's trap itself (no coroutine here)."""
         if self._closed:
             raise RedisUnavailableError("bridge is closed")
         if not self._started:
@@ -294,11 +302,7 @@ class RedisBridge:
         submission = _Submission(payload, count)
         self._outbox.append(submission)  # from here on the command WILL be sent, cancelled or not
         self._wake_io()
-        await trio.lowlevel.wait_task_rescheduled(_keep_waiting if shielded else submission.abort)
-        if submission.failure is not None:
-            message = f"Redis connection failed: {submission.failure}"
-            raise RedisUnavailableError(message) from submission.failure
-        return submission.replies
+        return submission
 
     # --- the I/O task ---
 
