@@ -34,11 +34,26 @@ def job_text(class_name: str, jid: str = "a" * 24) -> str:
     return Job.new(class_name, [1], queue="q", jid=jid).raw
 
 
+def drained(processor: Processor, redis_client: redis.Redis) -> bool:
+    """Whether every job pushed to ``q`` has ended.
+
+    A popped job sits in the in-progress list until it is acknowledged, so "queue empty and
+    nothing busy" alone is also true while a pop's reply is on its way (a slow machine ended
+    tests before their job started). Read in the order a job moves: queue, in-progress list,
+    then the processor.
+    """
+    return not (
+        redis_client.llen("queue:q")
+        or redis_client.llen(keys.inprogress(IDENTITY, "q"))
+        or processor.busy
+    )
+
+
 async def run_until_drained(processor: Processor, redis_client: redis.Redis) -> None:
     async with trio.open_nursery() as jobs:
         jobs.start_soon(processor.fetch_loop, jobs)
         with trio.fail_after(10):
-            while redis_client.llen("queue:q") or processor.busy:
+            while not drained(processor, redis_client):
                 await trio.sleep(0.01)
         jobs.cancel_scope.cancel()
 
@@ -117,7 +132,7 @@ async def test_concurrency_is_never_exceeded(
         assert len(processor.work_entries()) == 3
         release.set()
         with trio.fail_after(10):
-            while redis_client.llen("queue:q") or processor.busy:
+            while not drained(processor, redis_client):
                 await trio.sleep(0.01)
         jobs.cancel_scope.cancel()
     assert peak == 3
