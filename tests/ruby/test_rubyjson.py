@@ -33,6 +33,7 @@ RUBY_FLOATS = [
 def test_floats_are_spelled_like_ruby(value: float, expected: str) -> None:
     assert rubyjson.ruby_float_repr(value) == expected
     assert rubyjson.dumps([value]) == f"[{expected}]"
+    assert rubyjson.dumps(value) == expected  # a bare number too (a timestamp alone)
 
 
 def test_dumps_matches_ruby_generate_for_strings_and_layout() -> None:
@@ -55,7 +56,7 @@ def test_the_fast_path_never_misses_a_float_ruby_spells_differently(
 ) -> None:
     # dumps skips the exact (slow) writer when its scan finds no such float: whatever the
     # values and the strings around them, the result must be the exact writer's.
-    for candidate in (value, [value, *floats], {"id": "4f5e-9c1e", "v": floats}):
+    for candidate in (value, [value, *floats], {"id": "4f5e-9c1e", "v": floats}, *floats):
         assert rubyjson.dumps(candidate) == "".join(rubyjson._encode_exact(candidate))
 
 

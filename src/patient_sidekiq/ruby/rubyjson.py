@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from patient_sidekiq.errors import InvalidJsonError, NotJsonNativeError
 
-__all__ = ["MAX_NESTING", "dumps", "loads", "nesting_exceeds", "ruby_float_repr"]
+__all__ = ["MAX_NESTING", "dumps", "encode_string", "loads", "nesting_exceeds", "ruby_float_repr"]
 
 MAX_NESTING = 100
 """Ruby ``JSON.parse``'s default ``max_nesting``: deeper text raises ``JSON::NestingError``."""
@@ -46,6 +46,8 @@ _c_encode: Callable[[Any, int], Sequence[str]] | None = (
     else None
 )
 _encode_string = json.encoder.encode_basestring
+encode_string: Final = _encode_string
+"""A string as JSON text (no validation: :func:`dumps` refuses lone surrogates)."""
 
 
 def _may_need_ruby_floats(text: str) -> bool:
@@ -65,7 +67,8 @@ def _may_need_ruby_floats(text: str) -> bool:
             start = at
             while start > 0 and text[start - 1] in _NUMBER_CHARS:
                 start -= 1
-            if start < at and start > 0 and text[start - 1] in _BEFORE_NUMBER:
+            # start 0: the whole text is one number (dumps of a bare float)
+            if start < at and (start == 0 or text[start - 1] in _BEFORE_NUMBER):
                 return True
             at = text.find(sign, at + 2)
     point = text.find(".", 16)
