@@ -1,14 +1,17 @@
 -- Claim one in-flight request of THIS process and, only if the claim succeeds, run the
--- commands that deliver its outcome (wire spec §7, §9).
+-- commands that deliver its outcome and count it in the totals (wire spec §7, §8, §9).
 --
 -- KEYS[1]  the in-flight index (sorted set)
 -- KEYS[2]  the in-flight jobs hash
--- KEYS[3…] every key the commands below touch (declared for Redis; not read here)
+-- KEYS[3]  the totals hash (sidekiq:patient_http:totals)
 -- ARGV[1]  the task id
 -- ARGV[2]  a claim marker key to set on success, or "" for none
 -- ARGV[3]  the marker's TTL, seconds
 -- ARGV[4]  n: how many settled markers follow (deleted first, whatever the outcome)
 -- ARGV[5 … 4+n]  settled marker keys of earlier claims whose replies did arrive
+-- then the stats: r, how many requests to count (0: none, and nothing else follows), then
+--          r durations (HINCRBYFLOAT increments, seconds), the HTTP status to count or "",
+--          the error kind or "", the totals' TTL (seconds)
 -- then the commands, each as: its word count, then its words
 --          (e.g. 3, "SADD", "queues", "q", 3, "LPUSH", "queue:q", "{…}")
 --
@@ -17,6 +20,9 @@
 -- one that acts on it. So a request whose result was pushed is never also re-enqueued.
 -- The marker lets a retried attempt whose first try landed (its reply lost with the
 -- connection) learn that it was that first try which claimed the task.
+-- The stats are counted here rather than sent as ~15 command words per request: the same
+-- writes in the same order (per request HINCRBY requests, HINCRBYFLOAT duration; then
+-- http_status:<code>, errors and errors:<kind>; one EXPIRE).
 -- Returns 1 when claimed now (commands ran), 2 when the marker shows an earlier attempt of
 -- ours claimed it, 0 when someone else claimed it.
 local settled = tonumber(ARGV[4])
@@ -35,9 +41,31 @@ if ARGV[2] ~= '' then
   redis.call('SET', ARGV[2], '1', 'EX', tonumber(ARGV[3]))
 end
 local i = 5 + settled
+local requests = tonumber(ARGV[i])
+local stats = i + 1
+i = i + 1
+if requests > 0 then
+  i = i + requests + 3
+end
 while i <= #ARGV do
   local count = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + count))
   i = i + count + 1
+end
+if requests > 0 then
+  for d = stats, stats + requests - 1 do
+    redis.call('HINCRBY', KEYS[3], 'requests', 1)
+    redis.call('HINCRBYFLOAT', KEYS[3], 'duration', ARGV[d])
+  end
+  local status = ARGV[stats + requests]
+  local kind = ARGV[stats + requests + 1]
+  if status ~= '' then
+    redis.call('HINCRBY', KEYS[3], 'http_status:' .. status, 1)
+  end
+  if kind ~= '' then
+    redis.call('HINCRBY', KEYS[3], 'errors', 1)
+    redis.call('HINCRBY', KEYS[3], 'errors:' .. kind, 1)
+  end
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[stats + requests + 2]))
 end
 return 1

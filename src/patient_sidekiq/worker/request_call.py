@@ -4,9 +4,9 @@ Role: the values :class:`~patient_sidekiq.worker.request_worker.RequestWorker` w
 :class:`RequestCall` (the five job arguments, checked as Ruby's ``perform`` takes them),
 :class:`CallbackRouting` (which queue a result goes to), :class:`RequestWorkerSettings` — and
 the pure builders of what a finished request writes: the CallbackWorker job and the gem's
-stats commands (wire spec §1, §8).
+stats, as the claim script's arguments (wire spec §1, §8).
 
-Touches no Redis keys itself (the stats commands it builds name ``sidekiq:patient_http:totals``).
+Touches no Redis keys itself (its stats arguments are for ``sidekiq:patient_http:totals``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patient_sidekiq.config.model import Config
-from patient_sidekiq.errors import JobArgumentError
+from patient_sidekiq.errors import InvalidJobError, JobArgumentError, NotJsonNativeError
 from patient_sidekiq.http.http_client import ExecutionResult
 from patient_sidekiq.http.settings import HttpSettings
 from patient_sidekiq.redis_io.redis_bridge import Arg
-from patient_sidekiq.sidekiq.job import Job
+from patient_sidekiq.ruby import rubyjson
+from patient_sidekiq.sidekiq.job import new_jid
 from patient_sidekiq.wire.callback_args import validate_callback_args
 from patient_sidekiq.wire.failures import HttpError, RedirectError
 from patient_sidekiq.wire.jobs import (
@@ -31,15 +32,15 @@ from patient_sidekiq.wire.jobs import (
 from patient_sidekiq.wire.packing import PayloadSettings
 from patient_sidekiq.wire.response import Response
 from patient_sidekiq.worker.inflight import gem_process_id
-from patient_sidekiq.worker.stats import Stats
+from patient_sidekiq.worker.stats import TOTALS_TTL, counted_status, duration_text
 
 __all__ = [
     "CallbackRouting",
     "RequestCall",
     "RequestWorkerSettings",
-    "build_callback_job",
+    "callback_job_text",
     "flatten_commands",
-    "result_stats_commands",
+    "result_stats_args",
     "result_type",
 ]
 
@@ -162,52 +163,84 @@ def result_type(result: ExecutionResult) -> str:
     return "response" if isinstance(result, Response) else "error"
 
 
-def build_callback_job(
-    packed: dict[str, Any],
-    kind: str,
-    callback_name: str,
-    queue: str,
-    *,
-    now: float | int | None = None,
-) -> Job:
-    """Return the CallbackWorker job ``[data, result_type, callback_name]`` the gem pushes.
+_encode_string = rubyjson.encode_string
+_CALLBACK_CLASS = f',"class":{_encode_string(CALLBACK_WORKER)},"jid":"'
 
-    With ``now`` (from :meth:`SidekiqClient.timestamp`) the job carries ``created_at`` and
-    ``enqueued_at`` already, in the order Sidekiq's client writes them.
+
+def _checked_string(value: str) -> str:
+    # What rubyjson.dumps refuses in a whole job, with its message: a lone surrogate (a
+    # "\ud800" escape in the fetched job's callback name) cannot be written as UTF-8.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NotJsonNativeError(f"string is not valid Unicode: {exc.reason}") from exc
+    return _encode_string(value)
+
+
+def callback_job_text(
+    packed: dict[str, Any], kind: str, callback_name: str, queue: str, now: float | int
+) -> str:
+    """Return the JSON text of the CallbackWorker job ``[data, result_type, callback_name]``.
+
+    The text ``Job.new(CALLBACK_WORKER, [packed, kind, callback_name], queue=queue,
+    retry=True, created_at=now, enqueued_at=now)`` writes, byte for byte (the key order of
+    Sidekiq's client; ``now`` from :meth:`SidekiqClient.timestamp`), without building and
+    validating a job dict around the result and serialising it all again: only the packed
+    result goes through :func:`rubyjson.dumps`, each other value is written as it would be
+    there. Raises :class:`InvalidJobError` for an empty queue, as the push would.
     """
-    stamps: dict[str, Any] = {} if now is None else {"created_at": now, "enqueued_at": now}
-    return Job.new(
-        CALLBACK_WORKER, [packed, kind, callback_name], queue=queue, retry=True, **stamps
+    if not queue:
+        raise InvalidJobError("job must include a valid queue name")
+    stamp = rubyjson.dumps(now)
+    return "".join(
+        (
+            '{"retry":true,"queue":',
+            _checked_string(queue),
+            ',"args":[',
+            rubyjson.dumps(packed),
+            ",",
+            _encode_string(kind),
+            ",",
+            _checked_string(callback_name),
+            "]",
+            _CALLBACK_CLASS,
+            new_jid(),
+            '","created_at":',
+            stamp,
+            ',"enqueued_at":',
+            stamp,
+            "}",
+        )
     )
 
 
-def result_stats_commands(
-    result: ExecutionResult, hops: Iterable[tuple[int, float]] = ()
-) -> list[Command]:
-    """Return the totals updates for one finished request (wire spec §8), one EXPIRE at the end.
+def result_stats_args(result: ExecutionResult, hops: Iterable[tuple[int, float]] = ()) -> list[Arg]:
+    """Return the totals updates of one finished request (wire spec §8) as the claim script's
+    compact stats arguments: how many requests, each one's duration (as HINCRBYFLOAT gets
+    it), the counted status or "", the error kind or "", the totals TTL.
 
     Every followed redirect hop and the final exchange count as a request; an error adds
     ``errors:http_error``, ``errors:redirect`` or ``errors:exception`` (every transport
     failure, as the gem counts the raw exception). Only a response delivered to
     ``on_complete`` counts its ``http_status``: the gem takes the status from the task's
-    completed response, which neither a followed hop nor an HttpError has.
+    completed response, which neither a followed hop nor an HttpError has. The script runs
+    the commands :class:`Stats`' builders would (one EXPIRE at the end), in their order.
     """
-    commands: list[Command] = []
-    for _status, duration in hops:
-        commands += Stats.record_request_commands(duration, None)
+    durations = [duration_text(duration) for _status, duration in hops]
+    durations.append(duration_text(result.duration or 0.0))
+    status: int | str = ""
     if isinstance(result, Response):
-        commands += Stats.record_request_commands(result.duration or 0.0, result.status)
+        kind = ""
+        if counted_status(result.status):
+            status = int(result.status)
     elif isinstance(result, HttpError):
-        commands += Stats.record_request_commands(result.duration or 0.0, None)
-        commands += Stats.record_error_commands("http_error")
+        kind = "http_error"
     elif isinstance(result, RedirectError):
-        commands += Stats.record_request_commands(result.duration or 0.0, None)
-        commands += Stats.record_error_commands("redirect")
+        kind = "redirect"
     else:
-        commands += Stats.record_request_commands(result.duration or 0.0, None)
-        commands += Stats.record_error_commands("exception")
-    expire = [command for command in commands if command[0] == "EXPIRE"][:1]
-    return [command for command in commands if command[0] != "EXPIRE"] + expire
+        kind = "exception"
+    return [len(durations), *durations, status, kind, TOTALS_TTL]
 
 
 def flatten_commands(commands: Iterable[Sequence[Arg]]) -> list[Arg]:

@@ -62,6 +62,7 @@ from patient_sidekiq.http.http_transport import ShardedTransport
 from patient_sidekiq.redis_io.lua import LuaScript
 from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge
+from patient_sidekiq.sidekiq.client import push_raw_commands
 from patient_sidekiq.sidekiq.job import DEFAULT_QUEUE, Job
 from patient_sidekiq.sidekiq.launcher import Runtime
 from patient_sidekiq.sidekiq.poison import CONTENT_ERRORS, filing_commands
@@ -75,9 +76,9 @@ from patient_sidekiq.worker.inflight_upkeep import beat_and_sweep
 from patient_sidekiq.worker.request_call import (
     RequestCall,
     RequestWorkerSettings,
-    build_callback_job,
+    callback_job_text,
     flatten_commands,
-    result_stats_commands,
+    result_stats_args,
     result_type,
 )
 from patient_sidekiq.worker.request_log import RequestReport
@@ -94,6 +95,8 @@ CLAIM_MARKER_TTL: Final = 3600
 """Seconds a claim marker outlives a process that died before deleting it."""
 
 _CLAIM: Final = LuaScript("inflight_claim.lua", __package__)
+_CLAIM_KEYS: Final = (keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.TOTALS)
+_NO_STATS: Final = (0,)  # a claim that counts no request (a re-enqueue, a filing)
 _NO_SCOPE: Final = contextlib.nullcontext()
 _shielded: Final = functools.partial(trio.CancelScope, shield=True)
 
@@ -317,7 +320,7 @@ class RequestWorker:
         data = result.to_wire()
         kind = result_type(result)
         queue = settings.routing.queue_for(callback_name)
-        stats = result_stats_commands(result, hops)
+        stats = result_stats_args(result, hops)
         packed: dict[str, Any] | None = None
         delay = settings.result_retry_interval
         while True:
@@ -328,12 +331,12 @@ class RequestWorker:
                 with _shielded() if settings.payloads.default_store is not None else _NO_SCOPE:
                     if packed is None:
                         packed = task.packed_result = await pack(data, settings.payloads)
-                    callback_job = build_callback_job(
-                        packed, kind, callback_name, queue, now=runtime.client.timestamp()
+                    raw = callback_job_text(
+                        packed, kind, callback_name, queue, runtime.client.timestamp()
                     )
-                    _, push = runtime.client.push_commands(callback_job, stamped=True)
+                    push = push_raw_commands(queue, raw)
                     task.claimed = await self._claim(
-                        runtime.bridge, task, [*push, *stats], marked=True
+                        runtime.bridge, task, push, stats=stats, marked=True
                     )
                 break
             except (RedisUnavailableError, PayloadStoreError, OSError) as exc:
@@ -365,10 +368,11 @@ class RequestWorker:
         task: _Task,
         commands: Sequence[Sequence[Arg]],
         *,
+        stats: Sequence[Arg] = _NO_STATS,
         marked: bool = False,
     ) -> bool:
-        """Run ``commands`` if this process still owns ``task``; return whether it did (the
-        wait for the answer is shielded: the outcome is always known).
+        """Run ``commands`` (and count ``stats``) if this process still owns ``task``; return
+        whether it did (the wait for the answer is shielded: the outcome is always known).
 
         ``marked``: also leave a claim marker, so that a retry after a lost reply learns the
         claim did land. Markers of earlier claims whose replies arrived ride along and are
@@ -376,11 +380,10 @@ class RequestWorker:
         """
         marker = keys.claim_marker(task.member) if marked else ""
         settled, self._settled_markers = self._settled_markers, []
-        script_keys: list[Arg] = [keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS]
-        args: list[Arg] = [task.member, marker, CLAIM_MARKER_TTL, len(settled), *settled]
+        args: list[Arg] = [task.member, marker, CLAIM_MARKER_TTL, len(settled), *settled, *stats]
         try:
             reply = await _CLAIM.run(
-                bridge, script_keys, [*args, *flatten_commands(commands)], shielded=True
+                bridge, _CLAIM_KEYS, [*args, *flatten_commands(commands)], shielded=True
             )
         except BaseException:
             self._settled_markers += settled  # maybe not deleted: try again next time

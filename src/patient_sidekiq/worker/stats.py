@@ -20,7 +20,7 @@ from typing import Final
 from patient_sidekiq import keys
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge, raise_first_error
 
-__all__ = ["ERROR_KINDS", "TOTALS_TTL", "Stats"]
+__all__ = ["ERROR_KINDS", "TOTALS_TTL", "Stats", "counted_status", "duration_text"]
 
 TOTALS_TTL: Final = 30 * 24 * 3600
 """TTL of the totals hash, seconds (30 days)."""
@@ -29,6 +29,19 @@ ERROR_KINDS: Final = frozenset({"http_error", "redirect", "exception"})
 """The ``errors:<kind>`` the gem writes: HttpError, the redirect errors, transport failures."""
 
 Command = tuple[Arg, ...]
+
+
+def duration_text(duration: float) -> str:
+    """The increment HINCRBYFLOAT gets for ``duration``: a negative or non-finite one is 0."""
+    seconds = float(duration)
+    if not math.isfinite(seconds) or seconds < 0:
+        seconds = 0.0
+    return repr(seconds)
+
+
+def counted_status(status: int) -> bool:
+    """Whether ``status`` counts as ``http_status:<code>``: an HTTP status, as the gem does."""
+    return 100 <= status < 600
 
 
 def _expire() -> Command:
@@ -52,14 +65,11 @@ class Stats:
         ``status`` is counted only when it is an HTTP status (100-599), as the gem does.
         A negative or non-finite duration counts as 0 (HINCRBYFLOAT refuses inf/NaN).
         """
-        seconds = float(duration)
-        if not math.isfinite(seconds) or seconds < 0:
-            seconds = 0.0
         commands: list[Command] = [
             ("HINCRBY", keys.TOTALS, "requests", 1),
-            ("HINCRBYFLOAT", keys.TOTALS, "duration", repr(seconds)),
+            ("HINCRBYFLOAT", keys.TOTALS, "duration", duration_text(duration)),
         ]
-        if status is not None and 100 <= status < 600:
+        if status is not None and counted_status(status):
             commands.append(("HINCRBY", keys.TOTALS, f"http_status:{int(status)}", 1))
         commands.append(_expire())
         return commands
