@@ -24,6 +24,7 @@ from patient_sidekiq.worker.stats import TOTALS_TTL, Stats, duration_text
 
 JID = "0123456789abcdef01234567"
 CLAIM = LuaScript("inflight_claim.lua", "patient_sidekiq.worker")
+CLAIM_KEYS = (keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.TOTALS, keys.QUEUES)
 
 
 def job_new_text(packed: dict[str, Any], kind: str, name: str, queue: str, now: float | int) -> str:
@@ -170,7 +171,7 @@ durations_st = st.lists(
     kind=st.sampled_from(["", "http_error", "redirect", "exception"]),
     commands=st.booleans(),
 )
-def test_the_claim_script_counts_what_the_stats_commands_counted(
+def test_the_claim_script_delivers_and_counts_what_the_commands_did(
     redis_client: redis.Redis,
     durations: list[float],
     status: int | None,
@@ -179,7 +180,7 @@ def test_the_claim_script_counts_what_the_stats_commands_counted(
 ) -> None:
     # Twice (the second time onto existing totals): HINCRBYFLOAT's sums must come out the
     # same text, so the increments go in the same order.
-    redis_client.delete(keys.TOTALS, "q")
+    redis_client.delete(keys.TOTALS, keys.QUEUES, "queue:q", "extra")
     for _ in range(2):
         with redis_client.pipeline(transaction=True) as multi:
             for command in old_stats_commands(durations, status, kind):
@@ -190,29 +191,29 @@ def test_the_claim_script_counts_what_the_stats_commands_counted(
 
     counted = status if status is not None and 100 <= status < 600 else ""
     stats = [len(durations), *map(duration_text, durations), counted, kind, TOTALS_TTL]
-    push = [3, "LPUSH", "q", "job"] if commands else []
+    delivery = [*stats, "q", "queue:q", "job"]
+    more = [3, "LPUSH", "extra", "x"] if commands else []
     for attempt in range(2):
         member = f"p/{attempt}"
         redis_client.hset(keys.INFLIGHT_JOBS, member, "{}")
         reply = redis_client.eval(
             CLAIM.source,
-            3,
-            keys.INFLIGHT_INDEX,
-            keys.INFLIGHT_JOBS,
-            keys.TOTALS,
-            *(member, "", 3600, 0, *stats, *push),
+            4,
+            *CLAIM_KEYS,
+            *(member, "", 3600, 0, *delivery, *more),
         )
         assert reply == 1
     assert totals_and_ttl(redis_client) == expected
-    assert redis_client.llen("q") == (2 if commands else 0)
+    assert redis_client.lrange("queue:q", 0, -1) == [b"job", b"job"]
+    assert redis_client.smembers(keys.QUEUES) == {b"q"}
+    assert redis_client.llen("extra") == (2 if commands else 0)
 
 
 def test_a_claim_without_stats_counts_nothing(redis_client: redis.Redis) -> None:
-    redis_client.delete(keys.TOTALS, "q")
+    redis_client.delete(keys.TOTALS, keys.QUEUES, "q")
     redis_client.hset(keys.INFLIGHT_JOBS, "p/x", "{}")
     args = ("p/x", "", 3600, 0, 0, 3, "LPUSH", "q", "job")
-    keys_ = (keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.TOTALS)
-    assert redis_client.eval(CLAIM.source, 3, *keys_, *args) == 1
-    assert redis_client.exists(keys.TOTALS) == 0
+    assert redis_client.eval(CLAIM.source, 4, *CLAIM_KEYS, *args) == 1
+    assert redis_client.exists(keys.TOTALS, keys.QUEUES) == 0
     assert redis_client.lrange("q", 0, -1) == [b"job"]
-    assert redis_client.eval(CLAIM.source, 3, *keys_, *args) == 0  # claimed once only
+    assert redis_client.eval(CLAIM.source, 4, *CLAIM_KEYS, *args) == 0  # claimed once only

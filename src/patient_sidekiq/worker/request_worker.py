@@ -62,7 +62,6 @@ from patient_sidekiq.http.http_transport import ShardedTransport
 from patient_sidekiq.redis_io.lua import LuaScript
 from patient_sidekiq.redis_io.outage import RedisOutage
 from patient_sidekiq.redis_io.redis_bridge import Arg, RedisBridge
-from patient_sidekiq.sidekiq.client import push_raw_commands
 from patient_sidekiq.sidekiq.job import DEFAULT_QUEUE, Job
 from patient_sidekiq.sidekiq.launcher import Runtime
 from patient_sidekiq.sidekiq.poison import CONTENT_ERRORS, filing_commands
@@ -95,8 +94,8 @@ CLAIM_MARKER_TTL: Final = 3600
 """Seconds a claim marker outlives a process that died before deleting it."""
 
 _CLAIM: Final = LuaScript("inflight_claim.lua", __package__)
-_CLAIM_KEYS: Final = (keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.TOTALS)
-_NO_STATS: Final = (0,)  # a claim that counts no request (a re-enqueue, a filing)
+_CLAIM_KEYS: Final = (keys.INFLIGHT_INDEX, keys.INFLIGHT_JOBS, keys.TOTALS, keys.QUEUES)
+_NO_STATS: Final = (0,)  # a claim that delivers no result (a re-enqueue, a filing)
 _NO_SCOPE: Final = contextlib.nullcontext()
 _shielded: Final = functools.partial(trio.CancelScope, shield=True)
 
@@ -334,9 +333,8 @@ class RequestWorker:
                     raw = callback_job_text(
                         packed, kind, callback_name, queue, runtime.client.timestamp()
                     )
-                    push = push_raw_commands(queue, raw)
                     task.claimed = await self._claim(
-                        runtime.bridge, task, push, stats=stats, marked=True
+                        runtime.bridge, task, (), stats=[*stats, queue, keys.queue(queue), raw]
                     )
                 break
             except (RedisUnavailableError, PayloadStoreError, OSError) as exc:
@@ -369,16 +367,15 @@ class RequestWorker:
         commands: Sequence[Sequence[Arg]],
         *,
         stats: Sequence[Arg] = _NO_STATS,
-        marked: bool = False,
     ) -> bool:
-        """Run ``commands`` (and count ``stats``) if this process still owns ``task``; return
+        """Run ``commands`` (and deliver ``stats``) if this process still owns ``task``; return
         whether it did (the wait for the answer is shielded: the outcome is always known).
 
-        ``marked``: also leave a claim marker, so that a retry after a lost reply learns the
-        claim did land. Markers of earlier claims whose replies arrived ride along and are
-        deleted in the same step (no extra round trip).
+        A delivery (``stats``: the script's delivery arguments) also leaves a claim marker,
+        so that a retry after a lost reply learns the claim did land. Markers of earlier
+        claims whose replies arrived ride along and are deleted in the same step.
         """
-        marker = keys.claim_marker(task.member) if marked else ""
+        marker = keys.claim_marker(task.member) if stats is not _NO_STATS else ""
         settled, self._settled_markers = self._settled_markers, []
         args: list[Arg] = [task.member, marker, CLAIM_MARKER_TTL, len(settled), *settled, *stats]
         try:
