@@ -51,9 +51,9 @@ async def test_open_socket_gives_http1_its_socket_and_a_finished_handshake(
         assert tls.tls.selected_alpn_protocol() == "http/1.1"
         assert tls.tls.server_hostname == "localhost"  # SNI and the name checked
     finally:
-        tcp.socket.close()
+        tcp.close()
     plain, none = await open_socket(("http", "127.0.0.1", tls_server.port), context)
-    plain.socket.close()
+    plain.close()
     assert none is None
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from patient_sidekiq.http import http_client
+from patient_sidekiq.http.direct_route import direct_route
 from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_client import ExecutionResult, classify_error, execute
 from patient_sidekiq.http.http_transport import ShardedTransport
@@ -740,7 +740,7 @@ async def test_http2_direct_path_only_for_urls_httpx_sends_unchanged(
     sharded = ShardedTransport(HttpSettings(protocol="http2"))
     try:
         outgoing = OutgoingRequest(method="get", url=url, headers={}, body=None)
-        route = http_client._direct_route(sharded, outgoing)
+        route = direct_route(sharded, outgoing)
         assert (route is not None) == direct
         if route is not None:
             assert isinstance(route[0], H2Transport)

@@ -62,25 +62,35 @@ async def open_stream(
 
 async def open_socket(
     origin: Origin, ssl_context: ssl.SSLContext
-) -> tuple[trio.SocketStream, TlsSession | None]:
-    """A new TCP connection to ``origin``, and for ``https`` its TLS session, handshake done.
+) -> tuple[socket.socket, TlsSession | None]:
+    """A new TCP connection to ``origin`` (a non-blocking socket, ``TCP_NODELAY`` set), and
+    for ``https`` its TLS session, handshake done. The caller closes the socket.
 
     Raises httpx.ConnectError when either fails, as :func:`open_stream` does.
     """
     scheme, host, port = origin
-    tcp = await _open_tcp(host, port)
+    family = _literal_family(host)
+    try:
+        if family is None:
+            # A name: trio's resolver and happy eyeballs, then the socket out of its stream.
+            stream = await trio.open_tcp_stream(host, port)
+            sock = socket.socket(fileno=stream.socket.detach())
+        else:
+            sock = await _connect_socket(family, host, port)
+    except OSError as exc:
+        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
     if scheme != "https":
-        return tcp, None
+        return sock, None
     session = TlsSession(ssl_context, host)
     try:
-        await session.handshake(tcp.socket.fileno())
+        await session.handshake(sock.fileno())
     except (OSError, trio.ClosedResourceError) as exc:  # ssl.SSLError is an OSError
-        tcp.socket.close()
+        sock.close()
         raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
     except BaseException:
-        tcp.socket.close()
+        sock.close()
         raise
-    return tcp, session
+    return sock, session
 
 
 async def _open_tcp(host: str, port: int) -> trio.SocketStream:
@@ -88,9 +98,10 @@ async def _open_tcp(host: str, port: int) -> trio.SocketStream:
     try:
         if family is None:
             return await trio.open_tcp_stream(host, port)
-        return await _connect_literal(family, host, port)
+        sock = await _connect_socket(family, host, port)
     except OSError as exc:
         raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
 
 
 async def with_retries(connect: Callable[[], Awaitable[_T]], retries: int) -> _T:
@@ -120,17 +131,20 @@ def _literal_family(host: str) -> int | None:
     return None
 
 
-async def _connect_literal(family: int, host: str, port: int) -> trio.SocketStream:
+async def _connect_socket(family: int, host: str, port: int) -> socket.socket:
     """Connect to an IP address without trio.open_tcp_stream's happy-eyeballs nursery, which
-    cost more than the rest of a new connection (thousands are opened at once in a fan-out).
-    Failures read as trio's do ("Error connecting to (host, port): …"), which ruby_errors
-    turns into the gem's ``connect(2) for host:port`` message."""
+    cost more than the rest of a new connection (thousands are opened at once in a fan-out),
+    nor trio's socket wrappers: a plain non-blocking socket, waiting on trio only while the
+    kernel connects. Failures read as trio's do ("Error connecting to (host, port): …"),
+    which ruby_errors turns into the gem's ``connect(2) for host:port`` message."""
     address: tuple[str, int] | tuple[str, int, int, int] = (
         (host, port) if family == socket.AF_INET else (host, port, 0, 0)
     )
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        # requests go out in one write: no reason to wait for an ACK before sending
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         error = sock.connect_ex(address)
         if error == errno.EINPROGRESS:
             await trio.lowlevel.wait_writable(sock)
@@ -141,4 +155,4 @@ async def _connect_literal(family: int, host: str, port: int) -> trio.SocketStre
     if error:
         sock.close()
         raise OSError(error, f"Error connecting to {address!r}: {os.strerror(error)}")
-    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    return sock

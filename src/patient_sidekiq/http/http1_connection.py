@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import os
 import select
-import ssl
+import socket
 from typing import Final
 
 import httpx
 import trio
 
-from patient_sidekiq.http.connect import open_socket
 from patient_sidekiq.http.http1_codec import ResponseParser
 from patient_sidekiq.http.targets import Origin
 from patient_sidekiq.http.tls_session import TlsSession
 
-__all__ = ["KEEPALIVE_EXPIRY", "Connection", "open_connection", "receive_some", "send_all"]
+__all__ = ["KEEPALIVE_EXPIRY", "Connection", "receive_some", "send_all"]
 
 KEEPALIVE_EXPIRY: Final = 5.0
 _READ_SIZE: Final = 64 * 1024
@@ -36,15 +35,15 @@ class Connection:
     """One HTTP/1.1 connection: its socket, its TLS session (https) and the response being
     read."""
 
-    __slots__ = ("fd", "idle_since", "origin", "parser", "received", "tcp", "tls")
+    __slots__ = ("fd", "idle_since", "origin", "parser", "received", "sock", "tls")
 
-    def __init__(self, origin: Origin, tcp: trio.SocketStream, tls: TlsSession | None) -> None:
+    def __init__(self, origin: Origin, sock: socket.socket, tls: TlsSession | None) -> None:
         self.origin = origin
-        self.tcp = tcp
-        # Read and written on the descriptor itself: trio's socket wrapper takes two trips
-        # through the scheduler per call even when the kernel has the bytes ready (~8 % of
-        # the CPU per job), and its SSLStream ~18 % more.
-        self.fd = tcp.socket.fileno()
+        # A plain socket, no trio wrapper: trio's socket wrapper takes two trips through
+        # the scheduler per call even when the kernel has the bytes ready (~8 % of the CPU
+        # per job), and its SSLStream ~18 % more. Read and written on the descriptor.
+        self.sock = sock
+        self.fd = sock.fileno()
         self.tls = tls
         self.parser: ResponseParser | None = None  # the current (or last) response
         self.idle_since = 0.0
@@ -65,24 +64,28 @@ class Connection:
     def close(self) -> None:
         """Close the socket at once (no TLS close_notify: HTTP needs none)."""
         self.fd = -1  # the number may be reused at once: never read or write it again
-        self.tcp.socket.close()
-
-
-async def open_connection(origin: Origin, ssl_context: ssl.SSLContext) -> Connection:
-    """A new connection to ``origin`` (:func:`~patient_sidekiq.http.connect.open_socket`)."""
-    tcp, tls = await open_socket(origin, ssl_context)
-    return Connection(origin, tcp, tls)
+        # No trio.lowlevel.notify_closing (an epoll unregister and an exception per close):
+        # every wait on the descriptor is made by the task that owns the connection and
+        # has ended (trio then forgets it) before that task or the pool closes it.
+        self.sock.close()
 
 
 async def send_all(conn: Connection, data: bytes) -> None:
-    if conn.tls is None:
-        await _write_fd(conn, data)
-    else:
+    if conn.tls is not None:
         await conn.tls.send(conn.fd, data)
+        return
+    # A request usually fits the socket's buffer: one write, no coroutine to wait in.
+    try:
+        sent = os.write(conn.fd, data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+    if sent < len(data):
+        await _write_fd(conn, memoryview(data)[sent:])
 
 
-async def _write_fd(conn: Connection, data: bytes) -> None:
-    view = memoryview(data)
+async def _write_fd(conn: Connection, view: memoryview) -> None:
     while view:
         try:
             sent = os.write(conn.fd, view)

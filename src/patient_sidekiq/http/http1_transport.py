@@ -45,19 +45,18 @@ import httpx
 import trio
 
 from patient_sidekiq.errors import TlsUnexpectedEofError
-from patient_sidekiq.http.connect import with_retries
+from patient_sidekiq.http.connect import open_socket, with_retries
 from patient_sidekiq.http.http1_codec import ResponseParser, encode_request
 from patient_sidekiq.http.http1_connection import (
     KEEPALIVE_EXPIRY,
     Connection,
-    open_connection,
     receive_some,
     send_all,
 )
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
 from patient_sidekiq.http.targets import DEFAULT_PORTS, DirectTarget, Origin
 
-__all__ = ["KEEPALIVE_EXPIRY", "H11Transport"]
+__all__ = ["KEEPALIVE_EXPIRY", "DirectResponse", "H11Transport"]
 
 _SWEEP_INTERVAL: Final = 1.0
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -88,7 +87,13 @@ class H11Transport(httpx.AsyncBaseTransport):
         origin = (scheme, url.host, url.port or DEFAULT_PORTS[scheme])
         head = self._encode(request)
         timeouts = request.extensions.get("timeout") or {}
-        return await self._request(origin, head, request.method in _IDEMPOTENT, timeouts)
+        parser, body = await self._request(origin, head, request.method in _IDEMPOTENT, timeouts)
+        return httpx.Response(
+            parser.status,
+            headers=parser.headers,
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": parser.reason},
+        )
 
     async def send(
         self,
@@ -97,8 +102,9 @@ class H11Transport(httpx.AsyncBaseTransport):
         headers: list[tuple[str, str]],
         body: bytes | None,
         timeouts: Mapping[str, float | None],
-    ) -> httpx.Response:
-        """Send a request without building an ``httpx.Request`` (the worker's hot path).
+    ) -> DirectResponse:
+        """Send a request without building an ``httpx.Request`` (the worker's hot path), and
+        return its response without an ``httpx.Response`` either.
 
         ``target`` comes from :func:`direct_target`; ``host`` and ``content-length`` are
         added as httpx adds them.
@@ -113,7 +119,10 @@ class H11Transport(httpx.AsyncBaseTransport):
         method_bytes = method_name.encode("ascii")
         data = encode_request(method_bytes, target.path.encode("ascii"), fields, content)
         head = _Head(data, method_name == "HEAD")
-        return await self._request(target.origin, head, method_name in _IDEMPOTENT, timeouts)
+        parser, stream = await self._request(
+            target.origin, head, method_name in _IDEMPOTENT, timeouts
+        )
+        return DirectResponse(parser.status, parser.headers, stream)
 
     async def _request(
         self,
@@ -121,7 +130,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         head: _Head,
         idempotent: bool,
         timeouts: Mapping[str, object],
-    ) -> httpx.Response:
+    ) -> tuple[ResponseParser, _Body]:
         read_timeout = _seconds(timeouts.get("read"))
         write_timeout = _seconds(timeouts.get("write"))
         conn = self._idle_connection(origin)
@@ -135,7 +144,8 @@ class H11Transport(httpx.AsyncBaseTransport):
                         raise cause from None
                     raise httpx.ReadError("connection closed by the server") from stale
                 # closed by the server as we reused it: once more, on a new one
-        conn = await self._connect(origin, _seconds(timeouts.get("connect")))
+        connect_timeout = _seconds(timeouts.get("connect"))
+        conn = await with_retries(lambda: self._open(origin, connect_timeout), self._retries)
         return await self._exchange(conn, head, write_timeout, read_timeout, False)
 
     async def aclose(self) -> None:
@@ -194,16 +204,15 @@ class H11Transport(httpx.AsyncBaseTransport):
         for origin in empty:
             del self._idle[origin]
 
-    async def _connect(self, origin: Origin, timeout: float) -> Connection:
-        return await with_retries(lambda: self._open(origin, timeout), self._retries)
-
     async def _open(self, origin: Origin, timeout: float) -> Connection:
         _, host, port = origin
         deadline = _tighter_deadline(timeout)
         if deadline is None:  # the request's own deadline comes first: no scope of our own
-            return await open_connection(origin, self._ssl_context)
+            sock, tls = await open_socket(origin, self._ssl_context)
+            return Connection(origin, sock, tls)
         with trio.CancelScope(deadline=deadline):
-            return await open_connection(origin, self._ssl_context)
+            sock, tls = await open_socket(origin, self._ssl_context)
+            return Connection(origin, sock, tls)
         raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}")
 
     # --- one exchange ---------------------------------------------------------------------
@@ -224,14 +233,17 @@ class H11Transport(httpx.AsyncBaseTransport):
         write_timeout: float,
         read_timeout: float,
         reused: bool,
-    ) -> httpx.Response:
+    ) -> tuple[ResponseParser, _Body]:
         """Write the request and read the response head on ``conn``.
 
         Raises :class:`_StaleConnection` (caused by the httpx error) if ``reused`` and the
         connection fails before any byte of the response arrived.
         """
         try:
-            await _send_request(conn, head.data, write_timeout)
+            if write_timeout == _INF:  # the worker's case: one coroutine fewer per request
+                await send_all(conn, head.data)
+            else:
+                await _send_request(conn, head.data, write_timeout)
             parser = await _read_head(conn, read_timeout, head.head_only)
         except httpx.TransportError as exc:
             conn.close()
@@ -241,15 +253,19 @@ class H11Transport(httpx.AsyncBaseTransport):
         except BaseException:
             conn.close()
             raise
-        return httpx.Response(
-            parser.status,
-            headers=parser.headers,
-            stream=_Body(self, conn, read_timeout),
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": parser.reason,
-            },
-        )
+        return parser, _Body(self, conn, read_timeout)
+
+
+class DirectResponse:
+    """What :meth:`H11Transport.send` returns: status, the raw header fields (names
+    lowercase, in order) and the body stream, to be closed once read."""
+
+    __slots__ = ("headers", "status", "stream")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], stream: _Body) -> None:
+        self.status = status
+        self.headers = headers
+        self.stream = stream
 
 
 class _Head:
@@ -289,7 +305,7 @@ async def _read_head(conn: Connection, timeout: float, head_only: bool) -> Respo
     parser = conn.parser = ResponseParser(head_only=head_only)
     conn.received = False
     while not parser.head_done:
-        chunk = await _receive(conn, timeout)
+        chunk = await (receive_some(conn) if timeout == _INF else _receive(conn, timeout))
         if chunk:
             conn.received = True
             parser.feed(chunk)
@@ -324,7 +340,6 @@ class _Body(httpx.AsyncByteStream):
         self._conn: Connection | None = conn
         self._read_timeout = read_timeout
         self._done = False
-        self._pending: list[bytes] = []
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -333,35 +348,29 @@ class _Body(httpx.AsyncByteStream):
         conn = self._conn
         if conn is None or self._done:
             raise StopAsyncIteration
+        parser = conn.parser
+        assert parser is not None
+        timeout = self._read_timeout
         try:
-            chunk = await self._next_chunk(conn)
+            # No coroutine of its own: a body already parsed (most of them, with the head)
+            # comes back without one.
+            while True:
+                pieces = parser.take_body()
+                if pieces:
+                    # several pieces parsed at once go out as one chunk (fewer iterations)
+                    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                if parser.complete:
+                    break
+                data = await (receive_some(conn) if timeout == _INF else _receive(conn, timeout))
+                if data:
+                    parser.feed(data)
+                else:
+                    parser.feed_eof()
         except BaseException:
             self._discard()
             raise
-        if chunk is None:
-            self._done = True
-            raise StopAsyncIteration
-        return chunk
-
-    async def _next_chunk(self, conn: Connection) -> bytes | None:
-        parser = conn.parser
-        assert parser is not None
-        pending = self._pending
-        while True:
-            if not pending:
-                pending += parser.take_body()
-            if pending:
-                # several pieces parsed at once go out as one chunk (fewer iterations)
-                chunk = pending[0] if len(pending) == 1 else b"".join(pending)
-                pending.clear()
-                return chunk
-            if parser.complete:
-                return None
-            data = await _receive(conn, self._read_timeout)
-            if data:
-                parser.feed(data)
-            else:
-                parser.feed_eof()
+        self._done = True
+        raise StopAsyncIteration
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None

@@ -6,7 +6,7 @@ redirects and returns what the callback job carries: a :class:`Response`, or a
 :class:`RequestError`, :class:`HttpError` or redirect error. It never raises for a failed
 request; only cancellation (``trio.Cancelled``) escapes. Through a ShardedTransport, requests
 its own HTTP/1.1 and HTTP/2 transports carry skip building an ``httpx.Request`` (see
-:func:`_direct_route`); the rest go through httpx.
+:func:`~patient_sidekiq.http.direct_route.direct_route`); the rest go through httpx.
 
 Choices where the gem leaves room, documented once here:
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import re
 import ssl
 import traceback
 from collections.abc import Callable, Mapping
@@ -42,12 +41,13 @@ import httpx
 import trio
 
 from patient_sidekiq.errors import PreprocessorNotFoundError, SecretNotFoundError
+from patient_sidekiq.http.direct_route import direct_route
 from patient_sidekiq.http.http1_transport import H11Transport
 from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_transport import (
-    ShardedTransport,
-    joined_headers,
-    read_body,
+    decoded_fields,
+    joined_fields,
+    read_stream,
 )
 from patient_sidekiq.http.ruby_errors import ruby_error, ruby_error_type
 from patient_sidekiq.http.settings import HttpSettings, OutgoingRequest
@@ -82,10 +82,6 @@ _ACCEPT_ENCODING: Final = "gzip, identity"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 _SSL_ERRORS: Final = (ssl.SSLError, ssl.CertificateError)
-# What httpx percent-encodes in a plain-ASCII URL's path and query (its _urlparse sets).
-_PATH_REWRITTEN: Final = re.compile(r'["<>`{}]')
-_QUERY_REWRITTEN: Final = re.compile(r'["<>]')
-_MAX_URL: Final = 65536
 
 ExecutionResult = Response | RequestError | HttpError | RedirectError
 
@@ -230,51 +226,50 @@ async def _send(
     with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
         outgoing = await _prepare(settings, hop)
         connect = settings.connection_timeout if settings.connection_timeout else timeout
-        route = _direct_route(transport, outgoing)
-        if route is None:
-            timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
-            url = httpx.URL(outgoing.url)
-            fields = _fields(outgoing, url.scheme, url.netloc)
-            response = await transport.handle_async_request(
-                _httpx_request(outgoing, url, fields, timeouts)
-            )
-        elif isinstance(carrier := route[0], H11Transport):
-            response = await carrier.send(
+        route = direct_route(transport, outgoing)
+        if route is not None and isinstance(carrier := route[0], H11Transport):
+            # Reads and writes need no limit of their own: the deadline around this hop is
+            # the same timeout, started earlier, so it always ends first.
+            direct = await carrier.send(
                 route[1],
                 outgoing.method,
                 list(outgoing.headers.items()),
                 outgoing.body,
-                # Reads and writes need no limit of their own: the deadline around this
-                # hop is the same timeout, started earlier, so it always ends first.
                 {"connect": connect},
             )
+            status = direct.status
+            stream: httpx.AsyncByteStream = direct.stream
+            close = stream.aclose
+            fields = decoded_fields(direct.headers)
+            http2 = False
         else:
-            # HTTP/2 of our own: the fields httpx would be given, without an httpx.Request
-            target = route[1]
-            h2_timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
-            h2_fields = _fields(outgoing, target.origin[0], target.host_header.encode("ascii"))
-            response = await carrier.send(
-                target,
-                outgoing.method,
-                h2_fields,
-                outgoing.body,
-                h2_timeouts,
-                lambda: _httpx_request(outgoing, httpx.URL(outgoing.url), h2_fields, h2_timeouts),
-            )
-        status = response.status_code
+            if route is None:
+                timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+                url = httpx.URL(outgoing.url)
+                request_fields = _fields(outgoing, url.scheme, url.netloc)
+                response = await transport.handle_async_request(
+                    _httpx_request(outgoing, url, request_fields, timeouts)
+                )
+            else:
+                response = await _send_h2(route[0], route[1], outgoing, connect, timeout)
+            status = response.status_code
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            stream = response.stream
+            close = response.aclose
+            fields = response.headers.multi_items()
+            http2 = response.extensions.get("http_version") == b"HTTP/2"
         # HTTP/1 (protocol-http1) has no body for 1xx/204/304/HEAD and keeps their framing
         # headers; async-http's HTTP/2 always makes a body (maybe "") and drops them.
-        http2 = response.extensions.get("http_version") == b"HTTP/2"
         framed = http2 or (
             status >= 200 and status not in (204, 304) and outgoing.method.lower() != "head"
         )
         try:
-            headers = joined_headers(response.headers)
-            body = await read_body(
-                response, headers, settings.max_response_size, framed=framed, http2=http2
+            headers = joined_fields(fields)
+            body = await read_stream(
+                stream, headers, settings.max_response_size, framed=framed, http2=http2
             )
         finally:
-            await response.aclose()
+            await close()
     if scope.cancelled_caught:
         raise trio.TooSlowError
     if framed:
@@ -285,40 +280,25 @@ async def _send(
     return _Answer(status=status, headers=headers, body=body)
 
 
-def _direct_route(
-    transport: httpx.AsyncBaseTransport, outgoing: OutgoingRequest
-) -> tuple[H11Transport | H2Transport, DirectTarget] | None:
-    """A fast path when one applies: no ``httpx.Request`` to build (~10 % of the CPU per
-    job). HTTP/1.1: headers must be plain ASCII and not set ``host``/``content-length``,
-    which that path writes itself. HTTP/2: the URL must be one httpx would send unchanged
-    (:func:`_kept_by_httpx`); the headers are those httpx would be given. Anything else
-    goes through httpx as before."""
-    if not isinstance(transport, ShardedTransport):
-        return None
-    route = transport.direct(outgoing.url)
-    if route is None:
-        return None
-    carrier, target = route
-    if isinstance(carrier, H2Transport):
-        return route if _kept_by_httpx(outgoing.url, target) else None
-    headers = outgoing.headers
-    if "host" in headers or "content-length" in headers:
-        return None
-    if not all(value.isascii() and name.isascii() for name, value in headers.items()):
-        return None
-    return carrier, target
-
-
-def _kept_by_httpx(url: str, target: DirectTarget) -> bool:
-    """Whether httpx would send ``target.path`` as it is: it percent-encodes ``"<>`{}`` in a
-    path (``"<>`` in a query), drops ``.``/``..`` segments, keeps a bare ``?`` and refuses
-    a URL over 64 KiB. Such URLs keep the httpx path, so HTTP/2 sends what it sent before."""
-    path, mark, query = target.path.partition("?")
-    if _PATH_REWRITTEN.search(path) or "/." in path or len(url) > _MAX_URL:
-        return False
-    if not mark:
-        return "?" not in url
-    return _QUERY_REWRITTEN.search(query) is None
+async def _send_h2(
+    carrier: H11Transport | H2Transport,
+    target: DirectTarget,
+    outgoing: OutgoingRequest,
+    connect: float,
+    timeout: float,
+) -> httpx.Response:
+    """HTTP/2 of our own: the fields httpx would be given, without an httpx.Request."""
+    assert isinstance(carrier, H2Transport)
+    timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+    fields = _fields(outgoing, target.origin[0], target.host_header.encode("ascii"))
+    return await carrier.send(
+        target,
+        outgoing.method,
+        fields,
+        outgoing.body,
+        timeouts,
+        lambda: _httpx_request(outgoing, httpx.URL(outgoing.url), fields, timeouts),
+    )
 
 
 def _fields(outgoing: OutgoingRequest, scheme: str, netloc: bytes) -> list[tuple[bytes, bytes]]:

@@ -50,7 +50,7 @@ import contextlib
 import math
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
 import httpx
@@ -66,8 +66,11 @@ __all__ = [
     "MAX_SHARDS",
     "ResponseTooLargeError",
     "ShardedTransport",
+    "decoded_fields",
+    "joined_fields",
     "joined_headers",
     "read_body",
+    "read_stream",
 ]
 
 MAX_SHARDS: Final = 2048
@@ -221,6 +224,22 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
 
 def joined_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The response headers as the gem's callbacks see them (see :func:`joined_fields`)."""
+    return joined_fields(headers.multi_items())
+
+
+def decoded_fields(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Raw header fields as ``httpx.Headers`` decodes them: every name and value as ASCII,
+    else all as UTF-8, else all as ISO-8859-1 (names come lowercase from the parser)."""
+    for encoding in ("ascii", "utf-8"):
+        try:
+            return [(name.decode(encoding), value.decode(encoding)) for name, value in raw]
+        except UnicodeDecodeError:
+            continue
+    return [(name.decode("iso-8859-1"), value.decode("iso-8859-1")) for name, value in raw]
+
+
+def joined_fields(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The response headers as the gem's callbacks see them (Ruby protocol-http 0.23's rules).
 
     Names are lowercase. A header the gem keeps once takes its last value (``content-type``,
@@ -230,7 +249,7 @@ def joined_headers(headers: httpx.Headers) -> dict[str, str]:
     ``connection``, ``cache-control`` and ``vary`` are lowercased; ``upgrade`` is dropped.
     """
     values: dict[str, list[str]] = {}
-    for name, value in headers.multi_items():
+    for name, value in fields:
         values.setdefault(name, []).append(value)
     joined: dict[str, str] = {}
     for name, items in values.items():
@@ -282,7 +301,20 @@ async def read_body(
     framed: bool = True,
     http2: bool = False,
 ) -> bytes | None:
-    """Read the body, decoding gzip/deflate, failing as soon as it exceeds ``limit``.
+    """Read the body of ``response`` (see :func:`read_stream`)."""
+    assert isinstance(response.stream, httpx.AsyncByteStream)
+    return await read_stream(response.stream, headers, limit, framed=framed, http2=http2)
+
+
+async def read_stream(
+    stream: httpx.AsyncByteStream,
+    headers: dict[str, str],
+    limit: int,
+    *,
+    framed: bool = True,
+    http2: bool = False,
+) -> bytes | None:
+    """Read a body stream, decoding gzip/deflate, failing as soon as it exceeds ``limit``.
 
     None where the gem's client yields no body: a response without one (``framed`` false:
     1xx, 204, 304, HEAD) or with ``content-length: 0``; an empty chunked or close-delimited
@@ -297,8 +329,7 @@ async def read_body(
         raise ResponseTooLargeError(limit)
     encoding = headers.get("content-encoding", "").strip().lower()
     decoder = _Decoder(encoding) if encoding in ("gzip", "x-gzip", "deflate") else None
-    assert isinstance(response.stream, httpx.AsyncByteStream)
-    iterator = aiter(response.stream)
+    iterator = aiter(stream)
     try:
         body = await _collect(iterator, decoder, limit)
     except ResponseTooLargeError:
