@@ -86,9 +86,9 @@ _SSL_ERRORS: Final = (ssl.SSLError, ssl.CertificateError)
 ExecutionResult = Response | RequestError | HttpError | RedirectError
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field, per job
 class _Hop:
-    """One request of a redirect chain, as the gem's RequestTask holds it."""
+    """One request of a redirect chain, as the gem's RequestTask holds it (never changed)."""
 
     method: str
     url: str
@@ -99,7 +99,7 @@ class _Hop:
     task_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Answer:
     status: int
     headers: dict[str, str]

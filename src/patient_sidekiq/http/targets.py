@@ -8,6 +8,7 @@ Touches no Redis keys.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -34,8 +35,18 @@ def direct_target(url: str) -> DirectTarget | None:
 
     Only printable-ASCII URLs without userinfo (what Ruby's ``URI`` accepts) take the direct
     path; anything needing normalisation (IDNA, percent-encoding, credentials) goes through
-    ``httpx.URL`` as before.
+    ``httpx.URL`` as before. Cached (the answer is immutable): many jobs of a batch go to
+    one URL. Long URLs are not, so the cache stays small.
     """
+    if len(url) > _CACHED_URL_LENGTH:
+        return _split(url)
+    return _cached_split(url)
+
+
+_CACHED_URL_LENGTH: Final = 2048
+
+
+def _split(url: str) -> DirectTarget | None:
     if not url.isascii() or not url.isprintable() or " " in url:
         return None
     try:
@@ -54,3 +65,6 @@ def direct_target(url: str) -> DirectTarget | None:
     if parts.query:
         path = f"{path}?{parts.query}"
     return DirectTarget((scheme, host, port or default), host_header, path)
+
+
+_cached_split: Final = functools.lru_cache(maxsize=1024)(_split)
