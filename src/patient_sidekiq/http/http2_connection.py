@@ -7,7 +7,8 @@ load). Here one reader per connection feeds the socket's bytes to h2 and hands e
 its events, waking only the request that waits on that stream; a request never holds a lock
 across an await. One writer per connection sends what h2 has queued: the frames several
 requests queue in one scheduler pass go out in one TLS record, and a request cancelled by
-its deadline can never leave the TLS stream half-written for the others.
+its deadline can never leave the TLS stream half-written for the others. The bytes move
+through :class:`~patient_sidekiq.http.http2_wire.Wire` (TLS on the socket's descriptor).
 
 * Flow control: we advertise :data:`STREAM_WINDOW` per stream and :data:`CONNECTION_WINDOW`
   for the connection, so a response of the worker's default size limit (1 MiB) never waits
@@ -47,6 +48,7 @@ import trio
 from patient_sidekiq.http.http2_headers import CachingDecoder, PlainEncoder
 from patient_sidekiq.http.http2_state import H2State, StaysOpenAfterGoaway
 from patient_sidekiq.http.http2_stream import Failure, Stream
+from patient_sidekiq.http.http2_wire import Wire
 from patient_sidekiq.http.targets import Origin
 
 __all__ = ["CONNECTION_WINDOW", "MAX_STREAMS_CAP", "STREAM_WINDOW", "Connection"]
@@ -55,7 +57,6 @@ STREAM_WINDOW: Final = 2 * 1024 * 1024
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 MAX_STREAMS_CAP: Final = 1000  # when the server sets no SETTINGS_MAX_CONCURRENT_STREAMS
 _ACK_EVERY: Final = 256 * 1024
-_READ_SIZE: Final = 256 * 1024
 _FORGET_EVERY: Final = 64  # released streams between two clean-ups of h2's closed ones
 _STREAM_IDS: Final = 2**30 - MAX_STREAMS_CAP  # odd ids below 2**31, less a margin
 # Headers are normalised by the transport (h2's own pass costs CPU and, failing half-way,
@@ -85,8 +86,7 @@ class Connection:
     def __init__(
         self,
         origin: Origin,
-        stream: trio.abc.Stream,
-        tcp: trio.SocketStream,
+        wire: Wire,
         on_change: Callable[[Connection], None],
     ) -> None:
         self.origin = origin
@@ -107,8 +107,7 @@ class Connection:
         self.server_cap = 0  # streams a graceful GOAWAY let through when it refused others
         self.ready = trio.Event()  # the server's SETTINGS arrived, or the connection failed
         self.idle_since = trio.current_time()
-        self._stream = stream
-        self._tcp = tcp
+        self._wire = wire
         self._on_change = on_change
         self._out: list[bytes] = []
         self._writer: trio.lowlevel.Task | None = None
@@ -244,10 +243,13 @@ class Connection:
         data = self.h2.data_to_send()
         if data:
             self._out.append(data)
-            task = self._writer
-            if task is not None:
-                self._writer = None
-                trio.lowlevel.reschedule(task)
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        task = self._writer
+        if task is not None:
+            self._writer = None
+            trio.lowlevel.reschedule(task)
 
     def _acknowledge(self, stream: Stream, amount: int) -> None:
         stream.unacked -= amount
@@ -258,11 +260,11 @@ class Connection:
     # --- the reader and the writer ----------------------------------------------------
 
     async def _read_loop(self) -> None:
-        receive = self._stream.receive_some
+        receive = self._wire.receive
         h = self.h2
         try:
             while True:
-                data = await receive(_READ_SIZE)
+                data = await receive()
                 if not data:
                     goaway = self.goaway
                     text = str(goaway) if goaway is not None else "Server disconnected"
@@ -271,6 +273,8 @@ class Connection:
                 for event in h.receive_data(data):
                     self._dispatch(event)
                 self.flush()
+                if self._wire.has_output():  # the TLS layer answers something: the writer sends it
+                    self._wake_writer()
         except _IO_ERRORS as exc:
             self._fail(Failure(httpx.ReadError, _text(exc), exc))
         except h2.exceptions.ProtocolError as exc:
@@ -352,13 +356,15 @@ class Connection:
         self._on_change(self)  # closes once its last stream is released
 
     async def _write_loop(self) -> None:
-        send_all = self._stream.send_all
+        wire = self._wire
         try:
             while self.failure is None:
                 out = self._out
                 if out:
                     self._out = []
-                    await send_all(out[0] if len(out) == 1 else b"".join(out))
+                    await wire.send(out[0] if len(out) == 1 else b"".join(out))
+                elif wire.has_output():
+                    await wire.send(b"")
                 else:
                     self._writer = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(self._abort_writer)
@@ -385,11 +391,8 @@ class Connection:
             stream.wake()
         self._blocked = []
         self.ready.set()
-        self._tcp.socket.close()
-        task = self._writer
-        if task is not None:
-            self._writer = None
-            trio.lowlevel.reschedule(task)
+        self._wire.sock.close()
+        self._wake_writer()
         self._on_change(self)
 
 

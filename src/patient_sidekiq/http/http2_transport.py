@@ -62,11 +62,12 @@ from typing import Any, Final
 import httpx
 import trio
 
-from patient_sidekiq.http.connect import open_stream, with_retries
+from patient_sidekiq.http.connect import open_socket, with_retries
 from patient_sidekiq.http.http1_transport import KEEPALIVE_EXPIRY
 from patient_sidekiq.http.http2_connection import Connection
 from patient_sidekiq.http.http2_headers import header_block, request_headers
 from patient_sidekiq.http.http2_stream import Refused, Stream
+from patient_sidekiq.http.http2_wire import Wire
 from patient_sidekiq.http.settings import HttpSettings, ssl_context_for
 from patient_sidekiq.http.targets import DEFAULT_PORTS, DirectTarget, Origin
 
@@ -266,12 +267,12 @@ class H2Transport(httpx.AsyncBaseTransport):
                 conn.close()
         pool.opening += 1
         try:
-            stream, tcp, alpn = await self._connect(origin, timeout)
+            wire, alpn = await self._connect(origin, timeout)
             if self._negotiate and origin[0] == "https" and alpn != "h2":
-                tcp.socket.close()
+                wire.sock.close()
                 pool.http1_until = trio.current_time() + _HTTP1_MEMORY
                 return None
-            conn = Connection(origin, stream, tcp, pool.on_change)
+            conn = Connection(origin, wire, pool.on_change)
             if pool.cap_until > trio.current_time():
                 conn.budget = pool.cap
             pool.connections.append(conn)
@@ -320,19 +321,15 @@ class H2Transport(httpx.AsyncBaseTransport):
             if self._pools[origin].changed is None:
                 del self._pools[origin]
 
-    async def _connect(
-        self, origin: Origin, timeout: float
-    ) -> tuple[trio.abc.Stream, trio.SocketStream, str | None]:
+    async def _connect(self, origin: Origin, timeout: float) -> tuple[Wire, str | None]:
         return await with_retries(lambda: self._connect_once(origin, timeout), self._retries)
 
-    async def _connect_once(
-        self, origin: Origin, timeout: float
-    ) -> tuple[trio.abc.Stream, trio.SocketStream, str | None]:
+    async def _connect_once(self, origin: Origin, timeout: float) -> tuple[Wire, str | None]:
         _, host, port = origin
         with trio.CancelScope(deadline=trio.current_time() + timeout):
-            stream, tcp = await open_stream(origin, self._ssl_context)
-            alpn = stream.selected_alpn_protocol() if isinstance(stream, trio.SSLStream) else None
-            return stream, tcp, alpn
+            tcp, session = await open_socket(origin, self._ssl_context)
+            alpn = session.tls.selected_alpn_protocol() if session is not None else None
+            return Wire(tcp.socket, session), alpn
         raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}")
 
 
