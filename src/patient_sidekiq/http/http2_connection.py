@@ -51,7 +51,7 @@ from patient_sidekiq.http.http2_stream import Failure, Stream
 from patient_sidekiq.http.http2_wire import Wire
 from patient_sidekiq.http.targets import Origin
 
-__all__ = ["CONNECTION_WINDOW", "MAX_STREAMS_CAP", "STREAM_WINDOW", "Connection"]
+__all__ = ["CONNECTION_WINDOW", "MAX_STREAMS_CAP", "STREAM_WINDOW", "Connection", "response_fields"]
 
 STREAM_WINDOW: Final = 2 * 1024 * 1024
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
@@ -67,6 +67,7 @@ _CONFIG: Final = h2.config.H2Configuration(
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
     validate_inbound_headers=False,
+    normalize_inbound_headers=False,  # response_fields joins cookie fields itself
 )
 _MAX_HEADER_LIST: Final = 65536
 _SETTINGS: Final = {
@@ -181,14 +182,7 @@ class Connection:
             if stream.failure is not None:
                 raise stream.failure.exception()
             await stream.wait(timeout, httpx.ReadTimeout)
-        status = 200
-        headers: list[tuple[bytes, bytes]] = []
-        for name, value in stream.headers:
-            if name[:1] != b":":
-                headers.append((name, value))
-            elif name == b":status":
-                status = int(value.decode("ascii", "ignore"))
-        return status, headers
+        return response_fields(stream.headers)
 
     async def next_chunk(self, stream: Stream, timeout: float) -> bytes | None:
         """The next piece of the response body; None once it ended."""
@@ -300,7 +294,7 @@ class Connection:
             assert isinstance(event, h2.events.ResponseReceived)
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
-                stream.headers = list(event.headers or ())
+                stream.headers = event.headers or []  # h2's own list, made for this event
                 stream.wake()
         elif kind is h2.events.StreamEnded:
             stream = self.streams.get(event.stream_id or 0)  # type: ignore[attr-defined]
@@ -394,6 +388,28 @@ class Connection:
         self._wire.sock.close()
         self._wake_writer()
         self._on_change(self)
+
+
+def response_fields(
+    fields: list[tuple[bytes, bytes]],
+) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """The status and the other fields of a response's header block, ``cookie`` fields
+    joined into one at the end as h2's inbound normalisation did (RFC 9113 §8.2.3), which
+    is off in :data:`_CONFIG`: its pass over every field cost more than this one."""
+    status = 200
+    headers: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    for name, value in fields:
+        if name[:1] != b":":
+            if name == b"cookie":
+                cookies.append(value)
+            else:
+                headers.append((name, value))
+        elif name == b":status":
+            status = int(value.decode("ascii", "ignore"))
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
+    return status, headers
 
 
 def _text(exc: BaseException) -> str:
