@@ -4,11 +4,13 @@ end of a real socket pair, driven step by step by the test."""
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
 from patient_sidekiq.http.http2_wire import Wire
 from patient_sidekiq.http.tls_session import TlsSession
@@ -25,7 +27,10 @@ class Peer:
 
 @pytest.fixture
 async def tls_pair(tls_certs: TlsCerts) -> AsyncIterator[tuple[Wire, Peer]]:
-    ours, theirs = trio.socket.socketpair()
+    # Ours is a plain non-blocking socket, as connect.open_socket hands the transport.
+    ours, raw_theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs = trio.socket.from_stdlib_socket(raw_theirs)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(tls_certs.cert_file, tls_certs.key_file)
     tcp = trio.SocketStream(theirs)
@@ -99,7 +104,7 @@ async def test_a_closed_socket_is_never_read_or_written_again(
     tls_pair: tuple[Wire, Peer],
 ) -> None:
     wire, _ = tls_pair
-    wire.sock.close()
+    wire.close()
     replacement, other = trio.socket.socketpair()  # may take the descriptor number freed
     try:
         await other.send(b"not ours")
@@ -113,8 +118,37 @@ async def test_a_closed_socket_is_never_read_or_written_again(
         other.close()
 
 
+async def test_closing_wakes_the_parked_reader_and_frees_the_descriptor(
+    tls_pair: tuple[Wire, Peer],
+) -> None:
+    wire, _ = tls_pair
+    woken: list[BaseException] = []
+
+    async def read() -> None:
+        try:
+            await wire.receive()
+        except (trio.ClosedResourceError, OSError) as exc:
+            woken.append(exc)
+
+    with trio.fail_after(10):  # a reader left parked would hang here for good
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            wire.close()
+    assert len(woken) == 1
+    # Trio no longer counts the number as watched: a socket given it can be waited on.
+    replacement, other = socket.socketpair()
+    with replacement, other:
+        replacement.setblocking(False)
+        other.send(b"x")
+        await trio.lowlevel.wait_readable(replacement)
+        assert replacement.recv(10) == b"x"
+
+
 async def test_plain_tcp_for_h2c() -> None:
-    ours, theirs = trio.socket.socketpair()
+    ours, raw_theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs = trio.socket.from_stdlib_socket(raw_theirs)
     with ours, theirs:
         wire = Wire(ours, None)
         await wire.send(b"preface")

@@ -385,7 +385,7 @@ class Connection:
             stream.wake()
         self._blocked = []
         self.ready.set()
-        self._wire.sock.close()
+        self._wire.close()
         self._wake_writer()
         self._on_change(self)
 

@@ -269,7 +269,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         try:
             wire, alpn = await self._connect(origin, timeout)
             if self._negotiate and origin[0] == "https" and alpn != "h2":
-                wire.sock.close()
+                wire.close()
                 pool.http1_until = trio.current_time() + _HTTP1_MEMORY
                 return None
             conn = Connection(origin, wire, pool.on_change)
@@ -329,7 +329,7 @@ class H2Transport(httpx.AsyncBaseTransport):
         with trio.CancelScope(deadline=trio.current_time() + timeout):
             tcp, session = await open_socket(origin, self._ssl_context)
             alpn = session.tls.selected_alpn_protocol() if session is not None else None
-            return Wire(tcp.socket, session), alpn
+            return Wire(tcp, session), alpn
         raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}")
 
 

@@ -25,6 +25,7 @@ Redis keys.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from typing import Final
 
@@ -42,12 +43,23 @@ class Wire:
 
     __slots__ = ("_error", "_incoming", "_outgoing", "_tls", "sock")
 
-    def __init__(self, sock: trio.socket.SocketType, session: TlsSession | None) -> None:
+    def __init__(self, sock: socket.socket, session: TlsSession | None) -> None:
         self.sock = sock
         self._tls = session.tls if session is not None else None
         self._incoming = session.incoming if session is not None else None
         self._outgoing = session.outgoing if session is not None else None
         self._error: ssl.SSLError | None = None  # met after records still to hand over
+
+    def close(self) -> None:
+        """Close the socket, first waking any task trio holds waiting on it.
+
+        The reader task may be parked in ``wait_readable``: closing the descriptor alone
+        would leave it there for good (epoll forgets a closed descriptor without an event),
+        and trio would still count the number as watched, so a new socket given the same
+        number would fail its first wait with BusyResourceError.
+        """
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
 
     def has_output(self) -> bool:
         """Whether the TLS layer has bytes of its own for the server (the writer sends them)."""
