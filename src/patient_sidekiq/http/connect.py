@@ -1,9 +1,10 @@
 """Opening a new HTTP connection, for the HTTP/1.1 and the HTTP/2 transport.
 
 TCP, then TLS for ``https`` (the context's ALPN protocols decide what may be negotiated):
-HTTP/2 gets a trio stream (``SSLStream``, :func:`open_stream`); HTTP/1.1 gets the socket and
-a :class:`~patient_sidekiq.http.tls_session.TlsSession` run on its descriptor
-(:func:`open_socket`), which cost a fraction of ``SSLStream``'s CPU. A
+both transports get a plain non-blocking socket and a
+:class:`~patient_sidekiq.http.tls_session.TlsSession` run on its descriptor
+(:func:`open_socket`), which cost a fraction of trio ``SSLStream``'s CPU.
+:func:`open_stream` (an ``SSLStream``) is kept as the reference the TLS tests compare with. A
 connection to an IP address is opened with a non-blocking ``connect`` rather than
 ``trio.open_tcp_stream``, whose happy-eyeballs nursery cost more than the rest of a new
 connection when thousands open at once; names still go through trio's resolver. Failures

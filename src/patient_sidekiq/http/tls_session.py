@@ -1,12 +1,13 @@
-"""TLS for an HTTP/1.1 connection, run on the socket's descriptor.
+"""TLS for an HTTP connection, run on the socket's descriptor.
 
 The stdlib's ``ssl.SSLObject`` encrypts into and decrypts from two memory BIOs; the raw
 bytes move with ``os.read``/``os.write`` on the non-blocking descriptor, waiting on trio
 (``wait_readable``/``wait_writable``) only when the kernel has nothing. trio's ``SSLStream``
 did the same through a trio stream, and its locks, conflict detectors, retry loop and a
-scheduler trip per transport call were ~18 % of the CPU per TLS job. HTTP/2 keeps
-``SSLStream`` (:func:`~patient_sidekiq.http.connect.open_stream`): its transport wants a
-trio stream.
+scheduler trip per transport call were ~18 % of the CPU per TLS job. HTTP/1.1 reads and
+writes through the session itself; HTTP/2 hands it to
+:class:`~patient_sidekiq.http.http2_wire.Wire`, which splits the reading and the writing
+between the connection's two tasks.
 
 Behaviour is ``SSLStream``'s with ``https_compatible=True``: the same handshake (SNI and the
 context's verification), EOF without close_notify reads as a plain EOF (b""), and a TLS
