@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
+import subprocess
+import sys
 
 import pytest
 
@@ -48,3 +51,22 @@ def test_a_refused_raise_is_reported_and_the_old_limit_kept(
     with caplog.at_level(logging.WARNING):
         assert runner.raise_open_files_limit(100) == 1024
     assert "could not raise the open-files limit from 1024 to 65536" in caplog.text
+
+
+def test_settle_gc_freezes_start_up_and_enlarges_the_young_generation() -> None:
+    # In a child: the collector's settings are process-wide, and pytest's must stay as they are.
+    code = (
+        "import gc, json\n"
+        "from patient_sidekiq.worker.runner import settle_gc\n"
+        "before = gc.get_freeze_count()\n"
+        "settle_gc()\n"
+        "print(json.dumps([before, gc.get_freeze_count(), gc.get_threshold()]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    before, after, thresholds = json.loads(out)
+    assert before == 0
+    assert after > 10_000  # every module imported so far is out of the collections
+    assert thresholds == list(runner.GC_THRESHOLDS)
+    assert thresholds[0] > 700  # larger than CPython's default

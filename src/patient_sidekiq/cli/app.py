@@ -168,7 +168,7 @@ def _run(**values: Any) -> None:
     configure_logging(config.log_format, config.log_level)
     if config.processes > 1 and child_index() is None:
         raise typer.Exit(_supervise(config))
-    from patient_sidekiq.worker.runner import Runner, load_requires
+    from patient_sidekiq.worker.runner import Runner, load_requires, settle_gc
 
     try:
         load_requires(config.require)
@@ -176,6 +176,7 @@ def _run(**values: Any) -> None:
         runner.http_settings()  # secrets and preprocessors: refused before Redis is touched
     except ConfigurationError as exc:
         raise _config_failure(exc) from None
+    settle_gc()  # after the app's modules are loaded: they are start-up too
     try:
         trio.run(runner.run)
     except RedisUnavailableError as exc:

@@ -23,6 +23,7 @@ must stay readable until the last in-flight request is delivered.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import importlib.util
 import logging
@@ -63,7 +64,14 @@ from patient_sidekiq.worker.request_call import CallbackRouting, RequestWorkerSe
 from patient_sidekiq.worker.request_worker import RequestWorker
 from patient_sidekiq.worker.supervisor import child_index
 
-__all__ = ["CALLBACKS_ROLE", "REQUESTS_ROLE", "Runner", "load_requires", "raise_open_files_limit"]
+__all__ = [
+    "CALLBACKS_ROLE",
+    "REQUESTS_ROLE",
+    "Runner",
+    "load_requires",
+    "raise_open_files_limit",
+    "settle_gc",
+]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +145,26 @@ def raise_open_files_limit(max_connections: int) -> int:
             soft, max_connections, _SPARE_FILES, needed,
         )  # fmt: skip
     return int(soft)
+
+
+GC_THRESHOLDS: Final = (10_000, 10, 10)
+"""CPython's defaults (700, 10, 10) with a young generation ~14 times larger."""
+
+
+def settle_gc() -> None:
+    """Tune the cyclic garbage collector for a worker process, once start-up is done.
+
+    Every request allocates a few hundred objects, so with CPython's default threshold a
+    young collection ran every few requests, and with thousands of requests in flight the
+    full collections walked all of them again and again: about a quarter of the CPU of the
+    10,000-request fan-out benchmark. ``gc.freeze`` moves what start-up built (the imported
+    modules, the configuration, the app's callbacks) out of every later collection, and a
+    larger young generation collects as much garbage in fewer passes; the older
+    generations keep their default proportions, so cycles are still freed as before, later.
+    Only ``patient-sidekiq run``'s process calls this, never a host application.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Runner:
