@@ -1,6 +1,7 @@
 import contextlib
 import json
 import math
+import re
 
 import pytest
 from hypothesis import given
@@ -76,6 +77,17 @@ def test_values_ruby_cannot_receive_are_refused(bad: object) -> None:
 def test_lone_surrogates_are_refused() -> None:
     with pytest.raises(NotJsonNativeError, match="not valid Unicode"):
         rubyjson.dumps(["\ud800"])
+
+
+@given(st.text())
+def test_dumps_string_writes_and_refuses_exactly_as_dumps(value: str) -> None:
+    try:
+        expected = rubyjson.dumps(value)
+    except NotJsonNativeError as exc:
+        with pytest.raises(NotJsonNativeError, match=re.escape(str(exc))):
+            rubyjson.dumps_string(value)
+    else:
+        assert rubyjson.dumps_string(value) == expected
 
 
 @pytest.mark.parametrize("text", ["NaN", "[Infinity]", "{", "", "\xff", b"\xff\xfe", "1" * 5000])

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 from patient_sidekiq.errors import InvalidJsonError, NotJsonNativeError
 
-__all__ = ["MAX_NESTING", "dumps", "encode_string", "loads", "nesting_exceeds", "ruby_float_repr"]
+__all__ = ["MAX_NESTING", "dumps", "dumps_string", "loads", "nesting_exceeds", "ruby_float_repr"]
 
 MAX_NESTING = 100
 """Ruby ``JSON.parse``'s default ``max_nesting``: deeper text raises ``JSON::NestingError``."""
@@ -46,8 +46,6 @@ _c_encode: Callable[[Any, int], Sequence[str]] | None = (
     else None
 )
 _encode_string = json.encoder.encode_basestring
-encode_string: Final = _encode_string
-"""A string as JSON text (no validation: :func:`dumps` refuses lone surrogates)."""
 
 
 def _may_need_ruby_floats(text: str) -> bool:
@@ -121,6 +119,18 @@ def dumps(value: Any) -> str:
             text = "".join(_encode_exact(value))
         except RecursionError as exc:
             raise NotJsonNativeError(f"cannot write as JSON: {exc}") from exc
+    return _utf8_only(text)
+
+
+def dumps_string(value: str) -> str:
+    """:func:`dumps` of a single string, without the general encoder around it (the same
+    text, and the same refusal of lone surrogates)."""
+    text = _encode_string(value)
+    return text if text.isascii() else _utf8_only(text)
+
+
+def _utf8_only(text: str) -> str:
+    # Lone surrogates pass Python's encoders but cannot be written as UTF-8, nor read by Ruby.
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patient_sidekiq.config.model import Config
-from patient_sidekiq.errors import InvalidJobError, JobArgumentError, NotJsonNativeError
+from patient_sidekiq.errors import InvalidJobError, JobArgumentError
 from patient_sidekiq.http.http_client import ExecutionResult
 from patient_sidekiq.http.settings import HttpSettings
 from patient_sidekiq.redis_io.redis_bridge import Arg
@@ -163,19 +163,7 @@ def result_type(result: ExecutionResult) -> str:
     return "response" if isinstance(result, Response) else "error"
 
 
-_encode_string = rubyjson.encode_string
-_CALLBACK_CLASS = f',"class":{_encode_string(CALLBACK_WORKER)},"jid":"'
-
-
-def _checked_string(value: str) -> str:
-    # What rubyjson.dumps refuses in a whole job, with its message: a lone surrogate (a
-    # "\ud800" escape in the fetched job's callback name) cannot be written as UTF-8.
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise NotJsonNativeError(f"string is not valid Unicode: {exc.reason}") from exc
-    return _encode_string(value)
+_CALLBACK_CLASS = f',"class":{rubyjson.dumps_string(CALLBACK_WORKER)},"jid":"'
 
 
 def callback_job_text(
@@ -196,13 +184,13 @@ def callback_job_text(
     return "".join(
         (
             '{"retry":true,"queue":',
-            _checked_string(queue),
+            rubyjson.dumps_string(queue),
             ',"args":[',
             rubyjson.dumps(packed),
             ",",
-            _encode_string(kind),
+            rubyjson.dumps_string(kind),
             ",",
-            _checked_string(callback_name),
+            rubyjson.dumps_string(callback_name),
             "]",
             _CALLBACK_CLASS,
             new_jid(),
