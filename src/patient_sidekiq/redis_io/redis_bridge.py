@@ -124,6 +124,10 @@ def _prepare(command: Sequence[Arg]) -> bytes:
         upper = (name.decode("latin-1") if isinstance(name, bytes) else name).upper()
         if upper in _REFUSED:
             raise ValueError(f"{upper} cannot be sent through the shared RedisBridge connection")
+    return _pack_args(command)
+
+
+def _pack_args(command: Sequence[Arg]) -> bytes:
     try:
         # hiredis takes exact str (encoded strictly as UTF-8: a lone surrogate raises
         # UnicodeEncodeError right here), bytes, int and float, and refuses the rest.
@@ -251,11 +255,7 @@ class RedisBridge:
         """``EVALSHA sha len(script_keys) *script_keys *args``: :meth:`execute` without the
         checks an EVALSHA never needs (what :class:`~.lua.LuaScript` runs, twice per job)."""
         command = ("EVALSHA", sha, len(script_keys), *script_keys, *args)
-        try:
-            payload = _pack(command)
-        except TypeError:
-            payload = _pack(_plain(command))
-        submission = self._submit(payload, 1)
+        submission = self._submit(_pack_args(command), 1)
         await trio.lowlevel.wait_task_rescheduled(_keep_waiting if shielded else submission.abort)
         (reply,) = submission.outcome()
         if isinstance(reply, RedisCommandError):
