@@ -40,7 +40,7 @@ measured before this module was written). So proxied requests go through K small
   in-flight count is released when the response is closed.
 
 No cookie jar and no AsyncClient layers: callers build an ``httpx.Request`` and call
-:meth:`ShardedTransport.handle_async_request` directly, then :func:`read_body` reads the
+:meth:`ShardedTransport.handle_async_request` directly, then :func:`read_stream` reads the
 body back (gzip/deflate decoded, bounded by ``max_response_size``). Touches no Redis keys.
 """
 
@@ -68,8 +68,6 @@ __all__ = [
     "ShardedTransport",
     "decoded_fields",
     "joined_fields",
-    "joined_headers",
-    "read_body",
     "read_stream",
 ]
 
@@ -223,11 +221,6 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             await shard.aclose()
 
 
-def joined_headers(headers: httpx.Headers) -> dict[str, str]:
-    """The response headers as the gem's callbacks see them (see :func:`joined_fields`)."""
-    return joined_fields(headers.multi_items())
-
-
 def decoded_fields(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """Raw header fields as ``httpx.Headers`` decodes them: every name and value as ASCII,
     else all as UTF-8, else all as ISO-8859-1 (names come lowercase from the parser)."""
@@ -291,19 +284,6 @@ _NEWLINE_JOINED: Final = frozenset(
 _CONCATENATED: Final = frozenset({"authorization", "proxy-authorization"})
 _LOWERCASED: Final = frozenset({"connection", "cache-control", "vary"})
 _DROPPED_HEADERS: Final = frozenset({"upgrade"})
-
-
-async def read_body(
-    response: httpx.Response,
-    headers: dict[str, str],
-    limit: int,
-    *,
-    framed: bool = True,
-    http2: bool = False,
-) -> bytes | None:
-    """Read the body of ``response`` (see :func:`read_stream`)."""
-    assert isinstance(response.stream, httpx.AsyncByteStream)
-    return await read_stream(response.stream, headers, limit, framed=framed, http2=http2)
 
 
 async def read_stream(
