@@ -270,7 +270,8 @@ class RequestWorker:
                 with trio.CancelScope(shield=True):
                     await self._file_original(runtime, task, exc)
                 return
-            if task.claimed:
+            if task.claimed and unpacked.reference is not None:
+                # Only a stored payload has anything to delete: no shielded scope for the rest.
                 with trio.CancelScope(shield=True):
                     await self._delete_stored(unpacked.reference)
         finally:
