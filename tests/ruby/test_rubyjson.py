@@ -2,6 +2,7 @@ import contextlib
 import json
 import math
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -126,3 +127,109 @@ def test_round_trip_preserves_values_and_types(value: object) -> None:
 def test_loads_raises_only_documented_errors(text: str) -> None:
     with contextlib.suppress(InvalidJsonError):
         rubyjson.loads(text)
+
+
+_TRICKY_FLOATS = [1e-05, -9.5e-05, 1e-07, 0.0001, 1e15, 1e16, 1234567890123456.7, 5e-324, -0.0]
+
+
+@given(json_values, st.lists(st.floats(allow_nan=False, allow_infinity=False)))
+def test_dumps_native_writes_exactly_as_dumps(value: object, floats: list[float]) -> None:
+    # orjson writes the text when its spelling is provably the json module's; every other
+    # text comes from dumps: either way the bytes are dumps' bytes.
+    for candidate in (value, [value, *floats], {"id": "4f5e-9c1e", "v": floats}, *floats):
+        assert rubyjson.dumps_native(candidate) == rubyjson.dumps(candidate)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _TRICKY_FLOATS,
+        {"d": 9.5e-05, "s": "0.0000 null"},
+        [2**64, -(2**63) - 1, 2**100],
+        {1: "int key", None: "null key"},
+        [True, False, None, "", "\x00\x1f\x7f\u2028\U0001f600"],
+        ("tuple", 1),
+    ],
+)
+def test_dumps_native_matches_dumps_where_orjson_differs(value: object) -> None:
+    assert rubyjson.dumps_native(value) == rubyjson.dumps(value)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "\ud800", object(), b"bytes"])
+def test_dumps_native_refuses_what_dumps_refuses(bad: object) -> None:
+    with pytest.raises(NotJsonNativeError):
+        rubyjson.dumps_native({"v": [bad]})
+
+
+class _Text(str):
+    pass
+
+
+def test_dumps_native_leaves_subclasses_to_dumps() -> None:
+    assert rubyjson.dumps_native({"v": _Text("x")}) == '{"v":"x"}'
+
+
+@given(st.floats())
+def test_dumps_float_writes_and_refuses_exactly_as_dumps(value: float) -> None:
+    try:
+        expected = rubyjson.dumps(value)
+    except NotJsonNativeError:
+        with pytest.raises(NotJsonNativeError):
+            rubyjson.dumps_float(value)
+    else:
+        assert rubyjson.dumps_float(value) == expected
+
+
+def _typed(value: object) -> object:
+    # Equality that tells 1 from 1.0 and True, -0.0 from 0.0, and sees key order.
+    if isinstance(value, dict):
+        return ("dict", [(key, _typed(item)) for key, item in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(item) for item in value])
+    return (type(value).__name__, repr(value))
+
+
+def _outcome(read: Callable[[], object]) -> object:
+    try:
+        return _typed(read())
+    except (InvalidJsonError, ValueError, TypeError, RecursionError):
+        return "refused"
+
+
+def _json_module(text: str | bytes) -> object:
+    return rubyjson._decoder.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
+_NUMBER = st.from_regex(r"\A-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?\Z")
+_JSON_TEXT = st.one_of(
+    st.text(),
+    st.text(alphabet='{}[]",:0123456789.eE+-tfnrulas\\ ud8'),
+    _NUMBER,
+    st.lists(_NUMBER).map(lambda items: "[" + ",".join(items) + "]"),
+    json_values.map(lambda value: json.dumps(value, ensure_ascii=False)),
+    json_values.map(json.dumps),
+    st.builds(
+        lambda key, first, second: f'{{"{key}":{first},"b":0,"{key}":{second}}}',
+        st.sampled_from(["a", "b"]),
+        _NUMBER,
+        _NUMBER,
+    ),
+)
+
+
+@given(_JSON_TEXT)
+def test_loads_reads_exactly_as_the_json_module(text: str) -> None:
+    # orjson reads what it can, the json module the rest: values, types, key order and
+    # refusals are the json module's, for text and for bytes.
+    assert _outcome(lambda: rubyjson.loads(text)) == _outcome(lambda: _json_module(text))
+    data = text.encode("utf-8", "surrogatepass")
+    assert _outcome(lambda: rubyjson.loads(data)) == _outcome(lambda: _json_module(data))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["18446744073709551616", "-9223372036854775809", '{"big":[123456789012345678901234567890]}'],
+)
+def test_loads_keeps_integers_beyond_64_bits(text: str) -> None:
+    # orjson alone would read these as floats.
+    assert _typed(rubyjson.loads(text)) == _typed(json.loads(text))

@@ -175,18 +175,19 @@ def callback_job_text(
     retry=True, created_at=now, enqueued_at=now)`` writes, byte for byte (the key order of
     Sidekiq's client; ``now`` from :meth:`SidekiqClient.timestamp`), without building and
     validating a job dict around the result and serialising it all again: only the packed
-    result goes through :func:`rubyjson.dumps`, each other value is written as it would be
+    result goes through :func:`rubyjson.dumps_native`, each other value is written as it would be
     there. Raises :class:`InvalidJobError` for an empty queue, as the push would.
     """
     if not queue:
         raise InvalidJobError("job must include a valid queue name")
-    stamp = rubyjson.dumps(now)
+    # A float (Sidekiq 7) is the common stamp: written without the general encoder.
+    stamp = rubyjson.dumps_float(now) if type(now) is float else rubyjson.dumps(now)
     return "".join(
         (
             '{"retry":true,"queue":',
             rubyjson.dumps_string(queue),
             ',"args":[',
-            rubyjson.dumps(packed),
+            rubyjson.dumps_native(packed),
             ",",
             rubyjson.dumps_string(kind),
             ",",
