@@ -1,5 +1,6 @@
 import datetime
 import math
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -48,3 +49,14 @@ def test_callback_args_reading_api() -> None:
 @given(json_objects)
 def test_every_json_object_validates_to_itself(value: dict[str, Any]) -> None:
     assert validate_callback_args(value) == value
+
+
+class _Name(str):
+    pass
+
+
+def test_subclassed_keys_and_non_dict_mappings_take_the_general_path() -> None:
+    # A str key and a scalar are copied as they are; anything else is checked in full.
+    checked = validate_callback_args(MappingProxyType({_Name("k"): True, 3: [1.5]}))
+    assert checked == {"k": True, "3": [1.5]}
+    assert [type(key) for key in checked] == [str, str]

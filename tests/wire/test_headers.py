@@ -1,3 +1,5 @@
+from types import MappingProxyType
+
 import pytest
 
 from patient_sidekiq.errors import WireFormatError
@@ -36,3 +38,13 @@ def test_secret_references() -> None:
         SecretRef.from_wire({"$secret": 1})
     with pytest.raises(WireFormatError):
         Headers({1: "x"})  # type: ignore[dict-item]
+
+
+def test_a_dict_and_other_mappings_load_alike() -> None:
+    pairs = {"Content-Type": "text/plain", "X-A": "1"}
+    expected = {"content-type": "text/plain", "x-a": "1"}
+    assert Headers(pairs).to_dict() == expected
+    assert Headers(MappingProxyType(pairs)).to_dict() == expected
+    assert Headers(list(pairs.items())).to_dict() == expected
+    assert not is_secret_marker("$secret")
+    assert is_secret_marker(MappingProxyType({"$secret": "k"}))

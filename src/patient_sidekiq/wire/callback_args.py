@@ -18,8 +18,12 @@ __all__ = ["CallbackArgs", "validate_callback_args"]
 _NATIVE = "JSON-native type (None, bool, str, int, float, list or dict)"
 
 
+# The values parsed JSON holds, by exact type: checked without the general tests below.
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def _check(value: Any, path: str) -> Any:
-    if value is None or isinstance(value, bool | str | int):
+    if type(value) in _SCALARS or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -45,10 +49,14 @@ def validate_callback_args(args: Mapping[Any, Any] | None) -> dict[str, Any]:
     """
     if args is None:
         return {}
-    if not isinstance(args, Mapping):
+    if type(args) is not dict and not isinstance(args, Mapping):
         raise NotJsonNativeError(f"callback_args must be a dict, got {type(args).__name__}")
     checked: dict[str, Any] = {}
     for key, value in args.items():
+        # A str key and a scalar value (parsed JSON, nearly always) need no further test.
+        if type(key) is str:
+            checked[key] = value if type(value) in _SCALARS else _check(value, key)
+            continue
         if isinstance(key, bool) or not isinstance(key, str | int):
             raise NotJsonNativeError(f"callback_args key must be a str, got {type(key).__name__}")
         name = str(key)

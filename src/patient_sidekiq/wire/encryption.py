@@ -115,7 +115,8 @@ def is_envelope(data: object) -> bool:
     The gem tests ``data["__encrypted__"]`` for Ruby truthiness, so any value except
     ``nil`` and ``false`` (even ``0`` or ``""``) marks an envelope.
     """
-    if not isinstance(data, Mapping):
+    # The exact-type test first: parsed JSON is a dict, which skips the ABC check's cost.
+    if type(data) is not dict and not isinstance(data, Mapping):
         return False
     flag = data.get(ENVELOPE_FLAG)
     return flag is not None and flag is not False

@@ -48,6 +48,9 @@ class SecretRef:
 
 def is_secret_marker(value: object) -> bool:
     """Return whether a wire value is a ``{"$secret": …}`` marker."""
+    # A header value is a str nearly always: ruled out without the ABC check.
+    if type(value) is str:
+        return False
     return isinstance(value, Mapping) and SECRET_KEY in value
 
 
@@ -61,7 +64,12 @@ class Headers(Mapping[str, V], Generic[V]):
 
     def __init__(self, headers: Mapping[str, V] | Iterable[tuple[str, V]] | None = None) -> None:
         items: dict[str, V] = {}
-        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        # The exact-type test first: a dict (the common case) skips the ABC check's cost.
+        pairs = (
+            headers.items()
+            if type(headers) is dict or isinstance(headers, Mapping)
+            else (headers or ())
+        )
         for name, value in pairs:
             if not isinstance(name, str):
                 raise WireFormatError(f"header name must be a string, got {type(name).__name__}")
@@ -90,6 +98,10 @@ class Headers(Mapping[str, V], Generic[V]):
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+    def to_dict(self) -> dict[str, V]:
+        """Return the headers as a plain dict (lowercase names), in order."""
+        return dict(self._items)
 
     def merged(self, other: Mapping[str, V]) -> Headers[V]:
         """Return a copy with ``other``'s headers set on top."""

@@ -34,6 +34,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from patient_sidekiq.errors import WireFormatError
@@ -161,6 +162,16 @@ def _utf8_or_none(raw: bytes, label: str) -> tuple[str, str] | None:
         return None
 
 
+@lru_cache(maxsize=256)
+def _text_charset(content_type: str | None) -> str | None:
+    """The charset a body of this content-type is stored as text in, or None for binary.
+
+    Cached: a worker sees few distinct content-types, and the two regex searches cost more
+    than the lookup (the cache is bounded, whatever the servers send).
+    """
+    return charset_of(content_type) if is_text_mimetype(content_type) else None
+
+
 def encode_body(
     body: bytes | None,
     content_type: str | None,
@@ -173,12 +184,13 @@ def encode_body(
     """
     if body is None:
         return None
-    if is_text_mimetype(content_type):
-        converted = _as_utf8_text(body, charset_of(content_type))
+    text_charset = _text_charset(content_type)
+    if text_charset is not None:
+        converted = _as_utf8_text(body, text_charset)
         if converted is not None:
             text, charset = converted
-            data = text.encode("utf-8")
-            if len(data) >= GZIP_THRESHOLD:
+            # UTF-8 takes at most 4 bytes a character: shorter text cannot reach the threshold.
+            if len(text) * 4 >= GZIP_THRESHOLD and len(data := text.encode()) >= GZIP_THRESHOLD:
                 gzipped = _ruby_gzip(data, int(clock()))
                 if len(gzipped) < len(data):
                     return Payload("gzipped", base64.b64encode(gzipped).decode("ascii"), charset)

@@ -105,7 +105,8 @@ class Request:
     @classmethod
     def from_wire(cls, data: object) -> Request:
         """Load a request payload written by Ruby or Python; raise InvalidRequestError."""
-        if not isinstance(data, Mapping):
+        # The exact-type test first: parsed JSON is a dict, which skips the ABC check's cost.
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise InvalidRequestError(f"request must be an object, got {type(data).__name__}")
         method = data.get("http_method")
         if method not in HTTP_METHODS:
@@ -133,20 +134,22 @@ class Request:
             raise InvalidRequestError(
                 f"max_redirects must be an integer or null, got {max_redirects!r}"
             )
-        preprocessors = data.get("preprocessors") or []
-        if not isinstance(preprocessors, list) or not all(
-            isinstance(name, str) and name for name in preprocessors
+        preprocessors = data.get("preprocessors") or ()
+        if preprocessors and (
+            not isinstance(preprocessors, list)
+            or not all(isinstance(name, str) and name for name in preprocessors)
         ):
             raise InvalidRequestError("preprocessors must be a list of non-empty names")
+        # Positional, in field order: one request per job, and keywords cost a dict.
         return cls(
-            http_method=method,
-            url=url,
-            headers=_load_headers(data.get("headers")),
-            body=body,
-            timeout=timeout,
-            max_redirects=max_redirects,
-            secret_params=_load_secret_params(data.get("secret_params")),
-            preprocessors=tuple(preprocessors),
+            method,
+            url,
+            _load_headers(data.get("headers")),
+            body,
+            timeout,
+            max_redirects,
+            _load_secret_params(data.get("secret_params")),
+            tuple(preprocessors),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -252,7 +255,7 @@ def _preprocessor_names(names: Iterable[str] | None) -> tuple[str, ...]:
 def _load_headers(data: object) -> Headers[HeaderValue]:
     if data is None:
         return Headers()
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise InvalidRequestError(f"headers must be an object, got {type(data).__name__}")
     headers: dict[str, HeaderValue] = {}
     for name, value in data.items():

@@ -54,16 +54,17 @@ class Response:
     ) -> Response:
         """Build a response from raw bytes, encoding the body as the gem does."""
         response_headers = Headers(headers)
+        # Positional, in field order: one response per request, and keywords cost a dict.
         return cls(
-            status=status,
-            headers=response_headers,
-            payload=encode_body(body, response_headers.get("content-type"), clock=clock),
-            duration=duration,
-            request_id=request_id,
-            url=url,
-            http_method=http_method,
-            callback_args_data=dict(callback_args or {}),
-            redirects=tuple(redirects),
+            status,
+            response_headers,
+            encode_body(body, response_headers.get("content-type"), clock=clock),
+            duration,
+            request_id,
+            url,
+            http_method,
+            dict(callback_args or {}),
+            tuple(redirects),
         )
 
     @classmethod
@@ -108,7 +109,7 @@ class Response:
         """Return the wire object in the gem's key order."""
         return {
             "status": self.status,
-            "headers": dict(self.headers),
+            "headers": self.headers.to_dict(),
             "body": self.payload.to_wire() if self.payload is not None else None,
             "duration": self.duration,
             "request_id": self.request_id,
