@@ -135,6 +135,10 @@ def dumps(value: Any) -> str:
     return text if text.isascii() else _utf8_only(text)
 
 
+# Every ASCII digit to "0": runs of digits are then found by one substring search.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_SIXTEEN_DIGITS = b"0" * 16 + b"."
+
 # Subclasses, dataclasses and datetimes go to ``default``, which refuses them: the json
 # module's path then decides, as for any value orjson cannot write.
 _ORJSON_OPTIONS = (
@@ -157,13 +161,21 @@ def dumps_native(value: Any) -> str:
     types: orjson writes enums and UUIDs, which :func:`dumps` refuses.
     """
     try:
-        text = orjson.dumps(value, default=_not_serializable, option=_ORJSON_OPTIONS)
+        data = orjson.dumps(value, default=_not_serializable, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is one
         return dumps(value)
-    result = text.decode("utf-8")
-    if "null" in result or "0.0000" in result or _may_need_ruby_floats(result):
+    text = data.decode("utf-8")
+    if "null" in text or "0.0000" in text:
         return dumps(value)
-    return result
+    # Substring searches first: only text with an exponent-like "e-"/"e+" or 16 digits
+    # before a point pays for the scan that tells floats apart from strings (dashed header
+    # names have "e-": "same-origin"). find, not `in`, on bytes: bytes' `in` first tries
+    # its operand as an integer, and raises and clears a TypeError each time.
+    if (
+        "e-" in text or "e+" in text or data.translate(_DIGITS_TO_ZERO).find(_SIXTEEN_DIGITS) != -1
+    ) and _may_need_ruby_floats(text):
+        return dumps(value)
+    return text
 
 
 def dumps_float(value: float) -> str:
@@ -259,8 +271,7 @@ _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
 # orjson reads an integer beyond 64 bits as a float; text with 19 digits or more in a row
 # (in a string or not) is left to the json module, which keeps the integer. Found with a
-# byte translation (every digit to "0") and one substring search: a regex took 8 us a job.
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+# byte translation (_DIGITS_TO_ZERO) and one substring search: a regex took 8 us a job.
 _LONG_DIGITS = b"0" * 19
 
 
@@ -284,7 +295,7 @@ def loads(text: str | bytes) -> Any:
             data = None
     elif type(text) is bytes:  # exact bytes only: the json module refuses a bytearray
         data = text
-    if data is not None and _LONG_DIGITS not in data.translate(_DIGITS_TO_ZERO):
+    if data is not None and data.translate(_DIGITS_TO_ZERO).find(_LONG_DIGITS) == -1:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
