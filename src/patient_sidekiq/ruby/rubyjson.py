@@ -9,6 +9,10 @@ exponent notation from 1e15 upwards with 16 or fewer significant digits (Python 
 until 1e16) and always writes a fractional part in the mantissa (``1.0e+16`` where
 Python writes ``1e+16``). ``dumps`` therefore takes the C encoder's output as is unless it
 could contain such a float, and only then re-encodes with Ruby's float format.
+
+On the per-job paths orjson does the work where its result is provably the json module's:
+``loads`` (every fetched job) and ``dumps_native`` (every callback result); each falls
+back to the json module for whatever orjson reads or writes differently.
 """
 
 from __future__ import annotations
