@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trio
 
-from patient_sidekiq.http.connect import open_socket, open_stream, with_retries
+from patient_sidekiq.http.connect import open_plain, open_socket, open_stream, with_retries
 from patient_sidekiq.http.ruby_errors import ruby_error
 from tests.support.http import Server, TlsCerts
 from tests.support.programs import free_port
@@ -22,6 +22,46 @@ async def test_a_refused_ip_connect_reads_as_the_gems_errno_error() -> None:
         "Errno::ECONNREFUSED",
         f"Connection refused - connect(2) for 127.0.0.1:{port}",
     )
+
+
+async def test_a_refused_connect_reads_the_same_when_it_carries_the_request() -> None:
+    # The write made as the connect starts reports the refusal in place of SO_ERROR.
+    port = free_port()
+    with pytest.raises(httpx.ConnectError) as caught:
+        await open_plain("127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n")
+    assert ruby_error(caught.value, f"http://127.0.0.1:{port}/") == (
+        "Errno::ECONNREFUSED",
+        f"Connection refused - connect(2) for 127.0.0.1:{port}",
+    )
+
+
+async def test_open_plain_writes_the_request_as_it_connects() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with listener:
+        sock, sent = await open_plain("127.0.0.1", port, b"ping")
+        assert sent == 4  # a local connect is up before the write: no wait for it
+        accepted = await listener.accept()
+        assert await accepted.receive_some(4) == b"ping"
+        sock.close()
+        await accepted.aclose()
+        # a name goes through trio's resolver first: nothing written yet
+        sock, sent = await open_plain("localhost", port, b"ping")
+        assert sent == 0
+        sock.close()
+        await (await listener.accept()).aclose()
+
+
+async def test_open_plain_past_its_deadline_sends_nothing() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    async with listener:
+        with trio.CancelScope(deadline=trio.current_time()) as scope:
+            await open_plain("127.0.0.1", port, b"ping")
+        assert scope.cancelled_caught
+        accepted = await listener.accept()
+        assert await accepted.receive_some(4) == b""  # closed without a byte
+        await accepted.aclose()
 
 
 async def test_ip_literals_and_names_both_connect() -> None:

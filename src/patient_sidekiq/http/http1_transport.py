@@ -45,7 +45,7 @@ import httpx
 import trio
 
 from patient_sidekiq.errors import TlsUnexpectedEofError
-from patient_sidekiq.http.connect import open_socket, with_retries
+from patient_sidekiq.http.connect import open_plain, open_socket, with_retries
 from patient_sidekiq.http.http1_codec import ResponseParser, encode_request
 from patient_sidekiq.http.http1_connection import (
     KEEPALIVE_EXPIRY,
@@ -145,8 +145,10 @@ class H11Transport(httpx.AsyncBaseTransport):
                     raise httpx.ReadError("connection closed by the server") from stale
                 # closed by the server as we reused it: once more, on a new one
         connect_timeout = _seconds(timeouts.get("connect"))
-        conn = await with_retries(lambda: self._open(origin, connect_timeout), self._retries)
-        return await self._exchange(conn, head, write_timeout, read_timeout, False)
+        fresh, sent = await with_retries(
+            lambda: self._open(origin, connect_timeout, head.data), self._retries
+        )
+        return await self._exchange(fresh, head, write_timeout, read_timeout, False, sent)
 
     async def aclose(self) -> None:
         """Close every idle connection; connections in use close when their response does."""
@@ -204,16 +206,23 @@ class H11Transport(httpx.AsyncBaseTransport):
         for origin in empty:
             del self._idle[origin]
 
-    async def _open(self, origin: Origin, timeout: float) -> Connection:
-        _, host, port = origin
+    async def _open(self, origin: Origin, timeout: float, data: bytes) -> tuple[Connection, int]:
+        """A new connection to ``origin``, and how many bytes of the request (``data``) it
+        already carried: plain HTTP writes them as it connects (see connect.open_plain)."""
         deadline = _tighter_deadline(timeout)
         if deadline is None:  # the request's own deadline comes first: no scope of our own
-            sock, tls = await open_socket(origin, self._ssl_context)
-            return Connection(origin, sock, tls)
+            return await self._connect(origin, data)
         with trio.CancelScope(deadline=deadline):
+            return await self._connect(origin, data)
+        raise httpx.ConnectTimeout(f"Timed out connecting to {origin[1]}:{origin[2]}")
+
+    async def _connect(self, origin: Origin, data: bytes) -> tuple[Connection, int]:
+        scheme, host, port = origin
+        if scheme == "https":
             sock, tls = await open_socket(origin, self._ssl_context)
-            return Connection(origin, sock, tls)
-        raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}")
+            return Connection(origin, sock, tls), 0
+        sock, sent = await open_plain(host, port, data)
+        return Connection(origin, sock, None), sent
 
     # --- one exchange ---------------------------------------------------------------------
 
@@ -233,17 +242,22 @@ class H11Transport(httpx.AsyncBaseTransport):
         write_timeout: float,
         read_timeout: float,
         reused: bool,
+        sent: int = 0,
     ) -> tuple[ResponseParser, _Body]:
-        """Write the request and read the response head on ``conn``.
+        """Write the request (what ``sent`` leaves of it) and read the response head on
+        ``conn``.
 
         Raises :class:`_StaleConnection` (caused by the httpx error) if ``reused`` and the
         connection fails before any byte of the response arrived.
         """
+        data = head.data if sent == 0 else head.data[sent:]
         try:
-            if write_timeout == _INF:  # the worker's case: one coroutine fewer per request
-                await send_all(conn, head.data)
+            if not data:
+                pass  # all written while connecting
+            elif write_timeout == _INF:  # the worker's case: one coroutine fewer per request
+                await send_all(conn, data)
             else:
-                await _send_request(conn, head.data, write_timeout)
+                await _send_request(conn, data, write_timeout)
             parser = await _read_head(conn, read_timeout, head.head_only)
         except httpx.TransportError as exc:
             conn.close()
