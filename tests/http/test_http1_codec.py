@@ -12,7 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patient_sidekiq.http.http1_codec import MAX_HEAD_SIZE, ResponseParser, encode_request
+from patient_sidekiq.http.http1_codec import (
+    MAX_HEAD_SIZE,
+    ResponseParser,
+    encode_plain,
+    encode_request,
+)
 
 
 def _h11_bytes(
@@ -67,6 +72,43 @@ def test_any_header_value_is_refused_or_written_exactly_as_h11_would(
             encode_request(b"GET", b"/", fields, body)
     else:
         assert encode_request(b"GET", b"/", fields, body) == expected
+
+
+_TEXT = st.text(st.sampled_from("aZ09-_!:~ \t\r\n\x00\x7f\u00e9"), max_size=10)
+
+
+@given(
+    st.sampled_from(["GET", "POST", "G T", "GÉT", ""]),
+    st.text(st.sampled_from("/a?=: \r\n\x00\u00e9"), max_size=6),
+    _TEXT,
+    st.dictionaries(_TEXT, _TEXT, max_size=4),
+    st.binary(max_size=5),
+)
+def test_the_plain_head_is_written_as_encode_request_writes_it_or_left_to_it(
+    method: str, target: str, host: str, headers: dict[str, str], body: bytes
+) -> None:
+    # Whatever the one-match check lets through, the per-part checks (and so h11) write the
+    # same bytes; anything else is left to them (None).
+    data = encode_plain(method, target, host, headers, body)
+    if data is None:
+        return
+    fields = [
+        (b"host", host.encode()),
+        *((name.encode(), value.encode()) for name, value in headers.items()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    assert data == encode_request(method.encode(), target.encode(), fields, body)
+    assert data == _h11_bytes(method.encode(), target.encode(), fields, body)
+
+
+def test_the_usual_head_takes_the_one_match() -> None:
+    headers = {"x-request-id": "r1", "user-agent": "PatientHttp", "x-t": "a b\tc"}
+    assert encode_plain("POST", "/p?q=1", "h:81", headers, b"abc") == (
+        b"POST /p?q=1 HTTP/1.1\r\nhost: h:81\r\nx-request-id: r1\r\n"
+        b"user-agent: PatientHttp\r\nx-t: a b\tc\r\ncontent-length: 3\r\n\r\nabc"
+    )
+    assert encode_plain("GET", "/", "h", {"x": "a\r\ny: b"}, b"") is None
+    assert encode_plain("GET", "/", "h", {"x: y": "b"}, b"") is None
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,14 @@ response cut short (``http/ruby_errors.py`` maps them to the gem's Ruby errors).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import h11
 import httptools
 import httpx
 
-__all__ = ["MAX_HEAD_SIZE", "ResponseParser", "encode_request"]
+__all__ = ["MAX_HEAD_SIZE", "ResponseParser", "encode_plain", "encode_request"]
 
 MAX_HEAD_SIZE: Final = 100 * 1024
 """Bytes a response head may take (h11's ``max_incomplete_event_size`` as we set it)."""
@@ -35,6 +35,32 @@ _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE: Final = re.compile(rb"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
 _TARGET: Final = re.compile(rb"[\x21-\x7e]+")
 _BLANKS: Final = b" \t"
+# The same checks over a whole head written as text, each header as "name:\x00value\r\n":
+# neither a name nor a value may hold NUL, CR or LF, so the separators cannot be forged
+# and one match checks every part.
+_PLAIN_HEAD: Final = re.compile(
+    r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.1\r\n"
+    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:\x00(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?\r\n)*"
+    r"\r\n"
+)
+
+
+def encode_plain(
+    method: str, target: str, host: str, headers: Mapping[str, str], body: bytes
+) -> bytes | None:
+    """:func:`encode_request`'s bytes for ``host``, then ``headers``, then the body's
+    ``content-length``, when every part passes the same checks; None when one does not
+    (:func:`encode_request` then decides). One match over the whole head instead of one per
+    part: the matches were most of the cost of writing a request."""
+    block = "".join([f"{name}:\x00{value}\r\n" for name, value in headers.items()])
+    head = (
+        f"{method} {target} HTTP/1.1\r\nhost:\x00{host}\r\n{block}"
+        f"content-length:\x00{len(body)}\r\n\r\n"
+    )
+    if _PLAIN_HEAD.fullmatch(head) is None:
+        return None
+    data = head.replace(":\x00", ": ").encode("ascii")
+    return data + body if body else data
 
 
 def encode_request(

@@ -46,7 +46,7 @@ import trio
 
 from patient_sidekiq.errors import TlsUnexpectedEofError
 from patient_sidekiq.http.connect import open_plain, open_socket, with_retries
-from patient_sidekiq.http.http1_codec import ResponseParser, encode_request
+from patient_sidekiq.http.http1_codec import ResponseParser, encode_plain, encode_request
 from patient_sidekiq.http.http1_connection import (
     KEEPALIVE_EXPIRY,
     Connection,
@@ -99,7 +99,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         self,
         target: DirectTarget,
         method: str,
-        headers: list[tuple[str, str]],
+        headers: Mapping[str, str],
         body: bytes | None,
         timeouts: Mapping[str, float | None],
     ) -> DirectResponse:
@@ -111,13 +111,17 @@ class H11Transport(httpx.AsyncBaseTransport):
         """
         method_name = method.upper()
         content = body or b""
-        fields = [(b"host", target.host_header.encode("ascii"))]
-        fields += [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
         # Every request states its length, an empty body too ("content-length: 0"), as
         # the gem's HTTP/1 client writes it; servers and signatures may see the difference.
-        fields.append((b"content-length", str(len(content)).encode("ascii")))
-        method_bytes = method_name.encode("ascii")
-        data = encode_request(method_bytes, target.path.encode("ascii"), fields, content)
+        data = encode_plain(method_name, target.path, target.host_header, headers, content)
+        if data is None:
+            fields = [(b"host", target.host_header.encode("ascii"))]
+            fields += [
+                (name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()
+            ]
+            fields.append((b"content-length", str(len(content)).encode("ascii")))
+            method_bytes = method_name.encode("ascii")
+            data = encode_request(method_bytes, target.path.encode("ascii"), fields, content)
         head = _Head(data, method_name == "HEAD")
         parser, stream = await self._request(
             target.origin, head, method_name in _IDEMPOTENT, timeouts

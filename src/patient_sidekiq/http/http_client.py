@@ -45,8 +45,8 @@ from patient_sidekiq.http.direct_route import direct_route
 from patient_sidekiq.http.http1_transport import H11Transport
 from patient_sidekiq.http.http2_transport import H2Transport
 from patient_sidekiq.http.http_transport import (
-    decoded_fields,
     joined_fields,
+    joined_raw_fields,
     read_stream,
 )
 from patient_sidekiq.http.ruby_errors import ruby_error, ruby_error_type
@@ -233,14 +233,14 @@ async def _send(
             direct = await carrier.send(
                 route[1],
                 outgoing.method,
-                list(outgoing.headers.items()),
+                outgoing.headers,
                 outgoing.body,
                 {"connect": connect},
             )
             status = direct.status
             stream: httpx.AsyncByteStream = direct.stream
             close = stream.aclose
-            fields = decoded_fields(direct.headers)
+            raw: list[tuple[bytes, bytes]] | None = direct.headers
             http2 = False
         else:
             if route is None:
@@ -256,6 +256,7 @@ async def _send(
             assert isinstance(response.stream, httpx.AsyncByteStream)
             stream = response.stream
             close = response.aclose
+            raw = None
             fields = response.headers.multi_items()
             http2 = response.extensions.get("http_version") == b"HTTP/2"
         # HTTP/1 (protocol-http1) has no body for 1xx/204/304/HEAD and keeps their framing
@@ -264,7 +265,7 @@ async def _send(
             status >= 200 and status not in (204, 304) and outgoing.method.lower() != "head"
         )
         try:
-            headers = joined_fields(fields)
+            headers = joined_fields(fields) if raw is None else joined_raw_fields(raw)
             body = await read_stream(
                 stream, headers, settings.max_response_size, framed=framed, http2=http2
             )

@@ -68,6 +68,7 @@ __all__ = [
     "ShardedTransport",
     "decoded_fields",
     "joined_fields",
+    "joined_raw_fields",
     "read_stream",
 ]
 
@@ -262,6 +263,36 @@ def joined_fields(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
     return joined
 
 
+def joined_raw_fields(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """``joined_fields(decoded_fields(raw))`` in one pass for the usual response: ASCII
+    fields, each name once (anything else takes those two)."""
+    joined: dict[str, str] = {}
+    try:
+        for name, value in raw:
+            key = name.decode("ascii")
+            if key in joined or key in _DROPPED_HEADERS:
+                return joined_fields(decoded_fields(raw))
+            text = value.decode("ascii")
+            if key in _KEPT_WHOLE:
+                joined[key] = text
+                continue
+            # The split and join below change nothing when every comma is followed by one
+            # space and more, with no blank before it (a Date's "Fri, 04 Dec"): not worth
+            # a regex split per response. (printable ASCII: the only blank is the space)
+            if "," in text and not (
+                text.count(",") == text.count(", ")
+                and " ," not in text
+                and ",  " not in text
+                and not text.endswith(", ")
+                and text.isprintable()
+            ):
+                text = ", ".join(_split_commas(text))
+            joined[key] = text.lower() if key in _LOWERCASED else text
+    except UnicodeDecodeError:
+        return joined_fields(decoded_fields(raw))
+    return joined
+
+
 def _split_commas(value: str) -> list[str]:
     # Ruby's String#split(/\s*,\s*/): trailing empty pieces are dropped, inner ones kept.
     parts = _COMMA.split(value)
@@ -284,6 +315,8 @@ _NEWLINE_JOINED: Final = frozenset(
 _CONCATENATED: Final = frozenset({"authorization", "proxy-authorization"})
 _LOWERCASED: Final = frozenset({"connection", "cache-control", "vary"})
 _DROPPED_HEADERS: Final = frozenset({"upgrade"})
+# what joined_fields keeps as it is when the header comes once
+_KEPT_WHOLE: Final = _LAST_WINS | _NEWLINE_JOINED | _CONCATENATED
 
 
 async def read_stream(
