@@ -139,6 +139,32 @@ def test_headers_are_lowercase_and_trimmed_and_the_body_follows() -> None:
     assert parser.reusable
 
 
+def test_a_restarted_parser_reads_the_next_response_of_the_connection() -> None:
+    parser = parse(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    assert body_of(parser) == b"ok"
+    assert parser.reusable
+    for response, status, body in [
+        (b"HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n", 204, b""),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc",
+            201,
+            b"abc",
+        ),
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 404, b""),
+    ]:
+        parser.restart()
+        assert not parser.head_done
+        for byte in range(len(response)):
+            parser.feed(response[byte : byte + 1])
+        assert parser.complete
+        assert parser.status == status
+        assert body_of(parser) == body
+        assert len(parser.headers) == 1 + (status == 404)
+    assert not parser.reusable  # the last said close
+
+
 def test_a_response_split_anywhere_parses_the_same() -> None:
     raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Y: z\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     for cut in range(1, len(raw)):

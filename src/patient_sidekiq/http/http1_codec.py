@@ -130,6 +130,12 @@ class ResponseParser:
 
     def __init__(self, *, head_only: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self.restart(head_only=head_only)
+
+    def restart(self, *, head_only: bool = False) -> None:
+        """Get ready for the next response on the same connection, once this one was
+        :attr:`reusable` (llhttp, keep-alive, then reads the next message; a new parser
+        per response cost more than the rest of the reading)."""
         self._head_only = head_only
         self._body: list[bytes] = []
         self._head_bytes = 0

@@ -320,7 +320,11 @@ def _tighter_deadline(timeout: float) -> float | None:
 
 
 async def _read_head(conn: Connection, timeout: float, head_only: bool) -> ResponseParser:
-    parser = conn.parser = ResponseParser(head_only=head_only)
+    parser = conn.parser
+    if parser is None:
+        parser = conn.parser = ResponseParser(head_only=head_only)
+    else:  # a pooled connection: its last response was reusable (see _release)
+        parser.restart(head_only=head_only)
     conn.received = False
     while not parser.head_done:
         chunk = await (receive_some(conn) if timeout == _INF else _receive(conn, timeout))
