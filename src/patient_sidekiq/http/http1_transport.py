@@ -394,18 +394,38 @@ class _Body(httpx.AsyncByteStream):
         self._done = True
         raise StopAsyncIteration
 
+    def take_whole(self) -> bytes | None:
+        """The whole body when it has all been parsed already (most bodies arrive with
+        their head), else None and nothing taken: read it by iterating. Spares the
+        iteration's coroutines and its StopAsyncIteration."""
+        conn = self._conn
+        if conn is None or self._done:
+            return None
+        parser = conn.parser
+        assert parser is not None
+        if not parser.complete:
+            return None
+        self._done = True
+        pieces = parser.take_body()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """:meth:`aclose` without a coroutine: pool the connection if the body was read to
+        the end, else close it."""
         conn, self._conn = self._conn, None
         if conn is not None:
             if self._done:
                 self._transport._release(conn)
             else:
                 conn.close()
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 def _seconds(value: object) -> float:

@@ -48,6 +48,7 @@ from patient_sidekiq.http.http_transport import (
     joined_fields,
     joined_raw_fields,
     read_stream,
+    whole_body,
 )
 from patient_sidekiq.http.ruby_errors import ruby_error, ruby_error_type
 from patient_sidekiq.http.settings import HttpSettings, OutgoingRequest
@@ -238,6 +239,17 @@ async def _send(
                 {"connect": connect},
             )
             status = direct.status
+            whole = direct.stream.take_whole()
+            if whole is not None:  # the usual: no coroutine to read the body in
+                framed = status >= 200 and status not in (204, 304)
+                framed = framed and outgoing.method.lower() != "head"
+                try:
+                    headers = joined_raw_fields(direct.headers)
+                    limit = settings.max_response_size
+                    body = whole_body(whole, headers, limit, framed=framed)
+                finally:
+                    direct.stream.close()
+                return _answer(status, headers, body, framed)
             stream: httpx.AsyncByteStream = direct.stream
             close = stream.aclose
             raw: list[tuple[bytes, bytes]] | None = direct.headers
@@ -273,6 +285,10 @@ async def _send(
             await close()
     if scope.cancelled_caught:
         raise trio.TooSlowError
+    return _answer(status, headers, body, framed)
+
+
+def _answer(status: int, headers: dict[str, str], body: bytes | None, framed: bool) -> _Answer:
     if framed:
         # The gem's HTTP clients (protocol-http1 and async-http's HTTP/2) consume the
         # framing headers while reading a body: its callbacks never see them.

@@ -70,6 +70,7 @@ __all__ = [
     "joined_fields",
     "joined_raw_fields",
     "read_stream",
+    "whole_body",
 ]
 
 MAX_SHARDS: Final = 2048
@@ -351,6 +352,31 @@ async def read_stream(
     if body and "content-encoding" in headers:
         del headers["content-encoding"]
     if not body and declared is not None and not http2:
+        return None
+    return body
+
+
+def whole_body(
+    data: bytes, headers: dict[str, str], limit: int, *, framed: bool = True
+) -> bytes | None:
+    """What :func:`read_stream` gives for an HTTP/1.1 body that is all in ``data`` already
+    (a stream of that one chunk), without a coroutine."""
+    if not framed:
+        return None
+    declared = _leading_int(headers.get("content-length", ""))
+    if declared is not None and declared > limit:
+        raise ResponseTooLargeError(limit)
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        pieces = _Decoder(encoding).feed(data, limit + 1)
+        body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    else:
+        body = data
+    if len(body) > limit:
+        raise ResponseTooLargeError(limit)
+    if body and "content-encoding" in headers:
+        del headers["content-encoding"]
+    if not body and declared is not None:
         return None
     return body
 
