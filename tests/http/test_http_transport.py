@@ -36,7 +36,7 @@ _VALUES = st.binary().map(bytes) | st.text(st.sampled_from(" ,\t\x0b\x1cAb"), ma
 )
 
 
-@settings(max_examples=1000)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(st.tuples(_NAMES, _VALUES), max_size=5))
 def test_the_one_pass_join_reads_as_decoding_then_joining(raw: list[tuple[bytes, bytes]]) -> None:
     assert joined_raw_fields(raw) == joined_fields(decoded_fields(raw))

@@ -24,7 +24,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import httpx
 import trio
@@ -35,6 +35,7 @@ from patient_sidekiq.http.tls_session import TlsSession
 __all__ = ["open_plain", "open_socket", "open_stream", "with_retries"]
 
 _T = TypeVar("_T")
+_NONBLOCK: Final[int] = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux
 
 
 async def open_stream(
@@ -162,10 +163,12 @@ async def _connect_socket(
     address: tuple[str, int] | tuple[str, int, int, int] = (
         (host, port) if family == socket.AF_INET else (host, port, 0, 0)
     )
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # non-blocking from its creation where the kernel allows (two fcntl calls fewer)
+    sock = socket.socket(family, socket.SOCK_STREAM | _NONBLOCK)
     sent = 0
     try:
-        sock.setblocking(False)
+        if not _NONBLOCK:
+            sock.setblocking(False)
         # requests go out in one write: no reason to wait for an ACK before sending
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         error = sock.connect_ex(address)

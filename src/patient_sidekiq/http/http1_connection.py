@@ -46,7 +46,7 @@ class Connection:
         self.fd = sock.fileno()
         self.tls = tls
         self.parser: ResponseParser | None = None  # the current (or last) response
-        self.idle_since = 0.0
+        self.idle_since = 0.0  # time.monotonic(): the pool's clock (trio's costs a few calls)
         self.received = False  # whether the current response has begun to arrive
 
     def reusable(self, now: float) -> bool:

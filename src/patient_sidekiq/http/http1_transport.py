@@ -39,6 +39,7 @@ No proxies (those stay on httpx) and no HTTP/2. Touches no Redis keys.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from time import monotonic
 from typing import Final
 
 import httpx
@@ -169,7 +170,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         stack = self._idle.get(origin)
         if not stack:
             return None
-        now = trio.current_time()
+        now = monotonic()
         while stack:
             conn = stack.pop()
             if conn.reusable(now):
@@ -183,7 +184,7 @@ class H11Transport(httpx.AsyncBaseTransport):
         if self._closed or parser is None or not parser.reusable:
             conn.close()
             return
-        now = trio.current_time()
+        now = monotonic()
         conn.idle_since = now
         stack = self._idle.get(conn.origin)
         if stack is None:

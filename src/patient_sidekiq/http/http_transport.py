@@ -436,6 +436,8 @@ class _Decoder:
 
 
 def _leading_int(text: str) -> int | None:
+    if text.isascii() and text.isdigit():  # the usual content-length: no loop
+        return int(text)
     digits = ""
     for char in text.strip():
         if not char.isdigit():
