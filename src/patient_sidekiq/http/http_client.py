@@ -239,10 +239,12 @@ async def _send(
                 {"connect": connect},
             )
             status = direct.status
-            whole = direct.stream.take_whole()
+            framed = status >= 200 and status not in (204, 304)
+            framed = framed and outgoing.method.lower() != "head"
+            # (a response without a body is left unread below, as before: its connection
+            # is closed, not pooled)
+            whole = direct.stream.take_whole() if framed else None
             if whole is not None:  # the usual: no coroutine to read the body in
-                framed = status >= 200 and status not in (204, 304)
-                framed = framed and outgoing.method.lower() != "head"
                 try:
                     headers = joined_raw_fields(direct.headers)
                     limit = settings.max_response_size
