@@ -338,22 +338,15 @@ async def read_stream(
     """
     if not framed:
         return None
-    declared = _leading_int(headers.get("content-length", ""))
-    if declared is not None and declared > limit:
-        raise ResponseTooLargeError(limit)
-    encoding = headers.get("content-encoding", "").strip().lower()
-    decoder = _Decoder(encoding) if encoding in ("gzip", "x-gzip", "deflate") else None
+    declared, encoding = _declared(headers, limit)
+    decoder = _Decoder(encoding) if encoding is not None else None
     iterator = aiter(stream)
     try:
         body = await _collect(iterator, decoder, limit)
     except ResponseTooLargeError:
         await _unwind(iterator)
         raise
-    if body and "content-encoding" in headers:
-        del headers["content-encoding"]
-    if not body and declared is not None and not http2:
-        return None
-    return body
+    return _finished(body, headers, declared, http2=http2)
 
 
 def whole_body(
@@ -363,20 +356,30 @@ def whole_body(
     (a stream of that one chunk), without a coroutine."""
     if not framed:
         return None
+    declared, encoding = _declared(headers, limit)
+    body = b"".join(_Decoder(encoding).feed(data, limit + 1)) if encoding is not None else data
+    if len(body) > limit:
+        raise ResponseTooLargeError(limit)
+    return _finished(body, headers, declared, http2=False)
+
+
+def _declared(headers: dict[str, str], limit: int) -> tuple[int | None, str | None]:
+    """The declared length (refused past ``limit``) and the coding to decode, if any."""
     declared = _leading_int(headers.get("content-length", ""))
     if declared is not None and declared > limit:
         raise ResponseTooLargeError(limit)
     encoding = headers.get("content-encoding", "").strip().lower()
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        pieces = _Decoder(encoding).feed(data, limit + 1)
-        body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    else:
-        body = data
-    if len(body) > limit:
-        raise ResponseTooLargeError(limit)
+    return declared, encoding if encoding in ("gzip", "x-gzip", "deflate") else None
+
+
+def _finished(
+    body: bytes, headers: dict[str, str], declared: int | None, *, http2: bool
+) -> bytes | None:
+    # The gem's AcceptEncoding wrapper drops content-encoding once a body has bytes, and
+    # its HTTP/1 client yields no body for an empty one of declared length.
     if body and "content-encoding" in headers:
         del headers["content-encoding"]
-    if not body and declared is not None:
+    if not body and declared is not None and not http2:
         return None
     return body
 
