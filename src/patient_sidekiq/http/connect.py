@@ -71,16 +71,7 @@ async def open_socket(
     Raises httpx.ConnectError when either fails, as :func:`open_stream` does.
     """
     scheme, host, port = origin
-    family = _literal_family(host)
-    try:
-        if family is None:
-            # A name: trio's resolver and happy eyeballs, then the socket out of its stream.
-            stream = await trio.open_tcp_stream(host, port)
-            sock = socket.socket(fileno=stream.socket.detach())
-        else:
-            sock, _ = await _connect_socket(family, host, port)
-    except OSError as exc:
-        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+    sock, _ = await open_plain(host, port, b"")
     if scheme != "https":
         return sock, None
     session = TlsSession(ssl_context, host)
@@ -96,12 +87,13 @@ async def open_socket(
 
 
 async def open_plain(host: str, port: int, data: bytes) -> tuple[socket.socket, int]:
-    """A new TCP connection to ``host``:``port`` (as :func:`open_socket` opens one for
-    ``http``) with the first bytes of ``data`` written as soon as the kernel takes them; and
-    how many it took. Raises httpx.ConnectError as :func:`open_socket` does."""
+    """A new TCP connection to ``host``:``port`` (a non-blocking socket, ``TCP_NODELAY``
+    set) with the first bytes of ``data`` (``b""``: none) written as soon as the kernel takes
+    them; and how many it took. Raises httpx.ConnectError when the connect fails."""
     family = _literal_family(host)
     try:
         if family is None:
+            # A name: trio's resolver and happy eyeballs, then the socket out of its stream.
             stream = await trio.open_tcp_stream(host, port)
             return socket.socket(fileno=stream.socket.detach()), 0
         return await _connect_socket(family, host, port, data)

@@ -239,16 +239,14 @@ async def _send(
                 {"connect": connect},
             )
             status = direct.status
-            framed = status >= 200 and status not in (204, 304)
-            framed = framed and outgoing.method.lower() != "head"
+            framed = _framed(status, outgoing.method, http2=False)
             # (a response without a body is left unread below, as before: its connection
             # is closed, not pooled)
             whole = direct.stream.take_whole() if framed else None
             if whole is not None:  # the usual: no coroutine to read the body in
                 try:
                     headers = joined_raw_fields(direct.headers)
-                    limit = settings.max_response_size
-                    body = whole_body(whole, headers, limit, framed=framed)
+                    body = whole_body(whole, headers, settings.max_response_size)
                 finally:
                     direct.stream.close()
                 return _answer(status, headers, body, framed)
@@ -273,11 +271,7 @@ async def _send(
             raw = None
             fields = response.headers.multi_items()
             http2 = response.extensions.get("http_version") == b"HTTP/2"
-        # HTTP/1 (protocol-http1) has no body for 1xx/204/304/HEAD and keeps their framing
-        # headers; async-http's HTTP/2 always makes a body (maybe "") and drops them.
-        framed = http2 or (
-            status >= 200 and status not in (204, 304) and outgoing.method.lower() != "head"
-        )
+            framed = _framed(status, outgoing.method, http2=http2)
         try:
             headers = joined_fields(fields) if raw is None else joined_raw_fields(raw)
             body = await read_stream(
@@ -288,6 +282,13 @@ async def _send(
     if scope.cancelled_caught:
         raise trio.TooSlowError
     return _answer(status, headers, body, framed)
+
+
+def _framed(status: int, method: str, *, http2: bool) -> bool:
+    """Whether the response has a body to read. HTTP/1 (protocol-http1) has none for
+    1xx/204/304/HEAD and keeps their framing headers; async-http's HTTP/2 always makes a
+    body (maybe "") and drops them."""
+    return http2 or (status >= 200 and status not in (204, 304) and method.lower() != "head")
 
 
 def _answer(status: int, headers: dict[str, str], body: bytes | None, framed: bool) -> _Answer:
